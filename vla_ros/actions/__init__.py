@@ -1,0 +1,1 @@
+"""Action spaces, tokenizers, normalization, chunk buffers and safety limits (no rclpy)."""

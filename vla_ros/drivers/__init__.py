@@ -1,0 +1,1 @@
+"""Robot backends behind the driver node: MuJoCo simulation, dry run, your SDK (no rclpy)."""

@@ -1,0 +1,1 @@
+"""Policy contract, registry and the policy families (no rclpy)."""
