@@ -1,0 +1,171 @@
+"""The ROS-free runtime: hold reasons, recovery, instruction changes, policy swaps."""
+
+import numpy as np
+import pytest
+
+from vla_ros.policies.scripted import ScriptedPolicy
+from vla_ros.runtime.engine import EngineConfig, EngineState, InferenceEngine
+
+FRAME = np.zeros((48, 64, 3), dtype=np.uint8)
+
+
+class FakeClock:
+    def __init__(self, t=100.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def make_engine(policy=None, **config):
+    config.setdefault('chunk_strategy', 'receding_horizon')
+    config.setdefault('strategy_params', {'execute_steps': 8})
+    engine = InferenceEngine(EngineConfig(**config))
+    engine.finish_policy_load('scripted', policy or ScriptedPolicy(chunk_length=8))
+    return engine
+
+
+def feed(engine, t):
+    engine.set_image('front', FRAME, t)
+
+
+def test_holds_until_instruction_and_image():
+    clock = FakeClock()
+    engine = make_engine()
+    cmd = engine.command_at(clock())
+    assert cmd.hold and 'no instruction' in cmd.reason
+    assert np.all(cmd.ee_twist == 0) and cmd.gripper is None
+    engine.set_instruction('push the red cube')
+    assert 'no image' in engine.command_at(clock()).reason
+    feed(engine, clock())
+    assert 'starved' in engine.command_at(clock()).reason
+    assert engine.inference_due(clock())
+    assert engine.run_inference(clock) is not None
+    cmd = engine.command_at(clock())
+    # scripted default: 0.02 m per 0.1 s step along x -> 0.2 m/s, gripper open.
+    assert not cmd.hold
+    np.testing.assert_allclose(cmd.ee_twist, [0.2, 0, 0, 0, 0, 0])
+    assert cmd.gripper == 1.0
+    assert engine.status(clock()).state == EngineState.RUNNING
+
+
+def test_stale_image_holds_and_recovers():
+    clock = FakeClock()
+    engine = make_engine(stale_image_timeout=0.5)
+    engine.set_instruction('go')
+    feed(engine, clock())
+    engine.run_inference(clock)
+    clock.t += 0.6  # chunk still covers this tick, but the camera went silent
+    cmd = engine.command_at(clock())
+    assert cmd.hold and 'stale' in cmd.reason
+    status = engine.status(clock())
+    assert status.state == EngineState.HOLDING and 'stale' in status.message
+    feed(engine, clock())
+    engine.run_inference(clock)
+    assert not engine.command_at(clock()).hold
+
+
+def test_policy_exception_holds_reports_and_recovers():
+    clock = FakeClock()
+    policy = ScriptedPolicy(fail_mode='raise', fail_after=0)
+    engine = make_engine(policy)
+    engine.set_instruction('go')
+    feed(engine, clock())
+    assert engine.run_inference(clock) is None
+    cmd = engine.command_at(clock())
+    assert cmd.hold
+    status = engine.status(clock())
+    assert status.state == EngineState.ERROR and 'injected failure' in status.message
+    policy.fail_mode = None  # the cause goes away
+    clock.t += 1.0
+    feed(engine, clock())
+    assert engine.inference_due(clock())
+    assert engine.run_inference(clock) is not None
+    assert not engine.command_at(clock()).hold
+    assert engine.status(clock()).state == EngineState.RUNNING
+
+
+@pytest.mark.parametrize('mode', ['nan', 'wrong_shape'])
+def test_bad_chunks_never_reach_the_buffer(mode):
+    clock = FakeClock()
+    engine = make_engine(ScriptedPolicy(fail_mode=mode, fail_after=0))
+    engine.set_instruction('go')
+    feed(engine, clock())
+    assert engine.run_inference(clock) is None
+    cmd = engine.command_at(clock())
+    assert cmd.hold and np.all(np.isfinite(cmd.ee_twist))
+    assert engine.status(clock()).errors == 1
+
+
+def test_new_instruction_clears_buffer_and_discards_inflight_chunk():
+    clock = FakeClock()
+    engine = make_engine()
+    engine.set_instruction('go right')
+    feed(engine, clock())
+    engine.run_inference(clock)
+    assert engine.queue_depth(clock()) == 8
+    engine.set_instruction('go left')
+    assert engine.queue_depth(clock()) == 0
+    assert 'starved' in engine.command_at(clock()).reason
+    feed(engine, clock() + 0.01)
+    clock.t += 0.01
+    engine.run_inference(clock)
+    np.testing.assert_allclose(engine.command_at(clock()).ee_twist[0], -0.2)
+
+
+def test_swap_failure_keeps_old_policy():
+    clock = FakeClock()
+    engine = make_engine(swap_behavior='keep')
+    engine.set_instruction('go')
+    feed(engine, clock())
+    engine.run_inference(clock)
+    engine.begin_policy_load('octo')
+    assert not engine.command_at(clock()).hold  # 'keep': the old policy still drives
+    engine.finish_policy_load('octo', None, 'FileNotFoundError: no checkpoint')
+    assert engine.policy_name == 'scripted'
+    status = engine.status(clock())
+    assert 'failed to load policy' in status.message and "keeping 'scripted'" in status.message
+    assert not engine.command_at(clock()).hold
+
+
+def test_swap_with_hold_then_atomic_switch():
+    clock = FakeClock()
+    engine = make_engine(swap_behavior='hold')
+    engine.set_instruction('go')
+    feed(engine, clock())
+    engine.run_inference(clock)
+    engine.begin_policy_load('scripted')
+    cmd = engine.command_at(clock())
+    assert cmd.hold and 'loading' in cmd.reason
+    assert engine.status(clock()).state == EngineState.LOADING
+    new = ScriptedPolicy(velocity=(0.0, 0.01, 0, 0, 0, 0))
+    engine.finish_policy_load('scripted', new)
+    assert engine.policy is new and engine.queue_depth(clock()) == 0
+    clock.t += 0.05
+    feed(engine, clock())
+    engine.run_inference(clock)
+    np.testing.assert_allclose(engine.command_at(clock()).ee_twist[:2], [0.0, 0.1])
+
+
+def test_inference_due_rate_and_low_queue():
+    clock = FakeClock()
+    engine = make_engine(inference_rate_hz=0.0, low_queue_depth=2)
+    engine.set_instruction('go')
+    feed(engine, clock())
+    assert engine.inference_due(clock())
+    engine.run_inference(clock)
+    feed(engine, clock() + 0.1)
+    clock.t += 0.1
+    assert not engine.inference_due(clock())  # 7 actions left
+    clock.t += 0.45
+    feed(engine, clock())
+    assert engine.inference_due(clock())  # 2 actions left
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match='control_rate_hz'):
+        EngineConfig(control_rate_hz=0)
+    with pytest.raises(ValueError, match='swap_behavior'):
+        EngineConfig(swap_behavior='maybe')
+    with pytest.raises(ValueError):
+        EngineConfig(chunk_strategy='fastest')

@@ -1,0 +1,195 @@
+"""The inference node through a real rclpy graph (one process, isolated domain)."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+
+pytestmark = [pytest.mark.graph]
+
+
+class Harness:
+    """The inference node plus a test node that feeds it and records its output."""
+
+    def __init__(self, context, **params):
+        import rclpy
+        from geometry_msgs.msg import TwistStamped
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+        from vla_ros_msgs.msg import ActionChunk, PolicyStatus
+
+        from vla_ros.nodes import qos
+        from vla_ros.nodes.inference_node import InferenceNode
+
+        defaults = {'policy': 'scripted', 'control_rate_hz': 20.0, 'inference_rate_hz': 5.0,
+                    'stale_image_timeout': 0.5,
+                    'policy_params': json.dumps({'chunk_length': 8, 'image_size': [64, 48]})}
+        defaults.update(params)
+        self.node = InferenceNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in defaults.items()])
+        self.peer = rclpy.create_node('peer', context=context)
+        self.twists, self.statuses, self.chunks = [], [], []
+        self.peer.create_subscription(TwistStamped, 'cmd/ee_twist',
+                                      lambda m: self.twists.append((time.monotonic(), m)),
+                                      qos.COMMAND)
+        self.peer.create_subscription(PolicyStatus, 'vla/status', self.statuses.append,
+                                      qos.STATUS)
+        self.peer.create_subscription(ActionChunk, 'vla/action_chunk', self.chunks.append,
+                                      qos.STATUS)
+        self.image_pub = self.peer.create_publisher(Image, 'camera/front/image_raw',
+                                                    qos.SENSOR)
+        self.instruction_pub = self.peer.create_publisher(String, 'instruction',
+                                                          qos.INSTRUCTION)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.camera_on = True
+        self.frame = np.zeros((48, 64, 3), dtype=np.uint8)
+        self._camera = self.peer.create_timer(0.05, self._publish_image)
+
+    def _publish_image(self):
+        from vla_ros.nodes.image_conversion import rgb_to_image_msg
+
+        if self.camera_on:
+            stamp = self.peer.get_clock().now().nanoseconds * 1e-9
+            self.image_pub.publish(rgb_to_image_msg(self.frame, stamp=stamp))
+
+    def instruct(self, text):
+        from std_msgs.msg import String
+
+        self.instruction_pub.publish(String(data=text))
+
+    def wait_for(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def last_status(self):
+        return self.statuses[-1] if self.statuses else None
+
+    def message(self):
+        return self.statuses[-1].message if self.statuses else ''
+
+    def state(self):
+        return self.statuses[-1].state if self.statuses else None
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+@pytest.fixture
+def harness(ros_context):
+    created = []
+
+    def make(**params):
+        h = Harness(ros_context, **params)
+        created.append(h)
+        return h
+
+    yield make
+    for h in created:
+        h.close()
+
+
+def moving(h):
+    return bool(h.twists) and h.twists[-1][1].twist.linear.x > 0.1
+
+
+def test_holds_without_instruction_then_moves(harness):
+    from vla_ros_msgs.msg import PolicyStatus
+
+    h = harness()
+    assert h.wait_for(lambda: len(h.twists) > 10)
+    assert all(m.twist.linear.x == 0.0 for _, m in h.twists)
+    assert h.wait_for(lambda: 'no instruction' in h.message())
+    assert h.last_status().state == PolicyStatus.STATE_HOLDING
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h))
+    # scripted default: 0.02 m per 0.1 s -> 0.2 m/s along x, within the 0.25 m/s clamp
+    assert abs(h.twists[-1][1].twist.linear.x - 0.2) < 1e-6
+    assert h.wait_for(lambda: h.state() == PolicyStatus.STATE_RUNNING)
+    assert h.wait_for(lambda: len(h.chunks) > 0)
+    chunk = h.chunks[-1]
+    assert (chunk.horizon, chunk.action_dim) == (8, 7)
+    assert list(chunk.dimension_names)[-1] == 'gripper'
+    # commands keep coming at the control rate (20 Hz) while the policy runs
+    n0 = len(h.twists)
+    time.sleep(1.0)
+    assert 15 <= len(h.twists) - n0 <= 25
+
+
+def test_stale_image_holds_and_recovers(harness):
+    h = harness()
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h))
+    h.camera_on = False
+    assert h.wait_for(lambda: h.twists[-1][1].twist.linear.x == 0.0, timeout=3.0)
+    assert h.wait_for(lambda: 'stale' in h.message())
+    h.camera_on = True
+    assert h.wait_for(lambda: moving(h))
+
+
+def test_policy_exception_holds_and_reports(harness):
+    from vla_ros_msgs.msg import PolicyStatus
+
+    h = harness(policy_params=json.dumps({'fail_mode': 'raise', 'fail_after': 0,
+                                          'image_size': [64, 48]}))
+    h.instruct('move forward')
+    assert h.wait_for(lambda: h.state() == PolicyStatus.STATE_ERROR)
+    assert 'injected failure' in h.last_status().message
+    assert all(m.twist.linear.x == 0.0 for _, m in h.twists)
+
+
+def test_hot_swap_good_and_bad(harness):
+    from vla_ros_msgs.msg import PolicyStatus
+
+    h = harness()
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h))
+    # A bad value is rejected with a reason and changes nothing.
+    result = h.node.set_parameters([Parameter('policy', value='no_such_policy')])[0]
+    assert not result.successful and 'available' in result.reason
+    result = h.node.set_parameters([Parameter('chunk_strategy', value='fastest')])[0]
+    assert not result.successful and 'chunk_strategy' in result.reason
+    # A good swap: new parameters, the node reloads in the background and switches.
+    params = json.dumps({'velocity': [0.0, 0.01, 0.0], 'image_size': [64, 48]})
+    assert h.node.set_parameters([Parameter('policy_params', value=params)])[0].successful
+    assert h.wait_for(lambda: abs(h.twists[-1][1].twist.linear.y - 0.1) < 1e-6)
+    assert h.twists[-1][1].twist.linear.x == 0.0
+    # A failing load (bad constructor argument) keeps the running policy.
+    params = json.dumps({'pattern': 'zigzag'})
+    assert h.node.set_parameters([Parameter('policy_params', value=params)])[0].successful
+    assert h.wait_for(lambda: 'failed to load' in h.message())
+    assert h.last_status().state == PolicyStatus.STATE_RUNNING
+    assert h.wait_for(lambda: abs(h.twists[-1][1].twist.linear.y - 0.1) < 1e-6)
+
+
+def test_new_instruction_changes_commands(harness):
+    h = harness()
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h))
+    h.instruct('move back')
+    assert h.wait_for(lambda: h.twists[-1][1].twist.linear.x < -0.1)
+
+
+def test_bad_image_is_rejected_with_reason(harness):
+    from sensor_msgs.msg import Image
+
+    h = harness()
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h))
+    bad = Image(height=48, width=64, encoding='rgb8', step=192, data=b'\x00' * 10)
+    h.image_pub.publish(bad)
+    assert h.wait_for(lambda: 'rejected input' in h.message())
+    assert moving(h)  # the last good frame keeps the policy going

@@ -1,0 +1,46 @@
+"""Named QoS profiles shared by every vla_ros node, so publishers and subscribers agree."""
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+# Cameras and joint states: best effort, shallow; a late frame is worth less than a new one.
+SENSOR = qos_profile_sensor_data
+
+# Commands: reliable and volatile. Depth 5 rather than 1 so a brief executor stall at
+# 30-50 Hz does not drop commands; subscribers only act on the newest one anyway.
+COMMAND = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+# Instruction: a late joiner (e.g. a restarted inference node) gets the current task.
+INSTRUCTION = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+# Latched state such as the e-stop: a driver that starts after the button was pressed
+# must still see it.
+LATCHED = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+# Status and chunks: reliable, a few deep so monitors and bags see every update.
+STATUS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)

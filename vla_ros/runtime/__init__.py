@@ -1,0 +1,1 @@
+"""The ROS-free runtime: observation slots, inference scheduling, chunk buffering, commands."""

@@ -1,0 +1,409 @@
+"""The inference engine: everything the inference node does, without ROS.
+
+The node feeds it camera frames, the instruction and proprioception, asks it on every
+control tick for a command (O(1): a buffer lookup and a conversion), and lets a worker
+thread run the policy whenever :meth:`InferenceEngine.inference_due` says so. Keeping
+this logic free of rclpy makes it testable without a graph and lets bag regression run
+it in lock-step with recorded time.
+
+All times are float seconds on one clock (the node's clock, or a bag's recorded time).
+"""
+
+import math
+import threading
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from vla_ros.actions.chunk_buffer import ChunkBuffer, TimedChunk, make_strategy
+from vla_ros.policies.contract import Observation, Policy
+from vla_ros.runtime.commands import ActionToCommand, Command
+
+SWAP_BEHAVIORS = ('hold', 'keep')
+
+
+class EngineState(IntEnum):
+    """Values shared with vla_ros_msgs/PolicyStatus.STATE_*."""
+
+    LOADING = 0
+    READY = 1
+    RUNNING = 2
+    HOLDING = 3
+    ERROR = 4
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Rates, timeouts and the chunk strategy; validated on construction."""
+
+    control_rate_hz: float = 10.0
+    inference_rate_hz: float = 5.0
+    low_queue_depth: int = 2
+    stale_image_timeout: float = 1.0
+    inference_timeout: float = 2.0
+    chunk_strategy: str = 'receding_horizon'
+    strategy_params: dict = field(default_factory=dict)
+    swap_behavior: str = 'hold'
+    future_stamp_tolerance: float = 0.5
+
+    def __post_init__(self):
+        if not 1.0 <= self.control_rate_hz <= 1000.0:
+            raise ValueError(f'control_rate_hz must be in [1, 1000], got {self.control_rate_hz}')
+        if not 0.0 <= self.inference_rate_hz <= 100.0:
+            raise ValueError(
+                f'inference_rate_hz must be in [0, 100] (0 = only when the buffer runs low), '
+                f'got {self.inference_rate_hz}')
+        if self.low_queue_depth < 0:
+            raise ValueError(f'low_queue_depth must be >= 0, got {self.low_queue_depth}')
+        if self.inference_rate_hz == 0.0 and self.low_queue_depth == 0:
+            raise ValueError('with inference_rate_hz = 0 a low_queue_depth > 0 must trigger '
+                             'inference, otherwise the policy never runs')
+        for name in ('stale_image_timeout', 'inference_timeout', 'future_stamp_tolerance'):
+            if not getattr(self, name) > 0:
+                raise ValueError(f'{name} must be positive, got {getattr(self, name)}')
+        if self.swap_behavior not in SWAP_BEHAVIORS:
+            raise ValueError(f'swap_behavior must be one of {SWAP_BEHAVIORS}, '
+                             f'got {self.swap_behavior!r}')
+        make_strategy(self.chunk_strategy, **self.strategy_params)  # validates names/params
+
+    @property
+    def control_period(self) -> float:
+        """Seconds between control ticks."""
+        return 1.0 / self.control_rate_hz
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The newest image of one camera: full-resolution RGB and its stamp."""
+
+    rgb: np.ndarray
+    stamp: float
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """Everything PolicyStatus and /diagnostics report."""
+
+    state: EngineState
+    policy: str
+    last_inference_latency: float
+    queue_depth: int
+    observation_age: float
+    instruction: str
+    message: str
+    inferences: int
+    errors: int
+    ticks: int
+    hold_ticks: int
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What one inference produced (for ActionChunk publishing and benchmarks)."""
+
+    chunk: TimedChunk
+    policy: str
+    dimension_names: tuple
+    latency: float
+    started: float
+
+
+class InferenceEngine:
+    """Observation slots, inference scheduling, chunk buffer and command conversion."""
+
+    def __init__(self, config: EngineConfig, preprocess=None):
+        """Create an engine with no policy; ``preprocess(rgb, size)`` resizes frames."""
+        self.config = config
+        self._preprocess = preprocess or _default_preprocess
+        self._lock = threading.RLock()
+        self._buffer = ChunkBuffer(make_strategy(config.chunk_strategy,
+                                                 **config.strategy_params))
+        self._policy: Policy | None = None
+        self._policy_name = ''
+        self._to_command: ActionToCommand | None = None
+        self._loading: str | None = None
+        self._load_note = ''
+        self._frames: dict[str, Frame] = {}
+        self._proprio: np.ndarray | None = None
+        self._instruction = ''
+        self._instruction_version = 0
+        self._terminated = False
+        self._last_used_stamp = -math.inf
+        self._last_start = -math.inf
+        self._running_since: float | None = None
+        self._last_latency = math.nan
+        self._last_error = ''
+        self._last_error_time = -math.inf
+        self._last_gripper: float | None = None
+        self._inferences = 0
+        self._errors = 0
+        self._ticks = 0
+        self._hold_ticks = 0
+        self._last_hold_reason = ''
+        self._input_error = ''
+        self._input_error_time = -math.inf
+
+    # ------------------------------------------------------------------ inputs
+    def set_instruction(self, text: str) -> None:
+        """Condition the policy on a new instruction; clears the buffer."""
+        text = text.strip()
+        with self._lock:
+            self._instruction = text
+            self._instruction_version += 1
+            self._terminated = False
+            self._buffer.clear()
+            self._last_start = -math.inf
+            if self._policy is not None:
+                self._policy.reset()
+
+    def set_image(self, camera: str, rgb: np.ndarray, stamp: float) -> None:
+        """Store the newest frame of ``camera`` (keeps only the newest)."""
+        with self._lock:
+            self._frames[camera] = Frame(rgb, float(stamp))
+
+    def set_proprio(self, state: np.ndarray) -> None:
+        """Store the newest proprioceptive state (e.g. joint positions)."""
+        state = np.asarray(state, dtype=np.float32)
+        if state.ndim != 1 or not np.all(np.isfinite(state)):
+            raise ValueError('proprioception must be a finite 1-D vector')
+        with self._lock:
+            self._proprio = state
+
+    def report_input_error(self, message: str, now: float) -> None:
+        """Record a rejected input (bad image, instruction...) for the status message."""
+        with self._lock:
+            self._input_error = message
+            self._input_error_time = now
+
+    def reconfigure(self, config: EngineConfig) -> None:
+        """Apply new timeouts / chunk strategy; a new strategy starts with an empty buffer."""
+        with self._lock:
+            if (config.chunk_strategy, config.strategy_params) != \
+                    (self.config.chunk_strategy, self.config.strategy_params):
+                self._buffer = ChunkBuffer(make_strategy(config.chunk_strategy,
+                                                         **config.strategy_params))
+            self.config = config
+
+    # ------------------------------------------------------------------ policy
+    @property
+    def policy(self) -> Policy | None:
+        """The active policy (None before the first successful load)."""
+        return self._policy
+
+    @property
+    def policy_name(self) -> str:
+        """Registry name of the active policy."""
+        return self._policy_name
+
+    def begin_policy_load(self, name: str) -> None:
+        """Note that ``name`` is loading; with swap_behavior 'hold' the robot holds."""
+        with self._lock:
+            self._loading = name
+            if self.config.swap_behavior == 'hold':
+                self._buffer.clear()
+
+    def finish_policy_load(self, name: str, policy: Policy | None, error: str = '') -> None:
+        """Switch atomically to ``policy``; on failure keep the old one and report."""
+        with self._lock:
+            self._loading = None
+            if policy is None:
+                kept = f'; keeping {self._policy_name!r}' if self._policy else ''
+                self._load_note = f'failed to load policy {name!r}: {error}{kept}'
+                self._errors += 1
+                return
+            self._policy = policy
+            self._policy_name = name
+            self._to_command = ActionToCommand(policy.spec.action_space)
+            self._load_note = ''
+            self._last_error = ''
+            self._buffer.clear()
+            self._last_used_stamp = -math.inf
+            self._last_start = -math.inf
+            policy.reset()
+
+    # --------------------------------------------------------------- inference
+    def inference_due(self, now: float) -> bool:
+        """Whether the worker should run the policy now (cheap; called every tick)."""
+        with self._lock:
+            if self._running_since is not None or self._observation_problem(now):
+                return False
+            if self._terminated or (self._loading and self.config.swap_behavior == 'hold'):
+                return False
+            if self._primary_frame().stamp <= self._last_used_stamp:
+                return False  # nothing new to look at
+            if now - self._last_error_time < 1.0 / max(self.config.inference_rate_hz, 1.0):
+                return False  # back off after a failure
+            rate = self.config.inference_rate_hz
+            if rate > 0 and now - self._last_start >= 1.0 / rate - 1e-6:
+                return True
+            return self._buffer.depth(now) <= self.config.low_queue_depth
+
+    def run_inference(self, clock) -> InferenceResult | None:
+        """Run the policy once on the newest observation; ``clock()`` gives the time.
+
+        Synchronous: the worker thread calls it, lock-step replay calls it directly.
+        Errors are recorded in the status, never raised.
+        """
+        with self._lock:
+            started = clock()
+            if self._policy is None or self._observation_problem(started):
+                return None
+            policy, name = self._policy, self._policy_name
+            version = self._instruction_version
+            spec = policy.spec
+            frames = {cam: self._frames[cam] for cam in spec.camera_names}
+            instruction = self._instruction
+            proprio = self._proprio if spec.uses_proprio else None
+            stamp = frames[spec.camera_names[0]].stamp
+            self._running_since = started
+            self._last_start = started
+            self._last_used_stamp = stamp
+        try:
+            # Resizing happens outside the lock so control ticks never wait for it.
+            images = {cam: self._preprocess(f.rgb, spec.image_size) for cam, f in frames.items()}
+            observation = Observation(images=images, instruction=instruction, stamp=stamp,
+                                      proprio=proprio)
+            policy.validate_observation(observation)
+            actions = policy.check_chunk(policy.predict_chunk(observation))
+            chunk = TimedChunk(stamp=observation.stamp, period=policy.spec.control_period,
+                               actions=actions, source=name)
+            error = ''
+        except Exception as exc:  # noqa: BLE001 - any policy failure must hold, not crash
+            chunk, error = None, f'policy {name!r} failed: {type(exc).__name__}: {exc}'
+        finished = clock()
+        with self._lock:
+            self._running_since = None
+            self._last_latency = finished - started
+            if chunk is None:
+                self._record_error(error, finished)
+                return None
+            if version != self._instruction_version or policy is not self._policy:
+                return None  # instruction or policy changed while we were thinking
+            self._inferences += 1
+            self._last_error = ''
+            self._buffer.add(chunk, finished)
+            return InferenceResult(chunk, name, tuple(policy.spec.action_space.names),
+                                   finished - started, started)
+
+    # ----------------------------------------------------------------- control
+    def command_at(self, now: float) -> Command:
+        """The command for the control tick at ``now``: an action or a safe hold."""
+        with self._lock:
+            self._ticks += 1
+            reason = self._hold_reason(now)
+            action = None
+            if not reason:
+                action = self._buffer.action_at(now)
+                if action is None:
+                    reason = f'action buffer starved ({self._buffer.status(now)})'
+            if reason:
+                self._hold_ticks += 1
+                self._last_hold_reason = reason
+                has_base = self._to_command is not None and self._to_command.has_base
+                return Command.hold_command(reason, has_base)
+            period = self._policy.spec.control_period
+            try:
+                command = self._to_command(action.action, period)
+            except ValueError as exc:
+                self._hold_ticks += 1
+                self._last_hold_reason = f'invalid action: {exc}'
+                return Command.hold_command(self._last_hold_reason, self._to_command.has_base)
+            if command.terminate:
+                self._terminated = True
+                self._buffer.clear()
+            if command.gripper is not None:
+                self._last_gripper = command.gripper
+            self._last_hold_reason = ''
+            return command
+
+    @property
+    def last_gripper(self) -> float | None:
+        """Last gripper opening commanded (held while the robot holds)."""
+        return self._last_gripper
+
+    def queue_depth(self, now: float) -> int:
+        """Actions left in the buffer for ticks at or after ``now``."""
+        return self._buffer.depth(now)
+
+    def status(self, now: float) -> StatusSnapshot:
+        """A snapshot for PolicyStatus and diagnostics."""
+        with self._lock:
+            hold = self._hold_reason(now) or self._last_hold_reason
+            if self._loading and (self._policy is None or self.config.swap_behavior == 'hold'):
+                state, message = EngineState.LOADING, f'loading policy {self._loading!r}'
+            elif self._policy is None:
+                state = EngineState.ERROR if self._load_note else EngineState.LOADING
+                message = self._load_note or 'no policy loaded'
+            elif self._last_error and hold:
+                state, message = EngineState.ERROR, f'holding: {self._last_error}'
+            elif hold:
+                state, message = EngineState.HOLDING, f'holding: {hold}'
+            elif self._inferences == 0:
+                state, message = EngineState.READY, 'ready'
+            else:
+                state, message = EngineState.RUNNING, 'running'
+            if self._loading and state != EngineState.LOADING:
+                message += f' (loading {self._loading!r} in the background)'
+            if self._load_note and self._policy is not None:
+                message += f' ({self._load_note})'
+            if now - self._input_error_time < 5.0:
+                message += f' (last rejected input: {self._input_error})'
+            frame = self._primary_frame()
+            age = now - frame.stamp if frame is not None else math.nan
+            return StatusSnapshot(state, self._policy_name, self._last_latency,
+                                  self._buffer.depth(now), age, self._instruction, message,
+                                  self._inferences, self._errors, self._ticks,
+                                  self._hold_ticks)
+
+    # ---------------------------------------------------------------- internal
+    def _record_error(self, message: str, when: float) -> None:
+        self._errors += 1
+        self._last_error = message
+        self._last_error_time = when
+
+    def _primary_frame(self) -> Frame | None:
+        if self._policy is not None:
+            return self._frames.get(self._policy.spec.camera_names[0])
+        return next(iter(self._frames.values()), None)
+
+    def _observation_problem(self, now: float) -> str:
+        """Why no valid observation exists now ('' if one does)."""
+        if not self._instruction:
+            return 'no instruction'
+        if self._policy is None:
+            return 'no policy loaded'
+        for camera in self._policy.spec.camera_names:
+            frame = self._frames.get(camera)
+            if frame is None:
+                return f'no image from camera {camera!r} yet'
+            age = now - frame.stamp
+            if age > self.config.stale_image_timeout:
+                return (f'camera {camera!r} image stale ({age:.2f} s > '
+                        f'{self.config.stale_image_timeout:.2f} s)')
+            if age < -self.config.future_stamp_tolerance:
+                return f'camera {camera!r} image stamped {-age:.2f} s in the future (clock skew?)'
+        if self._policy.spec.uses_proprio and self._proprio is None:
+            return 'no proprioception yet'
+        return ''
+
+    def _hold_reason(self, now: float) -> str:
+        if self._loading and self.config.swap_behavior == 'hold':
+            return f'loading policy {self._loading!r}'
+        problem = self._observation_problem(now)
+        if problem:
+            return problem
+        if self._terminated:
+            return 'policy signalled terminate; waiting for a new instruction'
+        if self._running_since is not None and \
+                now - self._running_since > self.config.inference_timeout and \
+                self._buffer.action_at(now) is None:
+            return (f'policy {self._policy_name!r} exceeded its deadline '
+                    f'({now - self._running_since:.2f} s > {self.config.inference_timeout} s)')
+        return ''
+
+
+def _default_preprocess(rgb: np.ndarray, size) -> np.ndarray:
+    from vla_ros.nodes.image_conversion import prepare_image
+
+    return prepare_image(rgb, size)

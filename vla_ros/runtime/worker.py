@@ -1,0 +1,46 @@
+"""A thread that runs the policy whenever the engine says inference is due.
+
+The control timer never calls the policy: it only wakes this worker, so a slow model
+cannot delay a command.
+"""
+
+import threading
+
+
+class InferenceWorker:
+    """Run ``engine.run_inference`` off the control thread; hand results to a callback."""
+
+    def __init__(self, engine, clock, on_result=None, poll_period: float = 0.02):
+        """``clock()`` gives the engine's time; ``on_result(result)`` publishes a chunk."""
+        self._engine = engine
+        self._clock = clock
+        self._on_result = on_result
+        self._poll = poll_period
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name='vla-inference', daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Ask the worker to check now (new frame, due tick, new instruction)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop; a policy stuck in predict cannot be interrupted, so don't wait forever."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll)
+            self._wake.clear()
+            if self._stop.is_set() or not self._engine.inference_due(self._clock()):
+                continue
+            result = self._engine.run_inference(self._clock)
+            if result is not None and self._on_result is not None:
+                self._on_result(result)
