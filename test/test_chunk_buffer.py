@@ -4,6 +4,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vla_ros.actions.chunk_buffer import (
     BufferedAction,
@@ -291,3 +293,28 @@ def test_buffered_action_and_non_finite_times():
     buf.add(A(), now=0.0)
     r = buf.action_at(0.1)
     assert isinstance(r, BufferedAction) and r.action.dtype == np.float64
+
+
+@given(phase=st.floats(0.0, 0.099), latency=st.floats(0.05, 0.3),
+       strategy=st.sampled_from(['latency_aware', 'receding_horizon', 'temporal_ensemble']))
+@settings(max_examples=60, deadline=None)
+def test_back_to_back_chunks_never_starve_whatever_the_grid_phase(phase, latency, strategy):
+    # Chunks of 8 at 0.1 s, computed back to back from frames whose stamps are not aligned
+    # with the control ticks (regression: latency_aware left a gap when grids were offset).
+    # 2 * latency + phase < 0.8 s, so each chunk lasts until the next one is ready.
+    params = {'latency_aware': {'new_weight': 1.0}, 'receding_horizon': {'execute_steps': 1},
+              'temporal_ensemble': {'m': 0.01}}[strategy]
+    buffer = ChunkBuffer(make_strategy(strategy, **params))
+    start, chunks = 0.0, []
+    while start < 6.0:
+        stamp = start - phase  # the newest frame is a little older than the start
+        ready = start + latency
+        chunks.append((ready, TimedChunk(stamp, 0.1, np.full((8, 2), ready))))
+        start = ready
+    ticks = [round(0.1 * k, 6) for k in range(60)]
+    for t in ticks:
+        for ready, chunk in [c for c in chunks if c[0] <= t]:
+            buffer.add(chunk, ready)
+        chunks = [c for c in chunks if c[0] > t]
+        if t >= 1.0:
+            assert buffer.action_at(t) is not None, (t, buffer.status(t))

@@ -318,9 +318,14 @@ class LatencyAware(Strategy):
             near = [k for k in (j - 1, j) if 0 <= k < len(plan)
                     and abs(plan[k].time - t_new) < half]
             if near:
-                old = plan[min(near, key=lambda k: abs(plan[k].time - t_new))]
+                k = min(near, key=lambda k: abs(plan[k].time - t_new))
+                old = plan[k]
                 old.action = (1.0 - self.new_weight) * old.action + self.new_weight * new
                 old.stamp, old.index, old.sources = chunk.stamp, i, old.sources + 1
+                # Re-time the entry onto the new chunk's grid: keeping the old time would
+                # leave a gap of up to half a period before the appended new actions.
+                old.time, old.period = t_new, chunk.period
+                times[k] = t_new
             else:
                 added.append(_PlanEntry(t_new, chunk.period, new, chunk.stamp, i, 1))
         plan.extend(added)
