@@ -1,0 +1,71 @@
+"""Robot backend running the MuJoCo arm scene (``vla_ros.sim.scene.ArmSim``)."""
+
+import numpy as np
+
+from vla_ros.drivers.backend import RobotBackend, RobotState
+from vla_ros.sim.scene import ArmSim
+
+__all__ = ['MujocoBackend']
+
+
+class MujocoBackend(RobotBackend):
+    """Simulated arm: every ``send_command`` advances the physics by ``dt``.
+
+    Simulated time therefore follows the driver's command clock, and the rendered cameras
+    show the state after the latest command.
+    """
+
+    name = 'mujoco'
+    is_hardware = False
+
+    def __init__(self, mobile=False, image_size=(224, 224), seed=None,
+                 cameras=('front', 'wrist')):
+        self.sim = ArmSim(mobile=mobile, image_size=image_size, seed=seed, cameras=cameras)
+        self.supports_base = self.sim.mobile
+
+    @property
+    def dof(self):
+        """Number of arm joints (7)."""
+        return len(ArmSim.ARM_JOINTS)
+
+    @property
+    def joint_names(self):
+        """Base (mobile only), arm and finger joint names."""
+        return self.sim.joint_names
+
+    def start(self):
+        """Nothing to connect to; the scene was reset at construction."""
+
+    def stop(self):
+        """Release the renderers' GL contexts (rendering later recreates them)."""
+        self.sim.close()
+
+    def reset(self, seed=None):
+        """Start a new episode: home the arm and re-scatter the objects."""
+        self.sim.reset(seed)
+
+    def send_command(self, ee_twist, gripper, base_twist, dt):
+        """Step the simulation for ``dt`` seconds under the command."""
+        if base_twist is not None and not self.supports_base:
+            base_twist = None  # the driver may send zeros for a base it does not know about
+        self.sim.step_ee_twist(np.asarray(ee_twist, float), float(gripper), base_twist, dt)
+
+    def read_state(self):
+        """Return the simulated state (stamp = simulated seconds)."""
+        pos, quat = self.sim.ee_pose()
+        return RobotState(
+            stamp=self.sim.time, joint_names=self.sim.joint_names,
+            joint_positions=self.sim.joint_positions(),
+            joint_velocities=self.sim.joint_velocities(), ee_position=pos,
+            ee_orientation=quat, gripper=self.sim.gripper_opening(),
+            base_pose=self.sim.base_pose())
+
+    def cameras(self):
+        """All scene cameras at the configured image size."""
+        return {name: self.sim.image_size for name in self.sim.cameras}
+
+    def render(self, camera):
+        """Render ``camera`` as (H, W, 3) uint8 RGB."""
+        if camera not in self.sim.cameras:
+            raise ValueError(f'unknown camera {camera!r}; have {self.sim.cameras}')
+        return self.sim.render(camera)

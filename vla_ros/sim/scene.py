@@ -1,0 +1,263 @@
+"""MuJoCo arm-on-a-table scene driven by end-effector twists (no ROS imports).
+
+``ArmSim`` loads ``assets/arm_table.xml`` (optionally adding a planar mobile base with
+``mujoco.MjSpec``), turns end-effector twists into joint position targets with damped
+least-squares IK, steps the physics and renders the cameras offscreen. Set
+``MUJOCO_GL=egl`` before importing mujoco on a headless machine.
+"""
+
+import os
+
+import mujoco
+import numpy as np
+
+from vla_ros.sim.kinematics import dls_joint_velocities, panda_like_chain
+
+__all__ = ['ArmSim', 'MODEL_PATH']
+
+MODEL_PATH = os.path.join(os.path.dirname(__file__), 'assets', 'arm_table.xml')
+
+_CHAIN = panda_like_chain()
+_FINGER_OPEN = 0.04  # metres of travel per finger
+_TABLE_TOP = 0.4
+# Objects are spawned in this world-frame box on the table (x, y), at least _MIN_GAP apart.
+_SPAWN_LOW, _SPAWN_HIGH = np.array([0.38, -0.25]), np.array([0.7, 0.25])
+_MIN_GAP = 0.1
+_BASE_JOINTS = ('base_x', 'base_y', 'base_yaw')
+
+
+def _load_model(mobile):
+    spec = mujoco.MjSpec.from_file(MODEL_PATH)
+    if mobile:
+        # Planar base: x / y slides and a yaw hinge under the arm, servoed like the arm.
+        base = spec.body('base')
+        slide, hinge = mujoco.mjtJoint.mjJNT_SLIDE, mujoco.mjtJoint.mjJNT_HINGE
+        for name, jtype, axis, kp in (('base_x', slide, (1, 0, 0), 20000.0),
+                                      ('base_y', slide, (0, 1, 0), 20000.0),
+                                      ('base_yaw', hinge, (0, 0, 1), 5000.0)):
+            base.add_joint(name=name, type=jtype, axis=axis, damping=10.0)
+            act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+            act.set_to_position(kp=kp, kv=0.1 * kp)
+    return spec.compile()
+
+
+class ArmSim:
+    """A 7-DoF arm with a parallel gripper on a table, optionally on a planar mobile base.
+
+    Poses are reported in the arm-base frame (body ``base``, on top of the pedestal) unless
+    ``frame='world'`` is passed, the frame in which twists are commanded too. Without the
+    mobile base, the arm-base frame is the world frame shifted up to the table top (z = 0.4).
+    """
+
+    ARM_JOINTS = _CHAIN.joint_names
+    FINGER_JOINTS = ('finger_left', 'finger_right')
+    OBJECTS = ('red_cube', 'blue_cylinder', 'green_cube', 'yellow_sphere')
+    HOME = _CHAIN.home
+
+    def __init__(self, mobile=False, image_size=(224, 224), seed=None,
+                 cameras=('front', 'wrist')):
+        self.mobile = bool(mobile)
+        w, h = (image_size, image_size) if np.isscalar(image_size) else image_size
+        self.image_size = (int(w), int(h))
+        self.model = _load_model(self.mobile)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        for cam in cameras:
+            if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam) < 0:
+                raise ValueError(f'unknown camera {cam!r}')
+        self.cameras = tuple(cameras)
+        self.joint_names = ((_BASE_JOINTS if self.mobile else ()) + self.ARM_JOINTS
+                            + self.FINGER_JOINTS)
+        jids = [m.joint(n).id for n in self.joint_names]
+        self._qadr = m.jnt_qposadr[jids]
+        self._vadr = m.jnt_dofadr[jids]
+        arm = [m.joint(n).id for n in self.ARM_JOINTS]
+        self._arm_q = m.jnt_qposadr[arm]
+        self._arm_v = m.jnt_dofadr[arm]
+        self._lower, self._upper = m.jnt_range[arm, 0].copy(), m.jnt_range[arm, 1].copy()
+        self._arm_act = np.array([m.actuator(n).id for n in self.ARM_JOINTS])
+        self._grip_act = m.actuator('gripper').id
+        self._finger_q = m.jnt_qposadr[[m.joint(n).id for n in self.FINGER_JOINTS]]
+        if self.mobile:
+            self._base_q = m.jnt_qposadr[[m.joint(n).id for n in _BASE_JOINTS]]
+            self._base_act = np.array([m.actuator(n).id for n in _BASE_JOINTS])
+        self._site = m.site('ee').id
+        self._base_body = m.body('base').id
+        self._obj_q = {n: m.jnt_qposadr[m.joint(n).id] for n in self.OBJECTS}
+        self._obj_body = {n: m.body(n).id for n in self.OBJECTS}
+        self._obj_half_height = {n: self._half_height(m.geom(n)) for n in self.OBJECTS}
+        self._jacp, self._jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+        self._renderers = {}
+        self._rng = np.random.default_rng(seed)
+        self.reset(seed)
+
+    @staticmethod
+    def _half_height(geom):
+        if geom.type == mujoco.mjtGeom.mjGEOM_BOX:
+            return float(geom.size[2])
+        if geom.type == mujoco.mjtGeom.mjGEOM_CYLINDER:
+            return float(geom.size[1])
+        return float(geom.size[0])
+
+    @property
+    def time(self):
+        """Simulated seconds since the last reset."""
+        return float(self.data.time)
+
+    @property
+    def timestep(self):
+        """Physics timestep in seconds."""
+        return float(self.model.opt.timestep)
+
+    def reset(self, seed=None):
+        """Home the robot and scatter the objects on the table (reproducibly given ``seed``)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.qpos[self._arm_q] = self.HOME
+        d.qpos[self._finger_q] = _FINGER_OPEN
+        self._q_target = self.HOME.copy()
+        d.ctrl[self._arm_act] = self.HOME
+        d.ctrl[self._grip_act] = _FINGER_OPEN
+        if self.mobile:
+            self._base_target = np.zeros(3)
+            d.ctrl[self._base_act] = 0.0
+        placed = []
+        for name in self.OBJECTS:
+            # Rejection sampling; the spawn box is roomy enough for this to end quickly.
+            while True:
+                xy = self._rng.uniform(_SPAWN_LOW, _SPAWN_HIGH)
+                if all(np.linalg.norm(xy - p) >= _MIN_GAP for p in placed):
+                    break
+            placed.append(xy)
+            yaw = self._rng.uniform(-np.pi, np.pi)
+            a = self._obj_q[name]
+            d.qpos[a:a + 3] = (xy[0], xy[1], _TABLE_TOP + self._obj_half_height[name] + 1e-3)
+            d.qpos[a + 3:a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+        # Let objects settle onto the table, then restart the clock.
+        mujoco.mj_step(m, d, nstep=50)
+        d.time = 0.0
+        mujoco.mj_forward(m, d)
+
+    def step_ee_twist(self, twist, gripper, base_twist=None, dt=0.05):
+        """Move the end effector with ``twist`` for ``dt`` seconds and step the physics.
+
+        ``twist`` is ``[vx, vy, vz, wx, wy, wz]`` (m/s, rad/s) of the ``ee`` site in the
+        arm-base frame; ``gripper`` is 0 (closed) .. 1 (open); ``base_twist`` is
+        ``[vx, vy, wz]`` in the base frame (mobile only). Zero twist holds the pose.
+        """
+        m, d = self.model, self.data
+        twist = np.asarray(twist, float).reshape(6)
+        if not (np.all(np.isfinite(twist)) and np.isfinite(gripper)):
+            raise ValueError('twist and gripper must be finite')
+        n = max(1, int(round(dt / m.opt.timestep)))
+        span = n * m.opt.timestep  # dt rounded to whole physics steps
+        rot = d.xmat[self._base_body].reshape(3, 3)
+        mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self._site)
+        jac = np.vstack([self._jacp[:, self._arm_v], self._jacr[:, self._arm_v]])
+        # The jacobian is in world coordinates; the twist is in the (possibly rotated) base.
+        v = np.concatenate([rot @ twist[:3], rot @ twist[3:]])
+        q = d.qpos[self._arm_q]
+        # Integrate from the previous target, not the measured q, so servo lag does not
+        # accumulate as drift; the null-space pull keeps the elbow near its home posture.
+        dq = dls_joint_velocities(jac, v, self._q_target, self._lower, self._upper, span,
+                                  q_rest=self.HOME, rest_gain=0.5)
+        start = self._q_target.copy()
+        goal = np.clip(start + dq * span, self._lower, self._upper)
+        # Anti-windup: never lead the measured joints by much when something blocks the arm.
+        goal = np.clip(goal, q - 0.2, q + 0.2)
+        self._q_target = goal
+        d.ctrl[self._grip_act] = float(np.clip(gripper, 0.0, 1.0)) * _FINGER_OPEN
+        base_start = base_goal = None
+        if base_twist is not None:
+            bt = np.asarray(base_twist, float).reshape(3)
+            if not self.mobile:
+                if np.any(bt != 0.0):
+                    raise ValueError('base_twist given but the scene has no mobile base')
+            else:
+                base_start = self._base_target.copy()
+                c, s = np.cos(base_start[2]), np.sin(base_start[2])
+                base_goal = base_start + span * np.array(
+                    [c * bt[0] - s * bt[1], s * bt[0] + c * bt[1], bt[2]])
+                self._base_target = base_goal
+        for k in range(1, n + 1):
+            # Ramp the targets across the substeps so the servos see a smooth trajectory.
+            a = k / n
+            d.ctrl[self._arm_act] = start + a * (goal - start)
+            if base_goal is not None:
+                d.ctrl[self._base_act] = base_start + a * (base_goal - base_start)
+            mujoco.mj_step(m, d)
+        # mj_step leaves kinematics one step stale; refresh for poses, jacobians and renders.
+        mujoco.mj_forward(m, d)
+
+    def _to_frame(self, pos, mat, frame):
+        if frame == 'world':
+            return pos.copy(), mat
+        if frame != 'base':
+            raise ValueError(f"frame must be 'base' or 'world', got {frame!r}")
+        rb = self.data.xmat[self._base_body].reshape(3, 3)
+        return rb.T @ (pos - self.data.xpos[self._base_body]), rb.T @ mat
+
+    @staticmethod
+    def _quat(mat):
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, np.ascontiguousarray(mat).reshape(9))
+        return quat
+
+    def ee_pose(self, frame='base'):
+        """End-effector (``ee`` site) position and quaternion (w, x, y, z)."""
+        d = self.data
+        pos, mat = self._to_frame(d.site_xpos[self._site], d.site_xmat[self._site].reshape(3, 3),
+                                  frame)
+        return pos, self._quat(mat)
+
+    def joint_positions(self):
+        """Positions of ``joint_names`` (rad or m)."""
+        return self.data.qpos[self._qadr].copy()
+
+    def joint_velocities(self):
+        """Velocities of ``joint_names`` (rad/s or m/s)."""
+        return self.data.qvel[self._vadr].copy()
+
+    def gripper_opening(self):
+        """Measured gripper opening, 0 (closed) .. 1 (open)."""
+        return float(np.clip(self.data.qpos[self._finger_q].mean() / _FINGER_OPEN, 0.0, 1.0))
+
+    def base_pose(self):
+        """Mobile base ``(x, y, yaw)`` in the world, or None without a mobile base."""
+        if not self.mobile:
+            return None
+        return tuple(float(v) for v in self.data.qpos[self._base_q])
+
+    def object_poses(self, frame='base'):
+        """Map object name -> (position, quaternion wxyz)."""
+        d = self.data
+        poses = {}
+        for name, b in self._obj_body.items():
+            pos, mat = self._to_frame(d.xpos[b], d.xmat[b].reshape(3, 3), frame)
+            poses[name] = (pos, self._quat(mat))
+        return poses
+
+    def render(self, camera='front', size=None):
+        """Render ``camera`` as an (H, W, 3) uint8 RGB array (``size`` = (w, h) override)."""
+        w, h = size or self.image_size
+        renderer = self._renderers.get((w, h))
+        if renderer is None:
+            vis = self.model.vis.global_
+            vis.offwidth, vis.offheight = max(vis.offwidth, w), max(vis.offheight, h)
+            renderer = self._renderers[(w, h)] = mujoco.Renderer(self.model, height=h, width=w)
+        renderer.update_scene(self.data, camera=camera)
+        return renderer.render()
+
+    def close(self):
+        """Free the renderers (GL contexts); rendering again recreates them."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
