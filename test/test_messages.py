@@ -61,12 +61,10 @@ PUBLISHER = textwrap.dedent(
 
 
 def test_messages_cross_process(ros_context, ros_env, python_exe):
+    import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
     from vla_ros_msgs.msg import ActionChunk, GripperCommand, PolicyStatus
-
-    import rclpy
 
     node = rclpy.create_node('msg_test_subscriber', context=ros_context)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
