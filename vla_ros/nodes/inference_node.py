@@ -386,3 +386,7 @@ def main(args=None):
         rclpy.try_shutdown()
         time.sleep(0)
 
+
+
+if __name__ == '__main__':
+    main()

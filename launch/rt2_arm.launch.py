@@ -1,0 +1,8 @@
+"""ros2 launch vla_ros rt2_arm.launch.py [name:=value ...] (see vla_ros/bringup.py)."""
+
+from vla_ros.launch_description import generate_for
+
+
+def generate_launch_description():
+    """Describe the rt2_arm configuration; nodes and parameters come from vla_ros.bringup."""
+    return generate_for('rt2_arm')

@@ -1,0 +1,163 @@
+"""The one description of what each shipped configuration starts.
+
+Both ``launch/*.launch.py`` (for ``ros2 launch`` on a full ROS 2 install) and
+``vla-ros launch`` (for pip-only machines) read the node list, parameter files and
+argument-derived parameters from here, so the two paths cannot drift apart.
+"""
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from vla_ros.paths import config_dir
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument: ``name:=value`` on the command line."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node to start: executable, name, parameter files, overrides, remappings."""
+
+    executable: str
+    module: str
+    name: str
+    param_files: tuple[str, ...]
+    parameters: dict = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A shipped configuration: which robot, which policy defaults."""
+
+    description: str
+    robot: str
+    policy_file: str
+
+
+CONFIGURATIONS = {
+    'sim_arm': Configuration(
+        '7-DoF arm in MuJoCo driven by the scripted test policy (no model needed)',
+        robot='arm', policy_file='scripted'),
+    'openvla_arm': Configuration(
+        '7-DoF arm with an OpenVLA-family policy (256-bin action tokens)',
+        robot='arm', policy_file='openvla'),
+    'octo_arm': Configuration(
+        '7-DoF arm with an Octo-style diffusion policy (action chunks)',
+        robot='arm', policy_file='octo'),
+    'pi0_arm': Configuration(
+        '7-DoF arm with a pi0-style flow-matching policy (50-step chunks)',
+        robot='arm', policy_file='pi0'),
+    'rt2_arm': Configuration(
+        '7-DoF arm with an RT-2-style VLM that writes actions as text',
+        robot='arm', policy_file='rt2'),
+    'rt1_mobile': Configuration(
+        'Mobile manipulator (arm on a planar base) with an RT-1 policy, 11-D actions',
+        robot='mobile_manipulator', policy_file='rt1'),
+}
+
+ARGUMENTS = (
+    LaunchArgument('namespace', '', 'namespace of all nodes (one robot per namespace)'),
+    LaunchArgument('sim', 'true', 'true: MuJoCo simulated robot; false: the hardware '
+                   'backend named by the backend argument', ('true', 'false')),
+    LaunchArgument('backend', 'dry_run', 'driver backend when sim:=false (dry_run or a '
+                   'registered hardware backend)'),
+    LaunchArgument('policy', '', 'policy registry name (empty: the configuration default)'),
+    LaunchArgument('model_path', '', 'checkpoint directory or file of the policy'),
+    LaunchArgument('unnorm_key', '', 'dataset key of the normalization statistics'),
+    LaunchArgument('device', '', 'torch device (empty: the configuration default)'),
+    LaunchArgument('chunk_strategy', '', 'receding_horizon, temporal_ensemble or '
+                   'latency_aware (empty: the configuration default)'),
+    LaunchArgument('control_rate_hz', '', 'command rate of the inference node'),
+    LaunchArgument('inference_rate_hz', '', 'policy rate (0 = when the buffer runs low)'),
+    LaunchArgument('enable_actuation', '', 'driver actuation interlock (empty: on for '
+                   'simulation, off for hardware)', ('', 'true', 'false')),
+    LaunchArgument('params_file', '', 'extra ROS parameter file applied last to both nodes'),
+)
+
+# Launch argument -> inference node parameter, applied only when the argument is set.
+_INFERENCE_OVERRIDES = ('policy', 'model_path', 'unnorm_key', 'device', 'chunk_strategy',
+                        'control_rate_hz', 'inference_rate_hz')
+
+
+def arguments(configuration: str) -> tuple[LaunchArgument, ...]:
+    """The launch arguments of ``configuration`` (the same for every shipped one)."""
+    _get(configuration)
+    return ARGUMENTS
+
+
+def _get(configuration: str) -> Configuration:
+    try:
+        return CONFIGURATIONS[configuration]
+    except KeyError:
+        raise ValueError(f'unknown configuration {configuration!r}; available: '
+                         f'{", ".join(sorted(CONFIGURATIONS))}') from None
+
+
+def resolve_arguments(configuration: str, given: dict[str, str]) -> dict[str, str]:
+    """Fill defaults and validate ``name:=value`` arguments (strings, as launch gives)."""
+    known = {a.name: a for a in arguments(configuration)}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f'unknown launch argument(s) {unknown}; known: {sorted(known)}')
+    values = {name: str(given.get(name, a.default)) for name, a in known.items()}
+    for name, value in values.items():
+        choices = known[name].choices
+        if choices and value not in choices:
+            raise ValueError(f'{name}:={value!r} is not one of {choices}')
+    return values
+
+
+def _typed(value: str):
+    """Interpret a launch-argument string like a ROS parameter value (YAML scalar)."""
+    return yaml.safe_load(value)
+
+
+def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
+    """The nodes of ``configuration`` with parameters derived from the arguments."""
+    config = _get(configuration)
+    args = resolve_arguments(configuration, given)
+    extra = (args['params_file'],) if args['params_file'] else ()
+
+    driver_params = {'backend': 'mujoco' if args['sim'] == 'true' else args['backend']}
+    if args['enable_actuation']:
+        driver_params['enable_actuation'] = args['enable_actuation'] == 'true'
+    inference_params = {name: _typed(args[name]) for name in _INFERENCE_OVERRIDES
+                        if args[name] != ''}
+    for name in ('policy', 'model_path', 'unnorm_key', 'device', 'chunk_strategy'):
+        if name in inference_params:
+            inference_params[name] = str(args[name])  # keep strings strings ('1e-3', 'on')
+    return [
+        NodeSpec('driver_node', 'vla_ros.nodes.driver_node', 'vla_driver',
+                 (str(config_dir('robots', f'{config.robot}.yaml')),) + extra,
+                 driver_params),
+        NodeSpec('inference_node', 'vla_ros.nodes.inference_node', 'vla_inference',
+                 (str(config_dir('robots', f'{config.robot}.yaml')),
+                  str(config_dir('policies', f'{config.policy_file}.yaml'))) + extra,
+                 inference_params),
+    ]
+
+
+def ros_args(spec: NodeSpec, namespace: str = '') -> list[str]:
+    """``--ros-args`` for starting ``spec`` as a plain process (what launch_ros does)."""
+    out = ['--ros-args', '-r', f'__node:={spec.name}']
+    if namespace:
+        out += ['-r', f'__ns:=/{namespace.strip("/")}']
+    for path in spec.param_files:
+        out += ['--params-file', path]
+    for name, value in spec.parameters.items():
+        text = yaml.safe_dump(value, default_flow_style=True).strip()
+        if text.endswith('\n...'):
+            text = text[:-4]
+        out += ['-p', f'{name}:={text.removesuffix("...").strip()}']
+    for src, dst in spec.remappings:
+        out += ['-r', f'{src}:={dst}']
+    return out
