@@ -21,6 +21,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DEPS_STAMP := $(VENV)/.deps.stamp
 MSGS_STAMP := $(VENV)/.msgs.stamp
 PKG_STAMP := $(VENV)/.pkg.stamp
+TOKENIZER_STAMP := $(VENV)/.tokenizer.stamp
 MSG_SOURCES := $(wildcard msg/*.msg) msg/CMakeLists.txt msg/package.xml scripts/build_msgs.sh
 
 .PHONY: help setup test test-fast lint demo bench clean distclean
@@ -44,7 +45,11 @@ $(MSGS_STAMP): $(MSG_SOURCES) $(DEPS_STAMP)
 	bash scripts/build_msgs.sh $(VENV)
 	touch $@
 
-$(PKG_STAMP): setup.py setup.cfg package.xml $(MSGS_STAMP)
+$(TOKENIZER_STAMP): scripts/fetch_tokenizer.sh $(DEPS_STAMP)
+	bash scripts/fetch_tokenizer.sh $(VENV)
+	touch $@
+
+$(PKG_STAMP): setup.py setup.cfg package.xml $(MSGS_STAMP) $(TOKENIZER_STAMP)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
