@@ -1,0 +1,1 @@
+"""Demonstration datasets shared by the simulator, the bag reader and training (no rclpy)."""
