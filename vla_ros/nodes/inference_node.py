@@ -28,7 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from vla_ros_msgs.msg import ActionChunk, GripperCommand, PolicyStatus
 
-from vla_ros.actions.safety import SafetyLimits, clamp_velocity, limit_base
+from vla_ros.actions.safety import SafetyLimits
 from vla_ros.nodes import qos
 from vla_ros.nodes.image_conversion import (
     ImageConversionError,
@@ -44,6 +44,7 @@ from vla_ros.nodes.messages import (
     twist_msg,
 )
 from vla_ros.policies.registry import available_policies, make_policy
+from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import SWAP_BEHAVIORS, EngineConfig, InferenceEngine
 from vla_ros.runtime.worker import InferenceWorker
 
@@ -325,16 +326,14 @@ class InferenceNode(Node):
 
     def _on_control_tick(self) -> None:
         now = self._now()
-        command = self._engine.command_at(now)
-        twist = clamp_velocity(command.ee_twist, self._limits)
-        self._ee_pub.publish(twist_msg(twist, now, self._ee_frame))
-        gripper = command.gripper if command.gripper is not None else self._engine.last_gripper
-        if gripper is not None:
-            self._gripper_pub.publish(gripper_msg(gripper, now, self._ee_frame))
-        if command.base_twist is not None:
-            base = limit_base(command.base_twist, self._limits)
-            self._base_pub.publish(base_twist_msg(base, now, self._base_frame))
-        if command.terminate:
+        out = shape_command(self._engine.command_at(now), self._limits,
+                            self._engine.last_gripper)
+        self._ee_pub.publish(twist_msg(out.ee_twist, now, self._ee_frame))
+        if out.gripper is not None:
+            self._gripper_pub.publish(gripper_msg(out.gripper, now, self._ee_frame))
+        if out.base_twist is not None:
+            self._base_pub.publish(base_twist_msg(out.base_twist, now, self._base_frame))
+        if out.terminate:
             self._terminate_pub.publish(Bool(data=True))
         if self._engine.inference_due(now):
             self._worker.wake()

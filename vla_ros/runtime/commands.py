@@ -77,3 +77,29 @@ class ActionToCommand:
         terminate = bool(self._terminate is not None and action[self._terminate] >= 0.5)
         return Command(ee_twist=twist, gripper=gripper, base_twist=base,
                        terminate=terminate, hold=False, reason='')
+
+
+@dataclass(frozen=True)
+class OutgoingCommand:
+    """What is published on one tick, after the node-side velocity clamp."""
+
+    ee_twist: np.ndarray
+    gripper: float | None
+    base_twist: np.ndarray | None
+    terminate: bool
+    hold: bool
+    reason: str
+
+
+def shape_command(command: Command, limits, last_gripper: float | None) -> OutgoingCommand:
+    """Clamp velocities and fill the held gripper: the node's tick, minus the publishing.
+
+    Shared by the inference node and lock-step bag regression so both produce the same
+    numbers. ``limits`` is a :class:`vla_ros.actions.safety.SafetyLimits`.
+    """
+    from vla_ros.actions.safety import clamp_velocity, limit_base
+
+    gripper = command.gripper if command.gripper is not None else last_gripper
+    base = limit_base(command.base_twist, limits) if command.base_twist is not None else None
+    return OutgoingCommand(clamp_velocity(command.ee_twist, limits), gripper, base,
+                           command.terminate, command.hold, command.reason)
