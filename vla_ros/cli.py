@@ -177,6 +177,15 @@ def cmd_demo(args) -> int:
     return 0 if summary.get('success') else 1
 
 
+def cmd_bench(args) -> int:
+    """Run a benchmark and print its JSON object."""
+    if args.benchmark == 'pipeline':
+        from vla_ros.benchmarking.pipeline import run
+
+        print(json.dumps(run(args.latency, args.duration), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vla-ros``."""
     parser = argparse.ArgumentParser(prog='vla-ros', description=__doc__,
@@ -211,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('policies', help='list registered policies')
     p.add_argument('--json', action='store_true')
     p.set_defaults(func=cmd_policies)
+
+    p = sub.add_parser('bench', help='run a benchmark (prints JSON)')
+    p.add_argument('benchmark', choices=['pipeline'])
+    p.add_argument('--latency', type=float, default=0.3, help='policy latency (s)')
+    p.add_argument('--duration', type=float, default=20.0, help='measured seconds')
+    p.add_argument('--json', action='store_true', help='(output is always JSON)')
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('demo', help='simulated arm + inference node end to end')
     p.add_argument('--output', default='demo_output')
