@@ -36,6 +36,9 @@ _BUILTINS = (
         'Deterministic scripted chunks for runtime tests (no model).',
         'scripted',
     ),
+    PolicyInfo('octo', 'vla_ros.policies.octo.policy:load',
+               'Octo-style: patch tokens + readouts under a block-wise mask, diffusion '
+               'head, 4-step chunks.', 'octo'),
 )
 
 _lock = threading.Lock()
