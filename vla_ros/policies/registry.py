@@ -39,6 +39,9 @@ _BUILTINS = (
     PolicyInfo('octo', 'vla_ros.policies.octo.policy:load',
                'Octo-style: patch tokens + readouts under a block-wise mask, diffusion '
                'head, 4-step chunks.', 'octo'),
+    PolicyInfo('rt1', 'vla_ros.policies.rt1.policy:load',
+               'RT-1: FiLM-EfficientNet-B3 + TokenLearner + Transformer over 6 frames, '
+               '256-bin heads per action dimension.', 'rt1'),
 )
 
 _lock = threading.Lock()
