@@ -36,6 +36,12 @@ _BUILTINS = (
         'Deterministic scripted chunks for runtime tests (no model).',
         'scripted',
     ),
+    PolicyInfo('pi0', 'vla_ros.policies.pi0.policy:load',
+               'pi0-style: PaliGemma-style prefix + flow-matching action expert, 50-step '
+               'chunks.', 'pi0'),
+    PolicyInfo('rt2', 'vla_ros.policies.rt2.policy:load',
+               'RT-2-style: PaliGemma VLM writing 7 bin indices as text, constrained '
+               'decoding.', 'rt2'),
     PolicyInfo('octo', 'vla_ros.policies.octo.policy:load',
                'Octo-style: patch tokens + readouts under a block-wise mask, diffusion '
                'head, 4-step chunks.', 'octo'),
