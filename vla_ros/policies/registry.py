@@ -48,6 +48,9 @@ _BUILTINS = (
     PolicyInfo('rt1', 'vla_ros.policies.rt1.policy:load',
                'RT-1: FiLM-EfficientNet-B3 + TokenLearner + Transformer over 6 frames, '
                '256-bin heads per action dimension.', 'rt1'),
+    PolicyInfo('openvla', 'vla_ros.policies.openvla.policy:load',
+               'OpenVLA: DINOv2 + SigLIP -> MLP -> Llama-2, 7 greedy action tokens '
+               '(256 bins), q01/q99 statistics per dataset.', 'openvla'),
 )
 
 _lock = threading.Lock()

@@ -1,0 +1,233 @@
+"""The OpenVLA policy: prompt + image -> greedy action tokens -> unnormalized action.
+
+Two kinds of ``model_path``:
+
+* a directory written by :meth:`OpenVlaPolicy.save_pretrained` (transformers
+  ``save_pretrained``: config.json + model.safetensors, plus dataset_statistics.json and
+  the tokenizer files), loaded with this project's model code;
+* a released ``openvla/openvla-7b``-style directory whose config.json ``auto_map`` points at
+  its own Python code: run through that code only with ``allow_remote_code=True``
+  (:mod:`vla_ros.policies.openvla.remote`).
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla_ros.actions.normalization import save_statistics
+from vla_ros.actions.tokenizers import OpenVlaActionTokenizer
+from vla_ros.policies.contract import Observation, PolicyLoadError, PolicySpec
+from vla_ros.policies.openvla.configuration_openvla import MODEL_TYPE, PRESETS, OpenVlaConfig
+from vla_ros.policies.openvla.decoding import greedy_action_tokens
+from vla_ros.policies.openvla.modeling_openvla import OpenVlaForActionPrediction
+from vla_ros.policies.openvla.processing_openvla import PromptEncoder
+from vla_ros.policies.openvla.remote import (
+    RemoteCodeOpenVlaPolicy,
+    read_config,
+    remote_auto_map,
+)
+from vla_ros.policies.tokenizer import load_text_tokenizer
+from vla_ros.policies.torch_policy import STATISTICS_FILE, TorchPolicy, resolve_dtype
+
+CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(OpenVlaConfig))
+WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json')
+TOKENIZER_FILE = 'tokenizer.json'
+
+
+def _make_config(config, overrides: dict) -> OpenVlaConfig:
+    """An OpenVlaConfig from a config, a dict or nothing, plus keyword overrides."""
+    if isinstance(config, OpenVlaConfig):
+        if not overrides:
+            return config
+        config = config.to_dict()
+    config = {**(config or {}), **overrides}
+    unknown = sorted(set(config) - CONFIG_FIELDS - {'model_type', 'transformers_version'})
+    if unknown:
+        raise ValueError(f'openvla: unknown option(s) {unknown}; see OpenVlaConfig for the '
+                         f'configuration fields')
+    return OpenVlaConfig.from_dict(config)
+
+
+class OpenVlaPolicy(TorchPolicy):
+    """OpenVLA (Prismatic DINOv2 + SigLIP -> Llama-2) predicting one action of 7 tokens."""
+
+    family = 'openvla'
+    config_class = OpenVlaConfig
+    presets = PRESETS
+    action_head = 'text tokens (256 bins, last ids of the vocabulary)'
+    action_type = 'discrete'
+
+    def __init__(self, config=None, statistics=None, unnorm_key: str | None = None,
+                 device: str = 'cpu', dtype: str = 'float32', seed: int = 0, model=None,
+                 tokenizer=None, **overrides):
+        """Build (or wrap ``model``) with the 32k text tokenizer; see TorchPolicy."""
+        config = _make_config(config, overrides)
+        super().__init__(config, statistics=statistics, unnorm_key=unnorm_key, device=device,
+                         dtype=dtype, seed=seed, model=model)
+        self.tokenizer = tokenizer if tokenizer is not None else load_text_tokenizer()
+        if len(self.tokenizer) > config.text_config.vocab_size:
+            raise PolicyLoadError(f'the tokenizer has {len(self.tokenizer)} tokens, more than '
+                                  f'the {config.text_config.vocab_size} embedding rows')
+        self.prompts = PromptEncoder(self.tokenizer)
+        self.action_tokenizer = OpenVlaActionTokenizer(vocab_size=config.text_vocab_size,
+                                                       num_bins=config.n_action_bins)
+
+    # ------------------------------------------------------------ TorchPolicy API
+    @classmethod
+    def build_model(cls, config: OpenVlaConfig) -> OpenVlaForActionPrediction:
+        """A randomly initialised OpenVLA model (no pretrained weights exist offline)."""
+        return OpenVlaForActionPrediction(config)
+
+    def make_spec(self, config: OpenVlaConfig) -> PolicySpec:
+        """One camera at ``image_size``; raw [0, 1] pixels (each encoder normalizes its own)."""
+        return PolicySpec(name='openvla', action_space=self.action_space,
+                          chunk_length=config.chunk_length, camera_names=(config.camera_name,),
+                          image_size=(config.image_size, config.image_size),
+                          control_period=config.control_period)
+
+    @property
+    def num_action_tokens(self) -> int:
+        """Tokens decoded per prediction: chunk_length x action dimensions (7 for arm7)."""
+        return self.config.chunk_length * self.action_space.dim
+
+    def model_inputs(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids (1, L), pixel_values (1, 3, H, W))`` for an observation."""
+        pixels = self.images_tensor(observation)[:, 0]
+        ids = torch.tensor([self.prompts.encode(observation.instruction)], device=self.device)
+        return ids, pixels
+
+    def predict_action_tokens(self, observation: Observation) -> np.ndarray:
+        """The greedy action token ids (num_action_tokens,) for an observation."""
+        ids, pixels = self.model_inputs(observation)
+        with torch.inference_mode():
+            tokens = greedy_action_tokens(self.model, ids, pixels, self.num_action_tokens,
+                                          self.config.action_token_range)
+        return tokens[0].cpu().numpy()
+
+    def predict_normalized(self, observation: Observation) -> np.ndarray:
+        """Decode the action tokens to bin centers in [-1, 1], shape (chunk_length, dim)."""
+        tokens = self.predict_action_tokens(observation)
+        return self.action_tokenizer.decode(tokens).reshape(self.spec.chunk_shape)
+
+    def predict_chunk(self, observation: Observation) -> np.ndarray:
+        """As TorchPolicy, then clipped to the action space.
+
+        Dimensions whose statistics ``mask`` is False (OpenVLA: the gripper) pass through
+        as raw bin centers in [-1, 1], which can lie outside the space's bounds.
+        """
+        chunk = super().predict_chunk(observation)
+        return self.action_space.clip(chunk).astype(np.float32)
+
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """Next-token cross-entropy on the action tokens only (teacher forcing).
+
+        Targets are ``OpenVlaActionTokenizer.encode`` of the batch's normalized actions
+        (first ``chunk_length`` steps); prompt tokens, image patches, padding and invalid
+        steps are masked out of the loss.
+        """
+        images = torch.as_tensor(batch['images'])
+        actions = torch.as_tensor(batch['actions'])
+        instructions = list(batch['instructions'])
+        chunk, dim = self.spec.chunk_shape
+        if images.ndim != 5 or actions.ndim != 3 or actions.shape[0] != len(instructions):
+            raise ValueError(f'openvla batch: need images (B, cams, 3, H, W), actions (B, T, D) '
+                             f'and B instructions; got {tuple(images.shape)}, '
+                             f'{tuple(actions.shape)}, {len(instructions)}')
+        if actions.shape[1] < chunk or actions.shape[2] != dim:
+            raise ValueError(f'openvla batch: actions must be (B, >={chunk}, {dim}), got '
+                             f'{tuple(actions.shape)}')
+        valid = batch.get('valid')
+        valid = torch.ones(actions.shape[:2], dtype=torch.bool) if valid is None \
+            else torch.as_tensor(valid, dtype=torch.bool)
+        valid = valid[:, :chunk, None].expand(-1, -1, dim).reshape(len(instructions), -1)
+        if not valid.any():
+            raise ValueError('openvla batch: no valid action steps to learn from')
+        targets = self.action_tokenizer.encode(
+            actions[:, :chunk].detach().cpu().double().numpy()).reshape(len(instructions), -1)
+        text = self.prompts.training_batch(instructions, targets, valid.cpu().numpy())
+        out = self.model(
+            input_ids=torch.from_numpy(text['input_ids']).to(self.device),
+            attention_mask=torch.from_numpy(text['attention_mask']).to(self.device),
+            labels=torch.from_numpy(text['labels']).to(self.device),
+            pixel_values=images[:, 0].to(self.device, self.dtype))
+        return out.loss
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, model_path: str = '', size: str = 'tiny', allow_remote_code: bool = False,
+             **kwargs) -> 'OpenVlaPolicy | RemoteCodeOpenVlaPolicy':
+        """Registry entry: a checkpoint if ``model_path`` is set, else a preset."""
+        if model_path:
+            return cls.from_pretrained(model_path, allow_remote_code=allow_remote_code,
+                                       **kwargs)
+        if size not in cls.presets:
+            raise ValueError(f'openvla: unknown size {size!r}; presets: {sorted(cls.presets)}')
+        return cls(config=dict(cls.presets[size]), **kwargs)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the model (safetensors via transformers), the statistics and the tokenizer."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path))
+        self.tokenizer.save_pretrained(str(path))
+        save_statistics(path / STATISTICS_FILE, self.statistics)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | Path, unnorm_key: str | None = None,
+                        device: str = 'cpu', dtype: str = 'float32', seed: int = 0,
+                        allow_remote_code: bool = False, **options):
+        """Load a saved policy, or a custom-code checkpoint when explicitly allowed."""
+        from vla_ros.actions.normalization import load_statistics
+
+        path = _checked_dir(model_path)
+        config = read_config(path)
+        if remote_auto_map(config):
+            return RemoteCodeOpenVlaPolicy.load(path, allow_remote_code=allow_remote_code,
+                                                unnorm_key=unnorm_key, device=device,
+                                                dtype=dtype, seed=seed, **options)
+        if options:
+            raise ValueError(f'openvla: option(s) {sorted(options)} do not apply when loading '
+                             f'a saved checkpoint (its config.json fixes them)')
+        if config.get('model_type') != MODEL_TYPE:
+            raise PolicyLoadError(f'{path} is not an openvla checkpoint (config.json '
+                                  f'model_type {config.get("model_type")!r}, expected '
+                                  f'{MODEL_TYPE!r} or an auto_map with custom code)')
+        _require_files(path)
+        model, info = OpenVlaForActionPrediction.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, dtype=resolve_dtype(dtype),
+            output_loading_info=True)
+        problems = {k: list(v)[:5] for k, v in info.items() if k != 'error_msgs' and v}
+        if problems or info.get('error_msgs'):
+            raise PolicyLoadError(f'{path}: weights do not match the configuration: '
+                                  f'{problems or info["error_msgs"]}')
+        return cls(config=model.config, statistics=load_statistics(path / STATISTICS_FILE),
+                   unnorm_key=unnorm_key, device=device, dtype=dtype, seed=seed, model=model,
+                   tokenizer=load_text_tokenizer(str(path)))
+
+
+def _checked_dir(model_path) -> Path:
+    if not str(model_path):
+        raise PolicyLoadError('model_path is empty')
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise PolicyLoadError(f'model_path {str(path)!r} is not an existing directory')
+    return path
+
+
+def _require_files(path: Path) -> None:
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        unsafe = sorted(p.name for p in path.iterdir() if p.suffix in ('.bin', '.pt', '.pth'))
+        hint = f'; pickle-based {unsafe} are never loaded (they can run code)' if unsafe else ''
+        raise PolicyLoadError(f'{path} has no {" or ".join(WEIGHT_FILES)}{hint}')
+    for name, what in ((STATISTICS_FILE, 'normalization statistics'),
+                       (TOKENIZER_FILE, 'tokenizer')):
+        if not (path / name).is_file():
+            raise PolicyLoadError(f'{path} lacks {name} (the {what} saved with the model)')
+
+
+def load(model_path: str = '', size: str = 'tiny', **kwargs):
+    """Registry entry point (``make_policy('openvla', ...)``); see OpenVlaPolicy.load."""
+    return OpenVlaPolicy.load(model_path=model_path, size=size, **kwargs)
