@@ -149,20 +149,17 @@ def cmd_status(args) -> int:
 
 
 def cmd_policies(args) -> int:
-    """List the registered policies."""
+    """List the registered policies (--json: with heads, chunk lengths, parameter counts)."""
+    from vla_ros.policies.listing import format_policy_table, policy_table
     from vla_ros.policies.registry import available_policies, policy_info
 
-    rows = []
-    for name in available_policies():
+    if args.json or args.details:
+        rows = policy_table(include_full=True)
+        print(json.dumps(rows, indent=2) if args.json else format_policy_table(rows))
+        return 0
+    for name in available_policies():  # quick listing: builds nothing
         info = policy_info(name)
-        rows.append({'name': name, 'family': getattr(info, 'family', ''),
-                     'description': getattr(info, 'description', ''),
-                     'target': getattr(info, 'target', '')})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for row in rows:
-            print(f'{row["name"]:12s} {row["family"]:10s} {row["description"]}')
+        print(f'{name:12s} {info.family:10s} {info.description}')
     return 0
 
 
@@ -218,8 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser('policies', help='list registered policies')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true',
+                   help='every policy with action head, type, chunk length, tiny and full '
+                        'parameter counts (builds each tiny model)')
+    p.add_argument('--details', action='store_true', help='the --json table as text')
     p.set_defaults(func=cmd_policies)
+
+    from vla_ros.training.cli import add_train_parser
+
+    add_train_parser(sub)
 
     p = sub.add_parser('bench', help='run a benchmark (prints JSON)')
     p.add_argument('benchmark', choices=['pipeline'])

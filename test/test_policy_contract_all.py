@@ -1,0 +1,182 @@
+"""One contract test over every registered policy: the scripted one and every model family.
+
+The parametrization is read from the registry at collection time, so a family that adds
+its line to ``_BUILTINS`` is covered without touching this file. The test-only tiny MLP
+(test/tiny_mlp_policy.py) keeps the torch path covered whatever families are installed.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tiny_mlp_policy  # noqa: F401 - registers the test-only torch policy
+from tiny_mlp_policy import NAME as TINY_MLP
+
+from vla_ros.policies.contract import InvalidObservationError, Observation
+from vla_ros.policies.listing import policy_row, policy_table
+from vla_ros.policies.registry import available_policies, make_policy
+
+ALL_POLICIES = available_policies()
+# 'scripted' has no weights and no checkpoint format: its chunks are a pure function of
+# its constructor arguments, so there is nothing to save and reload. It is exempt from the
+# save/load test here, explicitly, rather than skipped at run time.
+NO_CHECKPOINT = frozenset({'scripted'})
+CHECKPOINTED = [n for n in ALL_POLICIES if n not in NO_CHECKPOINT]
+SEED = 7
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_torch_thread():
+    # Tiny models on a shared 2-core machine: a second thread only adds contention.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def built():
+    """Default (tiny) instance per policy name, built once per module with SEED."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = make_policy(name, seed=SEED)
+        return cache[name]
+
+    yield get
+    for policy in cache.values():
+        policy.close()
+
+
+def first_chunk(policy, observation):
+    """The chunk a freshly reset policy predicts (history-keeping families forget)."""
+    policy.reset()
+    return policy.predict_chunk(observation)
+
+
+def example(policy, stamp=1.25):
+    return Observation.make_example(policy.spec, 'put the red cube in the bowl', stamp=stamp,
+                                    seed=3)
+
+
+def test_registry_lists_the_builtins_and_the_test_policy():
+    assert {'scripted', TINY_MLP} <= set(ALL_POLICIES)
+    assert NO_CHECKPOINT <= set(ALL_POLICIES)  # the exemption names a real policy
+
+
+@pytest.mark.parametrize('name', ALL_POLICIES)
+def test_chunk_shape_dtype_and_bounds(built, name):
+    policy = built(name)
+    spec = policy.spec
+    chunk = first_chunk(policy, example(policy))
+    assert chunk.shape == (spec.chunk_length, spec.action_space.dim) == spec.chunk_shape
+    assert chunk.dtype == np.float32 and np.isfinite(chunk).all()
+    low, high = spec.action_space.low, spec.action_space.high
+    assert (chunk >= low - 1e-6).all() and (chunk <= high + 1e-6).all(), chunk
+
+
+@pytest.mark.parametrize('name', ALL_POLICIES)
+def test_same_seed_and_observation_give_the_same_chunk(built, name):
+    a = built(name)
+    b = make_policy(name, seed=SEED)  # a second, independently built instance
+    try:
+        obs = example(a)
+        first = first_chunk(a, obs)
+        np.testing.assert_array_equal(first, first_chunk(b, obs))
+        np.testing.assert_array_equal(first, first_chunk(a, obs))  # and again after reset
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize('name', CHECKPOINTED)
+def test_save_and_reload_give_identical_outputs(built, name, tmp_path):
+    policy = built(name)
+    policy.save_pretrained(tmp_path)
+    loaded = make_policy(name, model_path=str(tmp_path), seed=SEED)
+    try:
+        assert loaded.spec == policy.spec
+        for stamp in (0.0, 2.5):
+            obs = example(policy, stamp)
+            np.testing.assert_array_equal(first_chunk(policy, obs), first_chunk(loaded, obs))
+    finally:
+        loaded.close()
+
+
+def _wrong_image_shape(obs, spec):
+    camera = spec.camera_names[0]
+    h, w, _ = obs.images[camera].shape
+    obs.images[camera] = np.zeros((h + 8, w, 3), np.uint8)
+
+
+def _empty_instruction(obs, spec):
+    obs.instruction = ''
+
+
+def _missing_camera(obs, spec):
+    del obs.images[spec.camera_names[0]]
+
+
+@pytest.mark.parametrize('name', ALL_POLICIES)
+@pytest.mark.parametrize('mutate, match', [
+    (_wrong_image_shape, 'shape'),
+    (_empty_instruction, 'instruction is empty'),
+    (_missing_camera, 'missing camera'),
+], ids=['wrong_image_shape', 'empty_instruction', 'missing_camera'])
+def test_bad_input_is_rejected(built, name, mutate, match):
+    policy = built(name)
+    obs = example(policy)
+    mutate(obs, policy.spec)
+    with pytest.raises(InvalidObservationError, match=match):
+        policy.predict_chunk(obs)
+
+
+def test_registry_listing_does_not_import_torch():
+    code = ('import sys\n'
+            'from vla_ros.policies.registry import available_policies\n'
+            'names = available_policies()\n'
+            'assert "scripted" in names, names\n'
+            'heavy = [m for m in ("torch", "transformers", "peft") if m in sys.modules]\n'
+            'assert not heavy, heavy\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+# --- the policy table ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('name', ALL_POLICIES)
+def test_policy_table_row(built, name):
+    policy = built(name)
+    row = policy_row(name, policy=policy)
+    spec = policy.spec
+    assert row['name'] == name and row['family'] and row['description']
+    assert row['action_head'] and row['action_type'] in ('discrete', 'continuous')
+    assert row['chunk_length'] == spec.chunk_length
+    assert row['control_period'] == spec.control_period
+    assert row['action_dim'] == spec.action_space.dim
+    if name in NO_CHECKPOINT:
+        assert row['tiny_parameters'] is None and row['full_parameters'] is None
+    else:
+        assert row['tiny_parameters'] == policy.num_parameters() > 0
+        assert row['full_parameters'] == type(policy).count_parameters('full')
+        assert row['full_parameters'] > row['tiny_parameters']
+
+
+def test_policy_table_covers_every_policy_and_reports_broken_ones():
+    from vla_ros.policies.registry import register_policy, unregister_policy
+
+    register_policy('_broken_family', 'vla_ros_no_such_module.policy:load', 'broken', 'broken')
+    try:
+        rows = {r['name']: r for r in policy_table(include_full=False)}
+    finally:
+        unregister_policy('_broken_family')
+    assert set(rows) == set(ALL_POLICIES) | {'_broken_family'}
+    assert 'vla_ros_no_such_module' in rows['_broken_family']['error']
+    mlp = rows[TINY_MLP]
+    assert mlp['action_head'] == 'MLP regression (tanh)' and mlp['full_parameters'] is None
+    assert rows['scripted']['action_head'] == 'scripted (no model)'

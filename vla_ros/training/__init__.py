@@ -1,0 +1,1 @@
+"""Fine-tuning of the torch policy families: data, LoRA, the training loop, ``vla-ros train``."""

@@ -1,0 +1,141 @@
+"""Training data: load a dataset, install its statistics, order samples, collate batches.
+
+The dataset is anything with the :class:`~vla_ros.datasets.episodes.EpisodeDataset`
+interface (``samples(chunk_length)``, ``statistics(key)``, ``action_space``,
+``control_period``), so episodes recorded in simulation and episodes read from bags go
+through the same path. The batch convention is the one every family's
+``training_loss`` accepts: images preprocessed exactly as at inference, actions
+normalized with the statistics the checkpoint will carry, a ``valid`` mask for padding.
+"""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics, Normalizer
+from vla_ros.datasets.episodes import EpisodeDataset
+from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.policies.contract import Observation
+
+
+def load_dataset(path: str | Path) -> EpisodeDataset:
+    """Load the episodes in ``path`` (a directory of ``episode_*.npz``), clear errors otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f'dataset directory {str(path)!r} does not exist')
+    if any(path.glob('episode_*.npz')):
+        return EpisodeDataset.load(path)
+    if (path / 'metadata.yaml').is_file():
+        raise ValueError(f'{path} is a rosbag2 recording, not episodes: convert it to an '
+                         f'episode dataset first')
+    raise FileNotFoundError(f'no episode_*.npz in {path}')
+
+
+def bounded_statistics(statistics: DatasetStatistics, space) -> DatasetStatistics:
+    """Clip every entry's q01/q99 into the action space bounds.
+
+    Recorded actions can stray past the bounds (teleoperation, noise); statistics that
+    follow them would let a model's +-1 unnormalize to out-of-bounds commands.
+    """
+    entries = {}
+    for key, entry in statistics.items():
+        a = entry.action
+        if a.dim != space.dim:
+            raise ValueError(f'dataset actions have {a.dim} dimensions, action space '
+                             f'{space.name!r} has {space.dim}')
+        q01, q99 = np.clip(a.q01, space.low, space.high), np.clip(a.q99, space.low, space.high)
+        outside = [space.names[i] for i in np.flatnonzero((q01 != a.q01) | (q99 != a.q99))]
+        if outside:
+            print(f'warning: dataset {key!r} actions exceed the {space.name!r} bounds in '
+                  f'{outside}; their q01/q99 are clipped to the bounds', file=sys.stderr)
+        action = ActionStatistics(mean=a.mean, std=a.std, min=a.min, max=a.max, q01=q01,
+                                  q99=q99, mask=a.mask)
+        entries[key] = dataclasses.replace(entry, action=action)
+    return DatasetStatistics(entries)
+
+
+def install_statistics(policy, statistics: DatasetStatistics, unnorm_key: str) -> None:
+    """Make ``statistics`` the policy's normalization (saved with every checkpoint).
+
+    A family may define ``set_statistics(statistics, unnorm_key)`` to do more (e.g. keep
+    proprio statistics); otherwise the normalizer is rebuilt in the policy's own mode.
+    """
+    entry = statistics.select(unnorm_key)
+    if entry.action.dim != policy.action_space.dim:
+        raise ValueError(f'dataset actions have {entry.action.dim} dimensions, policy '
+                         f'{policy.spec.name!r} has {policy.action_space.dim}')
+    hook = getattr(policy, 'set_statistics', None)
+    if callable(hook):
+        hook(statistics, unnorm_key)
+        return
+    mode = getattr(getattr(policy, 'normalizer', None), 'mode', 'bounds_q99')
+    policy.statistics = statistics
+    policy.unnorm_key = unnorm_key
+    policy.normalizer = Normalizer(entry.action, mode=mode)
+
+
+def check_compatible(policy, dataset, first_sample: dict) -> None:
+    """Refuse data the policy cannot learn from (other action space, missing cameras)."""
+    spec = policy.spec
+    if dataset.action_space != policy.action_space.name:
+        raise ValueError(f'dataset action space {dataset.action_space!r} differs from policy '
+                         f'{spec.name!r} action space {policy.action_space.name!r}')
+    cameras = sorted(first_sample['images'])
+    missing = [c for c in spec.camera_names if c not in first_sample['images']]
+    if missing:
+        raise ValueError(f'policy {spec.name!r} needs cameras {list(spec.camera_names)}; the '
+                         f'dataset has {cameras} (missing {missing})')
+    if spec.uses_proprio and first_sample.get('proprio') is None:
+        raise ValueError(f'policy {spec.name!r} uses proprioception but the dataset has none')
+    if abs(dataset.control_period - spec.control_period) > 1e-9:
+        # Not fatal (the model is still trained), but chunks will be timed wrongly at run time.
+        print(f'warning: dataset control period {dataset.control_period} s differs from '
+              f'policy {spec.name!r} control period {spec.control_period} s', file=sys.stderr)
+
+
+def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np.ndarray:
+    """Sample indices of training step ``step``: a pure function of its arguments.
+
+    Steps walk through seeded per-epoch permutations; being stateless is what makes a
+    resumed run see exactly the batches an uninterrupted run would.
+    """
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = np.divmod(positions, num_samples)
+    perms = {e: np.random.default_rng((seed, int(e))).permutation(num_samples)
+             for e in np.unique(epochs)}
+    return np.array([perms[e][o] for e, o in zip(epochs, offsets, strict=True)])
+
+
+def collate(policy, samples: list[dict]) -> dict:
+    """Samples -> the shared batch convention (on the policy's device).
+
+    Images are first resized with ``prepare_image`` to the spec's size, as the inference
+    node does. Then the family's own ``collate`` is used if it has one; otherwise the
+    images are preprocessed by the policy's own ``images_tensor``, so training sees
+    exactly what inference sees.
+    """
+    spec = policy.spec
+    samples = [dict(s, images={c: prepare_image(s['images'][c], spec.image_size)
+                               for c in spec.camera_names}) for s in samples]
+    own = getattr(policy, 'collate', None)
+    if callable(own):
+        return own(samples)
+    import torch
+
+    images = [policy.images_tensor(Observation(s['images'], s['instruction']))
+              for s in samples]
+    actions = np.stack([policy.normalizer.normalize(s['actions']) for s in samples])
+    proprio = None
+    if spec.uses_proprio:
+        proprio = torch.as_tensor(np.stack([s['proprio'] for s in samples]),
+                                  dtype=torch.float32, device=policy.device)
+    return {
+        'images': torch.cat(images),
+        'instructions': [s['instruction'] for s in samples],
+        'actions': torch.as_tensor(actions, dtype=torch.float32, device=policy.device),
+        'valid': torch.as_tensor(np.stack([s['valid'] for s in samples]), dtype=torch.bool,
+                                 device=policy.device),
+        'proprio': proprio,
+    }
