@@ -221,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--details', action='store_true', help='the --json table as text')
     p.set_defaults(func=cmd_policies)
 
+    from vla_ros.bags.cli import add_bag_parser
     from vla_ros.training.cli import add_train_parser
 
     add_train_parser(sub)
+    add_bag_parser(sub)
 
     p = sub.add_parser('bench', help='run a benchmark (prints JSON)')
     p.add_argument('benchmark', choices=['pipeline'])

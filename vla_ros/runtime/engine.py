@@ -164,9 +164,10 @@ class InferenceEngine:
 
     def set_proprio(self, state: np.ndarray) -> None:
         """Store the newest proprioceptive state (e.g. joint positions)."""
-        state = np.asarray(state, dtype=np.float32)
-        if state.ndim != 1 or not np.all(np.isfinite(state)):
-            raise ValueError('proprioception must be a finite 1-D vector')
+        with np.errstate(over='ignore'):  # values beyond float32 become inf: refused below
+            state = np.asarray(state, dtype=np.float32)
+        if state.ndim != 1 or state.size == 0 or not np.all(np.isfinite(state)):
+            raise ValueError('proprioception must be a finite, non-empty 1-D vector')
         with self._lock:
             self._proprio = state
 
@@ -242,49 +243,82 @@ class InferenceEngine:
     def run_inference(self, clock) -> InferenceResult | None:
         """Run the policy once on the newest observation; ``clock()`` gives the time.
 
-        Synchronous: the worker thread calls it, lock-step replay calls it directly.
+        Synchronous: the worker thread calls it. It is :meth:`begin_inference`,
+        :meth:`compute_chunk` and :meth:`finish_inference` in a row; lock-step replay calls
+        those separately to put a virtual latency between start and finish.
         Errors are recorded in the status, never raised.
         """
+        job = self.begin_inference(clock())
+        if job is None:
+            return None
+        chunk, error = self.compute_chunk(job)
+        return self.finish_inference(job, chunk, error, clock())
+
+    def begin_inference(self, now: float) -> 'InferenceJob | None':
+        """Snapshot the newest observation and mark the policy as running (None: cannot)."""
         with self._lock:
-            started = clock()
-            if self._policy is None or self._observation_problem(started):
+            if self._policy is None or self._observation_problem(now):
                 return None
-            policy, name = self._policy, self._policy_name
-            version = self._instruction_version
+            policy = self._policy
             spec = policy.spec
             frames = {cam: self._frames[cam] for cam in spec.camera_names}
-            instruction = self._instruction
-            proprio = self._proprio if spec.uses_proprio else None
-            stamp = frames[spec.camera_names[0]].stamp
-            self._running_since = started
-            self._last_start = started
-            self._last_used_stamp = stamp
-        try:
-            # Resizing happens outside the lock so control ticks never wait for it.
-            images = {cam: self._preprocess(f.rgb, spec.image_size) for cam, f in frames.items()}
-            observation = Observation(images=images, instruction=instruction, stamp=stamp,
-                                      proprio=proprio)
-            policy.validate_observation(observation)
-            actions = policy.check_chunk(policy.predict_chunk(observation))
-            chunk = TimedChunk(stamp=observation.stamp, period=policy.spec.control_period,
-                               actions=actions, source=name)
-            error = ''
-        except Exception as exc:  # noqa: BLE001 - any policy failure must hold, not crash
-            chunk, error = None, f'policy {name!r} failed: {type(exc).__name__}: {exc}'
-        finished = clock()
+            job = InferenceJob(
+                policy=policy, name=self._policy_name, version=self._instruction_version,
+                frames=frames, instruction=self._instruction,
+                proprio=self._proprio if spec.uses_proprio else None,
+                stamp=frames[spec.camera_names[0]].stamp, started=now)
+            self._running_since = now
+            self._last_start = now
+            self._last_used_stamp = job.stamp
+            return job
+
+    def compute_chunk(self, job: 'InferenceJob') -> tuple[TimedChunk | None, str]:
+        """Run the job's policy (outside the lock, so control ticks never wait for it)."""
+        return predict_chunk(job.policy, job.name, job.frames, job.instruction, job.proprio,
+                             self._preprocess)
+
+    def finish_inference(self, job: 'InferenceJob', chunk: TimedChunk | None, error: str,
+                         finished: float) -> InferenceResult | None:
+        """Buffer the chunk at ``finished`` unless the instruction or policy changed."""
         with self._lock:
             self._running_since = None
-            self._last_latency = finished - started
+            self._last_latency = finished - job.started
             if chunk is None:
                 self._record_error(error, finished)
                 return None
-            if version != self._instruction_version or policy is not self._policy:
+            if job.version != self._instruction_version or job.policy is not self._policy:
                 return None  # instruction or policy changed while we were thinking
             self._inferences += 1
             self._last_error = ''
             self._buffer.add(chunk, finished)
-            return InferenceResult(chunk, name, tuple(policy.spec.action_space.names),
-                                   finished - started, started)
+            return InferenceResult(chunk, job.name, tuple(job.policy.spec.action_space.names),
+                                   finished - job.started, job.started)
+
+    def predict(self, frames: dict, now: float) -> tuple[TimedChunk | None, str]:
+        """Run the active policy on given ``frames`` with the current instruction.
+
+        For lock-step replay of a recorded schedule: the recording says which camera
+        frame each chunk came from, so the caller picks the frames.
+        """
+        with self._lock:
+            if self._policy is None:
+                return None, 'no policy loaded'
+            policy, name = self._policy, self._policy_name
+            instruction = self._instruction
+            proprio = self._proprio if policy.spec.uses_proprio else None
+        return predict_chunk(policy, name, frames, instruction, proprio, self._preprocess)
+
+    def add_chunk(self, chunk: TimedChunk, now: float) -> None:
+        """Buffer a chunk computed outside the engine, as if it finished at ``now``."""
+        with self._lock:
+            self._inferences += 1
+            self._last_error = ''
+            self._buffer.add(chunk, now)
+
+    def record_inference_error(self, message: str, now: float) -> None:
+        """Record a failed externally scheduled inference (the engine reacts as to its own)."""
+        with self._lock:
+            self._record_error(message, now)
 
     # ----------------------------------------------------------------- control
     def command_at(self, now: float) -> Command:
@@ -361,6 +395,9 @@ class InferenceEngine:
         self._errors += 1
         self._last_error = message
         self._last_error_time = when
+        # A policy that just failed may have been failing already: do not execute its
+        # earlier chunks open-loop. Hold until it succeeds again.
+        self._buffer.clear()
 
     def _primary_frame(self) -> Frame | None:
         if self._policy is not None:
@@ -395,12 +432,49 @@ class InferenceEngine:
             return problem
         if self._terminated:
             return 'policy signalled terminate; waiting for a new instruction'
+        if self._last_error:
+            return self._last_error
+        # Past its deadline the policy is faulty: stop even if buffered actions remain.
         if self._running_since is not None and \
-                now - self._running_since > self.config.inference_timeout and \
-                self._buffer.action_at(now) is None:
+                now - self._running_since > self.config.inference_timeout:
             return (f'policy {self._policy_name!r} exceeded its deadline '
                     f'({now - self._running_since:.2f} s > {self.config.inference_timeout} s)')
         return ''
+
+
+@dataclass(frozen=True)
+class InferenceJob:
+    """What one inference runs on: the observation snapshot taken when it started."""
+
+    policy: Policy
+    name: str
+    version: int
+    frames: dict
+    instruction: str
+    proprio: np.ndarray | None
+    stamp: float
+    started: float
+
+
+def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, proprio,
+                  preprocess) -> tuple[TimedChunk | None, str]:
+    """Run ``policy`` on ``frames`` (camera -> Frame): (chunk, '') or (None, error)."""
+    spec = policy.spec
+    try:
+        missing = [cam for cam in spec.camera_names if cam not in frames]
+        if missing:
+            raise ValueError(f'no frame from camera(s) {missing}')
+        stamp = frames[spec.camera_names[0]].stamp
+        images = {cam: preprocess(frames[cam].rgb, spec.image_size)
+                  for cam in spec.camera_names}
+        observation = Observation(images=images, instruction=instruction, stamp=stamp,
+                                  proprio=proprio)
+        policy.validate_observation(observation)
+        actions = policy.check_chunk(policy.predict_chunk(observation))
+        return TimedChunk(stamp=observation.stamp, period=spec.control_period,
+                          actions=actions, source=name), ''
+    except Exception as exc:  # noqa: BLE001 - any policy failure must hold, not crash
+        return None, f'policy {name!r} failed: {type(exc).__name__}: {exc}'
 
 
 def _default_preprocess(rgb: np.ndarray, size) -> np.ndarray:

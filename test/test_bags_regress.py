@@ -1,0 +1,174 @@
+"""Lock-step regression on the golden bags, the engine hooks it uses, and dataset export."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vla_ros.bags.cli import main as bag_main
+from vla_ros.bags.reader import BagReader
+from vla_ros.bags.regress import (
+    RegressionError,
+    default_parameters,
+    parameters_from_file,
+    parse_tolerance,
+    run_regression,
+)
+from vla_ros.bags.writer import BagWriter
+from vla_ros.paths import config_dir
+
+GOLDEN = Path(__file__).parent / 'golden'
+GOLDEN_BAGS = ('sim_arm', 'sim_arm_sine_ensemble')
+
+
+@pytest.mark.parametrize('name', GOLDEN_BAGS)
+def test_golden_bag_regresses_green(name):
+    result = run_regression(GOLDEN / name)
+    assert result.passed, [d for d in result.dimensions if not d.passed]
+    assert result.schedule == 'recorded'
+    assert result.ticks > 30 and result.chunks_replayed > 10
+    # the comparison is not vacuous: the robot was really commanded to move
+    vx = result.recorded[:, 0]
+    assert np.nanmax(np.abs(vx)) > 0.01
+    assert {d.name for d in result.dimensions} >= {'vx', 'vy', 'vz', 'gripper'}
+
+
+def test_golden_bags_are_small_and_carry_their_configuration():
+    for name in GOLDEN_BAGS:
+        size = sum(p.stat().st_size for p in (GOLDEN / name).iterdir())
+        assert size < 1_000_000, (name, size)
+        with BagReader(GOLDEN / name) as reader:
+            params = json.loads(reader.metadata.custom_data['vla_ros/inference_parameters'])
+            assert reader.problems == []
+        assert params['policy'] == 'scripted'
+        assert json.loads(params['policy_params'])['image_size'] == [64, 48]
+
+
+def test_perturbed_policy_fails_with_report_and_plot(tmp_path, capsys):
+    out = tmp_path / 'report'
+    code = bag_main(['regress', str(GOLDEN / 'sim_arm'), '-o', str(out),
+                     '--policy', 'scripted', '--policy-params', '{"velocity": [0.006, 0, 0]}'])
+    assert code == 1
+    assert 'REGRESSION' in capsys.readouterr().out
+    report = json.loads((out / 'report.json').read_text())
+    assert report['passed'] is False
+    vx = next(d for d in report['dimensions'] if d['name'] == 'vx')
+    # 0.06 vs 0.05 m/s (float32 actions)
+    assert vx['exceed'] > 10 and abs(vx['max_abs_error'] - 0.01) < 1e-6
+    assert all(d['passed'] for d in report['dimensions'] if d['name'] != 'vx')
+    assert (out / 'commands.png').stat().st_size > 10_000
+    assert 'REGRESSION' in (out / 'report.md').read_text()
+    # the same run passes when the tolerance admits the change
+    assert bag_main(['regress', str(GOLDEN / 'sim_arm'), '-o', str(tmp_path / 'ok'),
+                     '--policy-params', '{"velocity": [0.006, 0, 0]}',
+                     '--tolerance', 'vx=0.011']) == 0
+
+
+def test_changed_chunk_strategy_is_caught():
+    # same policy, different execution of its chunks: the ensemble golden bag notices
+    result = run_regression(GOLDEN / 'sim_arm_sine_ensemble',
+                            overrides={'ensemble_coefficient': 0.5})
+    assert not result.passed
+
+
+def test_engine_schedule_without_recorded_chunks(tmp_path):
+    # a bag without vla/action_chunk (e.g. from another recorder): the engine schedules
+    stripped = tmp_path / 'no_chunks'
+    with BagReader(GOLDEN / 'sim_arm') as reader, \
+            BagWriter(stripped, 'sqlite3', 9, reader.registry,
+                      custom_data=reader.metadata.custom_data) as writer:
+        keys = {t.name: writer.add_topic(t.name, t.msgtype, t.offered_qos)
+                for t in reader.topics if t.name != '/vla/action_chunk'}
+        for m in reader.messages(list(keys)):
+            writer.write(keys[m.topic], m.timestamp, m.data)
+    result = run_regression(stripped, virtual_latency=0.01)
+    assert result.schedule == 'engine' and result.chunks_replayed > 5
+    moving = result.replayed[:, 0] > 0
+    assert moving.sum() > 20 and np.allclose(result.replayed[moving, 0], 0.05)
+    with pytest.raises(RegressionError, match='no vla/action_chunk'):
+        run_regression(stripped, schedule='recorded')
+
+
+def test_bad_inputs_are_refused(tmp_path):
+    with pytest.raises(RegressionError, match='unknown dimension'):
+        parse_tolerance('vq=1')
+    assert parse_tolerance('0.1,gripper=0.5')['vx'] == 0.1
+    assert parse_tolerance('angular=0.2')['wz'] == 0.2
+    with pytest.raises(RegressionError, match='unknown inference parameter'):
+        run_regression(GOLDEN / 'sim_arm', overrides={'no_such_param': 1})
+    with pytest.raises(RegressionError, match='cannot load policy'):
+        run_regression(GOLDEN / 'sim_arm', policy='scripted',
+                       policy_params={'pattern': 'zigzag'})
+    empty = tmp_path / 'empty'
+    with BagWriter(empty) as w:
+        w.add_topic('/chatter', 'std_msgs/msg/String')
+    with pytest.raises(RegressionError, match='no cmd/ee_twist'):
+        run_regression(empty)
+    assert bag_main(['regress', str(empty), '-o', str(tmp_path / 'r')]) == 2
+
+
+def test_parameters_come_from_the_node_and_config_files():
+    defaults = default_parameters()
+    assert defaults['policy'] == 'scripted' and defaults['control_rate_hz'] == 10.0
+    scripted = parameters_from_file(config_dir('policies', 'scripted.yaml'))
+    assert scripted['chunk_strategy'] == 'receding_horizon'
+    robot = parameters_from_file(config_dir('robots', 'arm.yaml'))
+    assert robot['cameras'] == ['front'] and 'image_width' not in robot  # driver's only
+
+
+def test_engine_split_inference_matches_run_inference():
+    from vla_ros.policies.scripted import ScriptedPolicy
+    from vla_ros.runtime.engine import EngineConfig, Frame, InferenceEngine
+
+    def engine():
+        e = InferenceEngine(EngineConfig())
+        e.finish_policy_load('scripted', ScriptedPolicy(image_size=(8, 8), pattern='sine'))
+        e.set_instruction('go')
+        e.set_image('front', np.zeros((8, 8, 3), np.uint8), 1.0)
+        return e
+
+    whole = engine().run_inference(iter([1.0, 1.2]).__next__)
+    split = engine()
+    job = split.begin_inference(1.0)
+    assert split.inference_due(1.05) is False  # running: no second inference
+    chunk, error = split.compute_chunk(job)
+    result = split.finish_inference(job, chunk, error, 1.2)
+    assert error == '' and np.array_equal(result.chunk.actions, whole.chunk.actions)
+    assert split.status(1.2).inferences == 1
+    # predict + add_chunk: an externally scheduled chunk from a chosen frame
+    ext = engine()
+    chunk, error = ext.predict({'front': Frame(np.zeros((8, 8, 3), np.uint8), 1.0)}, 1.1)
+    ext.add_chunk(chunk, 1.1)
+    assert np.array_equal(ext.command_at(1.1).ee_twist, split.command_at(1.1).ee_twist)
+    assert ext.predict({}, 1.1)[1].startswith("policy 'scripted' failed")
+
+
+def test_bags_become_training_episodes(tmp_path):
+    from vla_ros.bags.dataset import bags_to_dataset
+    from vla_ros.datasets.episodes import EpisodeDataset
+
+    dataset, notes = bags_to_dataset([GOLDEN / 'sim_arm', GOLDEN / 'sim_arm_sine_ensemble'])
+    assert len(dataset) == 2 and dataset.action_space == 'arm7'
+    assert dataset.control_period == pytest.approx(0.1)
+    forward = next(e for e in dataset.episodes if e.instruction == 'move the gripper forward')
+    # commands are converted back to the policy's actions: 0.05 m/s * 0.1 s = 0.005 m
+    assert np.allclose(forward.actions[:, 0], 0.005, atol=1e-7)
+    assert np.allclose(forward.actions[:, 6], 1.0)
+    assert forward.images['front'].shape[1:] == (48, 64, 3)
+    assert forward.proprio is not None and forward.proprio.shape[0] == len(forward)
+    sample = next(dataset.samples(4))
+    assert sample['actions'].shape == (4, 7) and sample['instruction']
+    assert bag_main(['to-dataset', str(GOLDEN / 'sim_arm'), '-o', str(tmp_path / 'ds'),
+                     '--image-size', '32', '24']) == 0
+    loaded = EpisodeDataset.load(tmp_path / 'ds')
+    assert loaded.episodes[0].images['front'].shape[1:] == (24, 32, 3)
+
+
+def test_failing_policy_is_a_regression_with_the_reason():
+    result = run_regression(GOLDEN / 'sim_arm',
+                            policy_params={'fail_after': 3, 'fail_mode': 'raise'})
+    assert not result.passed
+    assert any('ScriptedPolicyFault' in note for note in result.notes)
+    # after the failure the engine holds (zero twist), as the live node would
+    assert np.all(result.replayed[-5:, 0] == 0.0) and np.all(result.recorded[-5:, 0] > 0)

@@ -1,0 +1,283 @@
+"""Record topics into a rosbag2 bag with rclpy (``vla-ros bag record``).
+
+Hot path: one raw subscription per topic (``raw=True``: the callback receives the CDR
+bytes, nothing is deserialized) whose callback only appends ``(topic, receive time,
+bytes)`` to a queue. A writer thread drains the queue into :class:`BagWriter` and flushes
+every ``flush_interval`` (the crash-safety guarantee is in :mod:`vla_ros.bags.writer`).
+Topic discovery (names, types, offered QoS) runs in a slow timer, never per message.
+The bag timestamp is the middleware's receive time, as rosbag2 records it.
+
+The inference node's parameters are fetched once (``<ns>/vla_inference``, if it runs) and
+stored in the bag's ``custom_data`` so ``vla-ros bag regress`` can rebuild the exact
+configuration that produced the recorded commands.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vla_ros.bags.qos import offered_qos, subscription_qos
+from vla_ros.bags.typestore import TypeRegistry, UnknownTypeError, rclpy_message_class
+from vla_ros.bags.writer import BagWriter
+
+# What a VLA session is made of (relative to the robot's namespace).
+DEFAULT_TOPICS = ('instruction', 'cmd/ee_twist', 'cmd/gripper', 'cmd_vel', 'cmd/terminate',
+                  'vla/action_chunk', 'vla/status', 'joint_states', 'ee_pose',
+                  'vla_driver/applied_twist')
+DEFAULT_PATTERNS = (r'camera/[^/]+/image_raw(/compressed)?',)
+PARAMETERS_KEY = 'vla_ros/inference_parameters'
+
+
+def _absolute(name: str, namespace: str) -> str:
+    if name.startswith('/'):
+        return name
+    ns = namespace.strip('/')
+    return f'/{ns}/{name}' if ns else f'/{name}'
+
+
+@dataclass
+class TopicSelection:
+    """Which topics to record: explicit names, regular expressions, or everything."""
+
+    names: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    all_topics: bool = False
+    exclude: tuple[str, ...] = ()
+    namespace: str = ''
+
+    @classmethod
+    def vla_default(cls, namespace: str = '') -> TopicSelection:
+        """Cameras, instruction, commands, chunks, status, joint states."""
+        return cls(DEFAULT_TOPICS, DEFAULT_PATTERNS, namespace=namespace)
+
+    def __post_init__(self):
+        ns = self.namespace.strip('/')
+        prefix = re.escape(f'/{ns}') if ns else ''
+        self._names = {_absolute(n, self.namespace) for n in self.names}
+        self._patterns = [re.compile(p if p.startswith('/') else f'{prefix}/{p}')
+                          for p in self.patterns]
+        self._exclude = [re.compile(p) for p in self.exclude]
+
+    def wants(self, topic: str) -> bool:
+        """Whether ``topic`` (absolute) is selected."""
+        if any(p.fullmatch(topic) for p in self._exclude):
+            return False
+        if self.all_topics:
+            return topic not in ('/rosout', '/parameter_events')
+        return topic in self._names or any(p.fullmatch(topic) for p in self._patterns)
+
+
+@dataclass
+class RecordSummary:
+    """What a recording wrote."""
+
+    path: str
+    counts: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    max_queue: int = 0
+    skipped_topics: dict[str, str] = field(default_factory=dict)
+    parameters_recorded: bool = False
+
+
+class Recorder:
+    """An rclpy node that records selected topics into a bag until stopped."""
+
+    def __init__(self, context, output: str | Path, selection: TopicSelection,
+                 storage: str = 'sqlite3', version: int = 9, max_file_bytes: int = 0,
+                 max_file_duration: float = 0.0, flush_interval: float = 0.5,
+                 queue_depth: int = 1000, parameters_node: str | None = 'vla_inference',
+                 registry: TypeRegistry | None = None, log=None, compress: bool = False):
+        """Create the bag now (so a bad path fails before anything is subscribed)."""
+        import rclpy
+
+        if flush_interval <= 0:
+            raise ValueError(f'flush_interval must be > 0, got {flush_interval}')
+        self.selection = selection
+        self.writer = BagWriter(output, storage, version, registry or TypeRegistry(),
+                                max_file_bytes, max_file_duration, compress=compress)
+        self.flush_interval = flush_interval
+        self.queue_depth = queue_depth
+        self.log = log or (lambda text: None)
+        self.node = rclpy.create_node('vla_bag_recorder', context=context)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._subscribed: dict[str, int] = {}
+        self._subscriptions = []
+        self.summary = RecordSummary(str(output))
+        self._counts: list[int] = []
+        self._names: list[str] = []
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name='bag-writer',
+                                        daemon=True)
+        self._thread.start()
+        self._parameters_node = parameters_node
+        self._param_future = None
+        self._param_client = None
+        self.node.create_timer(0.5, self._discover)
+        if parameters_node:
+            self.node.create_timer(0.25, self._fetch_parameters)
+        self._discover()
+
+    # -------------------------------------------------------------- discovery
+    def _discover(self) -> None:
+        for topic, types in self.node.get_topic_names_and_types():
+            if topic in self._subscribed or topic in self.summary.skipped_topics \
+                    or not self.selection.wants(topic):
+                continue
+            msgtype = types[0]
+            if len(types) > 1:
+                self.log(f'{topic} has several types {types}; recording {msgtype}')
+            try:
+                cls = rclpy_message_class(msgtype)
+            except UnknownTypeError as exc:
+                self.summary.skipped_topics[topic] = str(exc)
+                self.log(f'not recording {topic}: {exc}')
+                continue
+            infos = self.node.get_publishers_info_by_topic(topic)
+            offered = [offered_qos(i.qos_profile) for i in infos if i.topic_type == msgtype]
+            index = len(self._names)
+            self._names.append(topic)
+            self._counts.append(0)
+            self._subscribed[topic] = index
+            # Registration goes through the queue so the writer sees it before any message.
+            self._queue.put(('topic', index, topic, msgtype, offered))
+            put = self._queue.put
+
+            def on_message(data, info, index=index, put=put):
+                stamp = info.get('received_timestamp') or time.time_ns()
+                put((index, stamp, data))
+
+            self._subscriptions.append(self.node.create_subscription(
+                cls, topic, on_message, subscription_qos(offered, self.queue_depth),
+                raw=True))
+            self.log(f'recording {topic} [{msgtype}]')
+
+    def _fetch_parameters(self) -> None:
+        """Store the inference node's parameters once (regression rebuilds its config).
+
+        Two asynchronous service calls, advanced by this timer: list, then get.
+        """
+        if self.summary.parameters_recorded:
+            return
+        from rcl_interfaces.srv import GetParameters, ListParameters
+
+        if self._param_client is None:
+            name = _absolute(self._parameters_node, self.selection.namespace)
+            self._param_client = (
+                self.node.create_client(ListParameters, f'{name}/list_parameters'),
+                self.node.create_client(GetParameters, f'{name}/get_parameters'))
+        lister, getter = self._param_client
+        step = self._param_future
+        if step is None:
+            if lister.service_is_ready() and getter.service_is_ready():
+                self._param_future = ('list', lister.call_async(ListParameters.Request()))
+        elif step[1].done():
+            result = step[1].result()
+            if step[0] == 'list':
+                self._param_names = list(result.result.names)
+                self._param_future = ('get', getter.call_async(
+                    GetParameters.Request(names=self._param_names)))
+            else:
+                self._store_parameters(result)
+
+    def _store_parameters(self, response) -> None:
+        from rclpy.parameter import parameter_value_to_python
+
+        values = {}
+        for name, value in zip(self._param_names, response.values, strict=False):
+            try:
+                values[name] = parameter_value_to_python(value)
+            except Exception:  # noqa: BLE001 - an unset/odd parameter is not worth failing
+                continue
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        self._queue.put(('custom', PARAMETERS_KEY, json.dumps(values, sort_keys=True,
+                                                              default=str)))
+        self.summary.parameters_recorded = True
+
+    # ---------------------------------------------------------------- writing
+    def _write_loop(self) -> None:
+        keys: dict[int, int] = {}
+        last_flush = time.monotonic()
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    item = None
+                if item is not None:
+                    if item[0] == 'topic':
+                        _, index, topic, msgtype, offered = item
+                        keys[index] = self.writer.add_topic(topic, msgtype, offered)
+                    elif item[0] == 'custom':
+                        self.writer.set_custom_data(item[1], item[2])
+                    else:
+                        index, stamp, data = item
+                        self.writer.write(keys[index], stamp, data)
+                        self._counts[index] += 1
+                    self.summary.max_queue = max(self.summary.max_queue, self._queue.qsize())
+                if time.monotonic() - last_flush >= self.flush_interval:
+                    self.writer.flush()
+                    last_flush = time.monotonic()
+                if item is None and self._stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self._error = exc
+        finally:
+            try:
+                self.writer.close()
+            except Exception as exc:  # noqa: BLE001
+                self._error = self._error or exc
+
+    def stop(self) -> RecordSummary:
+        """Stop receiving, write what is queued, close the bag; raise a writer error."""
+        for sub in self._subscriptions:
+            self.node.destroy_subscription(sub)
+        self._subscriptions = []
+        self._stop.set()
+        self._thread.join()
+        self.node.destroy_node()
+        self.summary.counts = {n: c for n, c in zip(self._names, self._counts, strict=True)}
+        meta = self.writer.metadata()
+        self.summary.duration_s = meta.duration_ns * 1e-9
+        if self._error is not None:
+            raise RuntimeError(f'recording failed: {self._error}') from self._error
+        return self.summary
+
+
+def record(output: str | Path, selection: TopicSelection, duration: float | None = None,
+           stop_event: threading.Event | None = None, domain_id: int | None = None,
+           log=None, **options) -> RecordSummary:
+    """Record until ``duration`` seconds passed or ``stop_event`` is set (Ctrl-C)."""
+    import os
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    stop_event = stop_event or threading.Event()
+    context = rclpy.Context()
+    if domain_id is None:
+        domain_id = int(os.environ.get('ROS_DOMAIN_ID', '0'))
+    rclpy.init(args=[], context=context, domain_id=domain_id,
+               signal_handler_options=SignalHandlerOptions.NO)
+    recorder = None
+    try:
+        recorder = Recorder(context, output, selection, log=log, **options)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(recorder.node)
+        end = None if duration is None else time.monotonic() + duration
+        while not stop_event.is_set() and (end is None or time.monotonic() < end):
+            executor.spin_once(timeout_sec=0.05)
+        executor.remove_node(recorder.node)
+        return recorder.stop()
+    finally:
+        if recorder is not None and recorder._thread.is_alive():
+            recorder._stop.set()
+            recorder._thread.join()
+        rclpy.try_shutdown(context=context)

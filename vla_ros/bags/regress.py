@@ -1,0 +1,442 @@
+"""Lock-step regression: replay a recorded session through the inference engine.
+
+Nothing here reads a wall clock, so the result is a pure function of the bag, the
+parameters and the code, reproducible on a loaded machine.
+
+Recorded schedule (the bag has ``vla/action_chunk``): each recorded chunk says which camera
+frame it was computed from (its stamp) and when it became available (its bag time minus
+the median transport delay measured on the command topic). The current policy is run on
+that frame and its chunk is added to the engine's buffer at that time; then every recorded
+control tick (the stamps of ``cmd/ee_twist``) gets ``command_at`` + ``shape_command``,
+exactly what the node publishes. Outputs then differ only if the policy, its
+configuration or the code changed.
+
+Engine schedule (no chunks in the bag, e.g. teleoperation): the engine decides when to
+infer (``inference_due``) and each inference takes a fixed virtual latency.
+
+Parameters are those of the recording (stored by the recorder), overridden by a shipped
+configuration, parameter files and single overrides, in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from vla_ros.bags.reader import BagReader
+from vla_ros.bags.session import Session, load_session
+from vla_ros.runtime.commands import shape_command
+from vla_ros.runtime.engine import Frame, InferenceEngine
+
+NODE_NAME = 'vla_inference'
+EE_DIMS = ('vx', 'vy', 'vz', 'wx', 'wy', 'wz')
+BASE_DIMS = ('base_vx', 'base_vy', 'base_wz')
+DIMENSIONS = EE_DIMS + ('gripper',) + BASE_DIMS
+DEFAULT_TOLERANCE = 1e-6
+
+
+class RegressionError(ValueError):
+    """The bag or the configuration does not allow a regression run."""
+
+
+# ------------------------------------------------------------------ parameters
+def default_parameters() -> dict:
+    """The inference node's declared parameter defaults (read from the node itself)."""
+    from vla_ros.nodes.inference_node import InferenceNode
+
+    class _Collect:
+        def __init__(self):
+            self.values = {}
+
+        def declare_parameter(self, name, value=None, descriptor=None, **_):
+            self.values[name] = value
+
+    collector = _Collect()
+    InferenceNode._declare_parameters(collector)
+    return collector.values
+
+
+def parameters_from_file(path: str | Path, node_name: str = NODE_NAME) -> dict:
+    """``ros__parameters`` of the node in a ROS 2 parameter file (``/**``, wildcards)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegressionError(f'cannot read parameter file {path}: {exc}') from None
+    out = {}
+    for key, section in doc.items():
+        last = str(key).rstrip('/').split('/')[-1]
+        if last in (node_name, '**') and isinstance(section, dict):
+            out.update(section.get('ros__parameters') or {})
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """``name:=value`` (value read as YAML, like ``-p`` on a ROS command line)."""
+    if ':=' not in text:
+        raise RegressionError(f'expected name:=value, got {text!r}')
+    name, value = text.split(':=', 1)
+    return name.strip(), yaml.safe_load(value) if value.strip() else ''
+
+
+def resolve_parameters(recorded: dict, configuration: str | None = None,
+                       params_files=(), overrides: dict | None = None,
+                       policy: str | None = None, policy_params: dict | None = None) -> dict:
+    """Defaults <- recorded <- configuration files <- params files <- overrides."""
+    params = default_parameters()
+    params.update({k: v for k, v in recorded.items() if k in params})
+    if configuration:
+        from vla_ros import bringup
+
+        spec = next(s for s in bringup.nodes(configuration, {}) if s.name == NODE_NAME)
+        for path in spec.param_files:
+            params.update(parameters_from_file(path))
+        params.update(spec.parameters)
+    for path in params_files:
+        params.update(parameters_from_file(path))
+    unknown = sorted(set(overrides or {}) - set(params))
+    if unknown:
+        raise RegressionError(f'unknown inference parameter(s) {unknown}')
+    params.update(overrides or {})
+    if policy:
+        params['policy'] = policy
+    if policy_params:
+        from vla_ros.nodes.inference_node import parse_policy_params
+
+        merged = parse_policy_params(params['policy_params'])
+        merged.update(policy_params)
+        params['policy_params'] = json.dumps(merged)
+    return params
+
+
+def policy_arguments(params: dict) -> tuple[str, dict]:
+    """Registry name and constructor arguments, as the node's policy loader builds them."""
+    from vla_ros.nodes.inference_node import parse_policy_params
+
+    config = parse_policy_params(params['policy_params'])
+    for key in ('model_path', 'unnorm_key'):
+        if params.get(key):
+            config[key] = params[key]
+    if params.get('model_path'):
+        config.setdefault('device', params['device'])
+        config.setdefault('dtype', params['dtype'])
+    return params['policy'], config
+
+
+def _instruction_problem(text: str) -> str:
+    """The node's own instruction check (so rejected instructions are rejected here too)."""
+    from vla_ros.nodes import inference_node
+
+    check = getattr(inference_node, 'instruction_problem', None)
+    if check is not None:
+        return check(text)
+    if not text.strip():
+        return 'empty instruction'
+    return f'instruction too long ({len(text)} > 2000 characters)' if len(text) > 2000 else ''
+
+
+# ------------------------------------------------------------------ tolerances
+def parse_tolerance(text: str | None) -> dict[str, float]:
+    """'0.001' (all dimensions), 'vx=0.01,gripper=0.1' or both; default 1e-6."""
+    out = {dim: DEFAULT_TOLERANCE for dim in DIMENSIONS}
+    if not text:
+        return out
+    for part in str(text).split(','):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, value = part.rpartition('=')
+        try:
+            number = float(value)
+        except ValueError:
+            raise RegressionError(f'tolerance {part!r}: {value!r} is not a number') from None
+        if not number >= 0:
+            raise RegressionError(f'tolerance {part!r} must be >= 0')
+        if not name:
+            out = dict.fromkeys(out, number)
+        elif name in ('linear', 'angular', 'base'):
+            group = {'linear': EE_DIMS[:3], 'angular': EE_DIMS[3:], 'base': BASE_DIMS}[name]
+            out.update(dict.fromkeys(group, number))
+        elif name in out:
+            out[name] = number
+        else:
+            raise RegressionError(f'tolerance for unknown dimension {name!r}; known: '
+                                  f'{", ".join(DIMENSIONS)} (or linear, angular, base)')
+    return out
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class DimensionResult:
+    """Recorded vs replayed for one command dimension."""
+
+    name: str
+    tolerance: float
+    max_abs_error: float
+    rmse: float
+    exceed: int
+    first_exceed_time: float | None
+    presence_mismatch: int
+
+    @property
+    def passed(self) -> bool:
+        """Within tolerance everywhere and published on the same ticks."""
+        return self.exceed == 0 and self.presence_mismatch == 0
+
+
+@dataclass
+class RegressionResult:
+    """Everything a regression run found (also written as report.json)."""
+
+    bag: str
+    schedule: str
+    policy: str
+    ticks: int
+    chunks_replayed: int
+    dimensions: list[DimensionResult]
+    times: np.ndarray
+    recorded: np.ndarray   # (ticks, len(DIMENSIONS)), NaN where not published
+    replayed: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every dimension passed."""
+        return self.ticks > 0 and all(d.passed for d in self.dimensions)
+
+    def to_json(self) -> dict:
+        """A JSON-ready summary (per-tick arrays included for plotting elsewhere)."""
+        def clean(a):
+            return [[None if math.isnan(v) else v for v in row] for row in a.tolist()]
+
+        return {
+            'bag': self.bag, 'passed': self.passed, 'schedule': self.schedule,
+            'policy': self.policy, 'ticks': self.ticks,
+            'chunks_replayed': self.chunks_replayed,
+            'dimensions': [{**d.__dict__, 'passed': d.passed} for d in self.dimensions],
+            'notes': self.notes, 'parameters': self.parameters,
+            'series': {'dimensions': list(DIMENSIONS), 'time_s': self.times.tolist(),
+                       'recorded': clean(self.recorded), 'replayed': clean(self.replayed)},
+        }
+
+
+def _row(ee, gripper, base) -> np.ndarray:
+    row = np.full(len(DIMENSIONS), np.nan)
+    row[:6] = ee
+    if gripper is not None:
+        row[6] = gripper
+    if base is not None:
+        row[7:] = base
+    return row
+
+
+def compare(times, recorded, replayed, tolerance) -> list[DimensionResult]:
+    """Per-dimension errors; a value published on one side only is a presence mismatch."""
+    out = []
+    for j, name in enumerate(DIMENSIONS):
+        rec, rep = recorded[:, j], replayed[:, j]
+        both = ~np.isnan(rec) & ~np.isnan(rep)
+        mismatch = int(np.sum(np.isnan(rec) != np.isnan(rep)))
+        if not both.any() and mismatch == 0:
+            continue  # dimension not used by this robot
+        err = np.abs(rec[both] - rep[both])
+        over = np.flatnonzero(both)[err > tolerance[name]]
+        out.append(DimensionResult(
+            name, tolerance[name], float(err.max()) if err.size else 0.0,
+            float(np.sqrt(np.mean(err ** 2))) if err.size else 0.0, int(over.size),
+            float(times[over[0]]) if over.size else None, mismatch))
+    return out
+
+
+# ---------------------------------------------------------------------- replay
+class LockstepReplay:
+    """Drive an InferenceEngine through a recorded session on the recorded clock."""
+
+    def __init__(self, session: Session, params: dict, policy=None,
+                 virtual_latency: float = 0.1):
+        """Build engine, limits and policy from ``params`` (as the node does)."""
+        from vla_ros.nodes.inference_node import InferenceNode
+        from vla_ros.policies.registry import make_policy
+
+        if virtual_latency < 0:
+            raise RegressionError('virtual latency must be >= 0')
+        self.session = session
+        self.params = params
+        self.engine = InferenceEngine(InferenceNode._engine_config(params))
+        self.limits = InferenceNode._command_limits(params)
+        name, config = policy_arguments(params)
+        if policy is None:
+            try:
+                policy = make_policy(name, **config)
+            except Exception as exc:  # noqa: BLE001 - report any load failure clearly
+                raise RegressionError(f'cannot load policy {name!r}: '
+                                      f'{type(exc).__name__}: {exc}') from exc
+        self.policy_name = name
+        self.engine.begin_policy_load(name)
+        self.engine.finish_policy_load(name, policy)
+        self.virtual_latency = virtual_latency
+        self.notes: list[str] = []
+        self.chunks_replayed = 0
+        self._use_joints = bool(params.get('use_joint_states'))
+        self._primary = policy.spec.camera_names[0]
+        self._cameras = policy.spec.camera_names
+
+    # -------------------------------------------------------------- timeline
+    def _input_events(self) -> list[tuple]:
+        events = []
+        for recv, text in self.session.instructions:
+            events.append((recv, 0, 'instruction', text))
+        for camera, frames in self.session.images.items():
+            for frame in frames:
+                events.append((frame.recv, 1, 'image', (camera, frame)))
+        if self._use_joints:
+            for recv, position in self.session.joint_states:
+                events.append((recv, 2, 'joints', position))
+        return events
+
+    def _apply_input(self, kind, value, t) -> None:
+        engine = self.engine
+        if kind == 'instruction':
+            problem = _instruction_problem(value)
+            if problem:
+                engine.report_input_error(f'rejected {problem}', t)
+            else:
+                engine.set_instruction(value)
+        elif kind == 'image':
+            camera, frame = value
+            engine.set_image(camera, frame.rgb, frame.stamp if frame.stamp > 0 else t)
+        elif kind == 'joints':
+            try:
+                engine.set_proprio(value)
+            except ValueError as exc:
+                engine.report_input_error(f'joint_states: {exc}', t)
+
+    def _tick(self, t: float) -> np.ndarray:
+        out = shape_command(self.engine.command_at(t), self.limits, self.engine.last_gripper)
+        return _row(out.ee_twist, out.gripper, out.base_twist)
+
+    def _frames_for_chunk(self, chunk, available: float) -> dict | None:
+        frames = {}
+        history = self.session.images.get(self._primary, [])
+        match = min(history, key=lambda f: abs(f.stamp - chunk.stamp), default=None)
+        if match is None or abs(match.stamp - chunk.stamp) > 1e-6:
+            self.notes.append(f'chunk at {chunk.recv:.3f}s: camera {self._primary!r} frame '
+                              f'stamped {chunk.stamp:.6f} is not in the bag; '
+                              f'chunk not reproduced')
+            return None
+        frames[self._primary] = Frame(match.rgb, match.stamp)
+        for camera in self._cameras[1:]:
+            older = [f for f in self.session.images.get(camera, []) if f.recv <= available]
+            if not older:
+                self.notes.append(f'chunk at {chunk.recv:.3f}s: no frame of camera '
+                                  f'{camera!r} before it')
+                return None
+            frames[camera] = Frame(older[-1].rgb, older[-1].stamp)
+        return frames
+
+    # ----------------------------------------------------------------- modes
+    def run_recorded_schedule(self) -> np.ndarray:
+        """Chunks at their recorded times, from their recorded frames."""
+        delay = self.session.transport_delay()
+        events = self._input_events()
+        for chunk in self.session.chunks:
+            events.append((chunk.recv - delay, 3, 'chunk', chunk))
+        for i, tick in enumerate(self.session.ticks):
+            events.append((tick.stamp, 4, 'tick', i))
+        events.sort(key=lambda e: (e[0], e[1]))
+        rows = np.full((len(self.session.ticks), len(DIMENSIONS)), np.nan)
+        for t, _, kind, value in events:
+            if kind == 'tick':
+                rows[value] = self._tick(t)
+            elif kind == 'chunk':
+                frames = self._frames_for_chunk(value, t)
+                if frames is None:
+                    continue
+                chunk, error = self.engine.predict(frames, t)
+                if chunk is None:
+                    self.notes.append(f'chunk at {value.recv:.3f}s: {error}')
+                    self.engine.record_inference_error(error, t)
+                    continue
+                self.engine.add_chunk(chunk, t)
+                self.chunks_replayed += 1
+            else:
+                self._apply_input(kind, value, t)
+        return rows
+
+    def run_engine_schedule(self, tick_times) -> np.ndarray:
+        """The engine schedules inference itself; each takes ``virtual_latency``."""
+        events = self._input_events()
+        for i, t in enumerate(tick_times):
+            events.append((t, 4, 'tick', i))
+        events.sort(key=lambda e: (e[0], e[1]))
+        rows = np.full((len(tick_times), len(DIMENSIONS)), np.nan)
+        pending = None
+        for t, _, kind, value in events:
+            if pending is not None and pending[3] <= t:
+                job, chunk, error, finish = pending
+                if self.engine.finish_inference(job, chunk, error, finish) is not None:
+                    self.chunks_replayed += 1
+                pending = None
+            if kind == 'tick':
+                rows[value] = self._tick(t)
+            else:
+                self._apply_input(kind, value, t)
+            if pending is None and self.engine.inference_due(t):
+                job = self.engine.begin_inference(t)
+                if job is not None:
+                    chunk, error = self.engine.compute_chunk(job)
+                    pending = (job, chunk, error, t + self.virtual_latency)
+        return rows
+
+
+def run_regression(bag: str | Path, params: dict | None = None, tolerance=None,
+                   schedule: str = 'auto', virtual_latency: float = 0.1,
+                   namespace: str | None = None, policy_object=None, **param_sources
+                   ) -> RegressionResult:
+    """Replay ``bag`` in lock-step and compare with its recorded commands.
+
+    ``params``: complete parameters (else resolved from the bag and ``param_sources``,
+    see :func:`resolve_parameters`, e.g. ``configuration``, ``overrides``, ``policy``,
+    ``policy_params``); ``policy_object``: an already built policy (tests).
+    """
+    if schedule not in ('auto', 'recorded', 'engine'):
+        raise RegressionError(f'schedule must be auto, recorded or engine, got {schedule!r}')
+    tolerance = tolerance if isinstance(tolerance, dict) else parse_tolerance(tolerance)
+    with BagReader(bag) as reader:
+        session = load_session(reader, namespace, compressed=False)
+        if session.parameters.get('image_transport') == 'compressed' or \
+                (params or {}).get('image_transport') == 'compressed':
+            session = load_session(reader, namespace, compressed=True)
+        problems = list(reader.problems)
+    if params is None:
+        params = resolve_parameters(session.parameters, **param_sources)
+    replay = LockstepReplay(session, params, policy_object, virtual_latency)
+    notes = problems + session.problems
+    if not session.parameters:
+        notes.append('the bag holds no recorded inference parameters; using defaults and '
+                     'the given configuration')
+    if not session.ticks:
+        raise RegressionError(f'{bag}: no cmd/ee_twist commands under namespace '
+                              f'{session.namespace or "/"} to compare with')
+    use_recorded = schedule == 'recorded' or (schedule == 'auto' and session.chunks)
+    if schedule == 'recorded' and not session.chunks:
+        raise RegressionError(f'{bag}: no vla/action_chunk messages; use --schedule engine')
+    times = np.array([t.stamp for t in session.ticks])
+    if use_recorded:
+        replayed = replay.run_recorded_schedule()
+    else:
+        replayed = replay.run_engine_schedule(times)
+    recorded = np.array([_row(t.ee_twist, t.gripper, t.base) for t in session.ticks])
+    rel = times - times[0]
+    return RegressionResult(
+        bag=str(bag), schedule='recorded' if use_recorded else 'engine',
+        policy=replay.policy_name, ticks=len(times), chunks_replayed=replay.chunks_replayed,
+        dimensions=compare(rel, recorded, replayed, tolerance), times=rel,
+        recorded=recorded, replayed=replayed, notes=notes + replay.notes,
+        parameters=params)
+

@@ -1,0 +1,176 @@
+"""A recorded VLA session decoded from a bag: inputs, chunks and commands on one timeline.
+
+Shared by lock-step regression and the dataset reader. Topic names are found relative to
+the robot's namespace (detected from ``cmd/ee_twist`` / ``instruction`` when not given).
+Times: ``recv`` is the bag timestamp (receive time, s), ``stamp`` the header stamp (s).
+Undecodable messages are counted in :attr:`Session.problems`, never fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vla_ros.bags.reader import BagReader
+from vla_ros.nodes.image_conversion import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+)
+
+_SUFFIXES = ('/cmd/ee_twist', '/instruction', '/vla/action_chunk', '/joint_states')
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+@dataclass
+class ImageRecord:
+    """One camera frame."""
+
+    recv: float
+    stamp: float
+    rgb: np.ndarray
+
+
+@dataclass
+class TickRecord:
+    """One published control tick: the commands with one header stamp."""
+
+    recv: float
+    stamp: float
+    stamp_ns: int
+    ee_twist: np.ndarray
+    gripper: float | None = None
+    base: np.ndarray | None = None
+
+
+@dataclass
+class ChunkRecord:
+    """One published action chunk (its stamp is the observation's camera stamp)."""
+
+    recv: float
+    stamp: float
+    policy: str
+    actions: np.ndarray
+    period: float
+    dimension_names: tuple
+
+
+@dataclass
+class Session:
+    """Everything regression and dataset export need from one bag."""
+
+    namespace: str
+    images: dict[str, list[ImageRecord]] = field(default_factory=dict)
+    instructions: list[tuple[float, str]] = field(default_factory=list)
+    joint_states: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    statuses: list[tuple[float, float]] = field(default_factory=list)  # (recv, latency)
+    ticks: list[TickRecord] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def transport_delay(self) -> float:
+        """Median delay from a tick's stamp to its reception in the bag (>= 0)."""
+        delays = [t.recv - t.stamp for t in self.ticks]
+        return max(0.0, float(np.median(delays))) if delays else 0.0
+
+
+def detect_namespace(reader: BagReader) -> str:
+    """The namespace of the VLA topics in the bag ('' for the root)."""
+    for suffix in _SUFFIXES:
+        for topic in reader.topics:
+            if topic.name.endswith(suffix):
+                return topic.name[:-len(suffix)]
+    return ''
+
+
+def load_session(reader: BagReader, namespace: str | None = None,
+                 cameras: tuple[str, ...] | None = None, compressed: bool = False) -> Session:
+    """Decode the session topics of ``reader`` (cameras: all if None)."""
+    import json
+
+    from vla_ros.bags.recorder import PARAMETERS_KEY
+
+    ns = detect_namespace(reader) if namespace is None else \
+        ('/' + namespace.strip('/') if namespace.strip('/') else '')
+    session = Session(namespace=ns)
+    raw = reader.metadata.custom_data.get(PARAMETERS_KEY)
+    if raw:
+        try:
+            session.parameters = json.loads(raw)
+        except ValueError:
+            session.problems.append(f'custom_data {PARAMETERS_KEY} is not JSON; ignored')
+    suffix = '/image_raw/compressed' if compressed else '/image_raw'
+    camera_topics = {}
+    for topic in reader.topics:
+        name = topic.name
+        if name.startswith(f'{ns}/camera/') and name.endswith(suffix) \
+                and name.count('/') == ns.count('/') + 3 + compressed:
+            camera = name[len(f'{ns}/camera/'):-len(suffix)]
+            if cameras is None or camera in cameras:
+                camera_topics[name] = camera
+    handlers = {f'{ns}/instruction': '_instruction', f'{ns}/joint_states': '_joints',
+                f'{ns}/vla/action_chunk': '_chunk', f'{ns}/vla/status': '_status',
+                f'{ns}/cmd/ee_twist': '_twist', f'{ns}/cmd/gripper': '_gripper',
+                f'{ns}/cmd_vel': '_base'}
+    grippers, bases = {}, {}
+    wanted = list(handlers) + list(camera_topics)
+    for message in reader.messages(wanted):
+        try:
+            msg = reader.decode(message)
+        except (ValueError, KeyError) as exc:
+            session.problems.append(str(exc))
+            continue
+        recv = message.timestamp * 1e-9
+        if message.topic in camera_topics:
+            try:
+                rgb = compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg)
+            except ImageConversionError as exc:
+                session.problems.append(f'{message.topic} at {recv:.3f}s: {exc}')
+                continue
+            session.images.setdefault(camera_topics[message.topic], []).append(
+                ImageRecord(recv, _seconds(msg.header.stamp), rgb))
+            continue
+        kind = handlers[message.topic]
+        if kind == '_instruction':
+            session.instructions.append((recv, str(msg.data)))
+        elif kind == '_joints':
+            session.joint_states.append((recv, np.asarray(msg.position, dtype=np.float64)))
+        elif kind == '_chunk':
+            dim = int(msg.action_dim)
+            actions = np.asarray(msg.actions, dtype=np.float32)
+            if dim <= 0 or actions.size != dim * int(msg.horizon):
+                session.problems.append(f'action chunk at {recv:.3f}s has inconsistent '
+                                        f'shape; ignored')
+                continue
+            session.chunks.append(ChunkRecord(
+                recv, _seconds(msg.header.stamp), str(msg.policy),
+                actions.reshape(int(msg.horizon), dim), _seconds(msg.control_period),
+                tuple(msg.dimension_names)))
+        elif kind == '_status':
+            session.statuses.append((recv, float(msg.last_inference_latency)))
+        elif kind == '_twist':
+            t = msg.twist
+            session.ticks.append(TickRecord(
+                recv, _seconds(msg.header.stamp), _stamp_ns(msg.header.stamp),
+                np.array([t.linear.x, t.linear.y, t.linear.z,
+                          t.angular.x, t.angular.y, t.angular.z])))
+        elif kind == '_gripper':
+            grippers[_stamp_ns(msg.header.stamp)] = float(msg.position)
+        elif kind == '_base':
+            t = msg.twist
+            bases[_stamp_ns(msg.header.stamp)] = np.array([t.linear.x, t.linear.y,
+                                                           t.angular.z])
+    for tick in session.ticks:
+        tick.gripper = grippers.get(tick.stamp_ns)
+        tick.base = bases.get(tick.stamp_ns)
+    session.ticks.sort(key=lambda t: t.stamp)
+    return session
