@@ -169,3 +169,34 @@ def test_config_validation_messages():
         EngineConfig(swap_behavior='maybe')
     with pytest.raises(ValueError):
         EngineConfig(chunk_strategy='fastest')
+
+
+def test_arrival_timing_executes_single_step_chunks_late_observation_timing_skips_them():
+    clock = FakeClock()
+    # One action per inference, 0.25 s latency > half the 0.2 s period: with observation
+    # timing the action is already stale when it arrives; with arrival timing it runs
+    # for one period from its arrival.
+    for timing, expect_hold in (('observation', True), ('arrival', False)):
+        engine = make_engine(ScriptedPolicy(chunk_length=1, control_period=0.2),
+                             chunk_timing=timing, stale_image_timeout=1.0,
+                             strategy_params={'execute_steps': 1})
+        engine.set_instruction('go')
+        feed(engine, clock())
+        job = engine.begin_inference(clock())
+        chunk, error = engine.compute_chunk(job)
+        engine.finish_inference(job, chunk, error, clock() + 0.25)
+        for dt in (0.26, 0.34, 0.44):
+            assert engine.command_at(clock() + dt).hold == expect_hold, (timing, dt)
+        assert engine.command_at(clock() + 0.46).hold  # one period after arrival: used up
+
+
+def test_arrival_timing_drops_chunks_of_stale_observations():
+    clock = FakeClock()
+    engine = make_engine(ScriptedPolicy(chunk_length=1), chunk_timing='arrival',
+                         stale_image_timeout=0.5)
+    engine.set_instruction('go')
+    feed(engine, clock())
+    job = engine.begin_inference(clock())
+    chunk, error = engine.compute_chunk(job)
+    assert engine.finish_inference(job, chunk, error, clock() + 0.8) is None
+    assert 'old observation' in engine.status(clock() + 0.8).message

@@ -193,3 +193,24 @@ def test_bad_image_is_rejected_with_reason(harness):
     h.image_pub.publish(bad)
     assert h.wait_for(lambda: 'rejected input' in h.message())
     assert moving(h)  # the last good frame keeps the policy going
+
+
+LEARNED = ['rt1', 'openvla', 'octo', 'pi0', 'rt2']
+
+
+@pytest.mark.parametrize('family', LEARNED)
+def test_every_family_is_selectable_through_the_policy_parameter(harness, family):
+    from vla_ros_msgs.msg import PolicyStatus
+
+    h = harness(torch_threads=1)
+    h.instruct('pick up the red cube')
+    assert h.wait_for(lambda: moving(h))
+    params = json.dumps({'seed': 0})
+    results = h.node.set_parameters([Parameter('policy_params', value=params),
+                                     Parameter('policy', value=family)])
+    assert all(r.successful for r in results), [r.reason for r in results]
+    assert h.wait_for(lambda: any(c.policy == family for c in h.chunks), timeout=60.0)
+    chunk = next(c for c in h.chunks if c.policy == family)
+    assert chunk.horizon >= 1 and len(chunk.actions) == chunk.horizon * chunk.action_dim
+    assert h.wait_for(lambda: h.statuses[-1].policy == family and h.state() in (
+        PolicyStatus.STATE_RUNNING, PolicyStatus.STATE_HOLDING))

@@ -9,8 +9,10 @@ the node stays correct when composed into a multi-threaded process.
 """
 
 import json
+import sys
 import threading
 import time
+import unicodedata
 
 import numpy as np
 import rclpy
@@ -55,7 +57,7 @@ STRATEGIES = ('receding_horizon', 'temporal_ensemble', 'latency_aware')
 POLICY_PARAMS = ('policy', 'policy_params', 'model_path', 'device', 'dtype', 'unnorm_key')
 ENGINE_PARAMS = ('chunk_strategy', 'execute_steps', 'ensemble_coefficient',
                  'merge_new_weight', 'low_queue_depth', 'stale_image_timeout',
-                 'inference_timeout', 'swap_behavior')
+                 'inference_timeout', 'swap_behavior', 'chunk_timing')
 
 
 def _float_range(lo, hi):
@@ -77,6 +79,23 @@ def parse_policy_params(text: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f'policy_params must be a mapping, got {type(value).__name__}')
     return value
+
+
+MAX_INSTRUCTION_CHARS = 2000
+
+
+def instruction_problem(text: str) -> str:
+    """Why an instruction is refused ('' if it is usable)."""
+    if not text.strip():
+        return 'empty instruction'
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        return f'instruction too long ({len(text)} > {MAX_INSTRUCTION_CHARS} characters)'
+    # rclpy decodes invalid UTF-8 with U+FFFD; control characters are no language either.
+    if '\ufffd' in text:
+        return 'instruction is not valid UTF-8 (decoded with replacement characters)'
+    if any(unicodedata.category(c) == 'Cc' and c not in '\t\n\r' for c in text):
+        return 'instruction contains control characters'
+    return ''
 
 
 class InferenceNode(Node):
@@ -174,6 +193,9 @@ class InferenceNode(Node):
         self.declare_parameter('inference_timeout', 2.0, d(
             'report a policy running longer than this as past its deadline (s)',
             floating_point_range=_float_range(0.01, 600.0)))
+        self.declare_parameter('chunk_timing', 'observation', d(
+            'observation: action i is for the frame stamp + i * period, late actions are '
+            'skipped; arrival: a chunk starts when it arrives (single-step policies)'))
         self.declare_parameter('swap_behavior', 'hold', d(
             'while a new policy loads: hold (zero command) or keep (old policy runs)'))
         self.declare_parameter('cameras', ['front'], d(
@@ -198,6 +220,10 @@ class InferenceNode(Node):
         self.declare_parameter('max_base_angular_velocity', 1.0, d(
             'clamp of the commanded base yaw rate (rad/s)',
             floating_point_range=_float_range(0.001, 20.0)))
+        self.declare_parameter('torch_threads', 1, d(
+            'intra-op threads for torch policies (0 = torch default). One is fastest for '
+            'small models on a busy CPU: the control loop and ROS need cores too',
+            integer_range=_int_range(0, 256)))
         self.declare_parameter('status_rate_hz', 5.0, d(
             'PolicyStatus rate', read_only=True, floating_point_range=_float_range(0.1, 100.0)))
 
@@ -227,7 +253,8 @@ class InferenceNode(Node):
             control_rate_hz=p['control_rate_hz'], inference_rate_hz=p['inference_rate_hz'],
             low_queue_depth=p['low_queue_depth'], stale_image_timeout=p['stale_image_timeout'],
             inference_timeout=p['inference_timeout'], chunk_strategy=p['chunk_strategy'],
-            strategy_params=strategy_params, swap_behavior=p['swap_behavior'])
+            strategy_params=strategy_params, swap_behavior=p['swap_behavior'],
+            chunk_timing=p['chunk_timing'])
 
     def _validate_parameters(self, params) -> SetParametersResult:
         p = self._params(params)
@@ -279,6 +306,8 @@ class InferenceNode(Node):
             policy, error = None, ''
             try:
                 policy = make_policy(name, **config)
+                if p['torch_threads'] > 0 and 'torch' in sys.modules:
+                    sys.modules['torch'].set_num_threads(p['torch_threads'])
             except Exception as exc:  # noqa: BLE001 - report any load failure, keep old policy
                 error = f'{type(exc).__name__}: {exc}'
             with self._load_lock:
@@ -310,9 +339,8 @@ class InferenceNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data
-        if len(text) > 2000 or not text.strip():
-            reason = 'empty instruction' if not text.strip() else \
-                f'instruction too long ({len(text)} > 2000 characters)'
+        reason = instruction_problem(text)
+        if reason:
             self._engine.report_input_error(f'rejected {reason}', self._now())
             self.get_logger().warning(f'rejected {reason}; keeping the current one')
             return
@@ -322,6 +350,8 @@ class InferenceNode(Node):
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:
+            if msg.name and len(msg.name) != len(msg.position):
+                raise ValueError(f'{len(msg.name)} names but {len(msg.position)} positions')
             self._engine.set_proprio(np.asarray(msg.position, dtype=np.float64))
         except ValueError as exc:
             self._engine.report_input_error(f'joint_states: {exc}', self._now())

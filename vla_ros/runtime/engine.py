@@ -21,6 +21,10 @@ from vla_ros.policies.contract import Observation, Policy
 from vla_ros.runtime.commands import ActionToCommand, Command
 
 SWAP_BEHAVIORS = ('hold', 'keep')
+# 'observation': action i is for stamp + i * period (late actions are skipped, as in
+# real-time chunking); 'arrival': a chunk starts when it arrives, for single-step policies
+# (OpenVLA, RT-1, RT-2) whose one action would otherwise always be late.
+CHUNK_TIMINGS = ('observation', 'arrival')
 
 
 class EngineState(IntEnum):
@@ -46,6 +50,7 @@ class EngineConfig:
     strategy_params: dict = field(default_factory=dict)
     swap_behavior: str = 'hold'
     future_stamp_tolerance: float = 0.5
+    chunk_timing: str = 'observation'
 
     def __post_init__(self):
         if not 1.0 <= self.control_rate_hz <= 1000.0:
@@ -65,6 +70,9 @@ class EngineConfig:
         if self.swap_behavior not in SWAP_BEHAVIORS:
             raise ValueError(f'swap_behavior must be one of {SWAP_BEHAVIORS}, '
                              f'got {self.swap_behavior!r}')
+        if self.chunk_timing not in CHUNK_TIMINGS:
+            raise ValueError(f'chunk_timing must be one of {CHUNK_TIMINGS}, '
+                             f'got {self.chunk_timing!r}')
         make_strategy(self.chunk_strategy, **self.strategy_params)  # validates names/params
 
     @property
@@ -288,9 +296,8 @@ class InferenceEngine:
                 return None
             if job.version != self._instruction_version or job.policy is not self._policy:
                 return None  # instruction or policy changed while we were thinking
-            self._inferences += 1
-            self._last_error = ''
-            self._buffer.add(chunk, finished)
+            if not self._buffer_chunk(chunk, finished):
+                return None
             return InferenceResult(chunk, job.name, tuple(job.policy.spec.action_space.names),
                                    finished - job.started, job.started)
 
@@ -311,9 +318,24 @@ class InferenceEngine:
     def add_chunk(self, chunk: TimedChunk, now: float) -> None:
         """Buffer a chunk computed outside the engine, as if it finished at ``now``."""
         with self._lock:
-            self._inferences += 1
-            self._last_error = ''
-            self._buffer.add(chunk, now)
+            self._buffer_chunk(chunk, now)
+
+    def _buffer_chunk(self, chunk: TimedChunk, now: float) -> bool:
+        """Add a finished chunk to the buffer, placed in time by ``chunk_timing``."""
+        if self.config.chunk_timing == 'arrival':
+            age = now - chunk.stamp
+            if age > self.config.stale_image_timeout:
+                # Executing from arrival must not act on an observation this old.
+                self._record_error(f'chunk computed from a {age:.2f} s old observation '
+                                   f'dropped (> stale_image_timeout)', now)
+                return False
+            # Action 0 covers the ticks in [now, now + period).
+            chunk = TimedChunk(stamp=now + chunk.period / 2, period=chunk.period,
+                               actions=chunk.actions, source=chunk.source)
+        self._inferences += 1
+        self._last_error = ''
+        self._buffer.add(chunk, now)
+        return True
 
     def record_inference_error(self, message: str, now: float) -> None:
         """Record a failed externally scheduled inference (the engine reacts as to its own)."""
