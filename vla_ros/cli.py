@@ -222,10 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_policies)
 
     from vla_ros.bags.cli import add_bag_parser
+    from vla_ros.evaluation.cli import add_collect_parser, add_eval_parser
     from vla_ros.training.cli import add_train_parser
 
     add_train_parser(sub)
     add_bag_parser(sub)
+    add_eval_parser(sub)
+    add_collect_parser(sub)
 
     p = sub.add_parser('bench', help='run a benchmark (prints JSON)')
     p.add_argument('benchmark', choices=['pipeline'])

@@ -23,6 +23,8 @@ _TABLE_TOP = 0.4
 # Objects are spawned in this world-frame box on the table (x, y), at least _MIN_GAP apart.
 _SPAWN_LOW, _SPAWN_HIGH = np.array([0.38, -0.25]), np.array([0.7, 0.25])
 _MIN_GAP = 0.1
+# Table top extent in the world frame (x, y), with a margin so objects stay on it.
+_TABLE_X, _TABLE_Y = (0.23, 0.87), (-0.47, 0.47)
 _BASE_JOINTS = ('base_x', 'base_y', 'base_yaw')
 
 
@@ -109,8 +111,14 @@ class ArmSim:
         """Physics timestep in seconds."""
         return float(self.model.opt.timestep)
 
-    def reset(self, seed=None):
-        """Home the robot and scatter the objects on the table (reproducibly given ``seed``)."""
+    def reset(self, seed=None, placements=None):
+        """Home the robot and scatter the objects on the table (reproducibly given ``seed``).
+
+        ``placements`` optionally maps object names to ``(x, y, yaw)`` in the arm-base frame
+        (metres, radians) for tasks that lay out their own scene; unnamed objects are
+        scattered as usual, away from the placed ones.
+        """
+        placements = self._check_placements(placements)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         m, d = self.model, self.data
@@ -123,15 +131,21 @@ class ArmSim:
         if self.mobile:
             self._base_target = np.zeros(3)
             d.ctrl[self._base_act] = 0.0
-        placed = []
+        # Fixed placements are in the arm-base frame, which the reset puts at the world
+        # origin shifted up to the table top, so x / y carry over unchanged.
+        placed = [np.array(p[:2]) for p in placements.values()]
         for name in self.OBJECTS:
-            # Rejection sampling; the spawn box is roomy enough for this to end quickly.
-            while True:
-                xy = self._rng.uniform(_SPAWN_LOW, _SPAWN_HIGH)
-                if all(np.linalg.norm(xy - p) >= _MIN_GAP for p in placed):
-                    break
-            placed.append(xy)
-            yaw = self._rng.uniform(-np.pi, np.pi)
+            if name in placements:
+                x, y, yaw = placements[name]
+                xy = np.array([x, y])
+            else:
+                # Rejection sampling; the spawn box is roomy enough for this to end quickly.
+                while True:
+                    xy = self._rng.uniform(_SPAWN_LOW, _SPAWN_HIGH)
+                    if all(np.linalg.norm(xy - p) >= _MIN_GAP for p in placed):
+                        break
+                placed.append(xy)
+                yaw = self._rng.uniform(-np.pi, np.pi)
             a = self._obj_q[name]
             d.qpos[a:a + 3] = (xy[0], xy[1], _TABLE_TOP + self._obj_half_height[name] + 1e-3)
             d.qpos[a + 3:a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
@@ -139,6 +153,21 @@ class ArmSim:
         mujoco.mj_step(m, d, nstep=50)
         d.time = 0.0
         mujoco.mj_forward(m, d)
+
+    def _check_placements(self, placements):
+        if placements is None:
+            return {}
+        out = {}
+        for name, value in dict(placements).items():
+            if name not in self.OBJECTS:
+                raise ValueError(f'unknown object {name!r}; objects: {self.OBJECTS}')
+            x, y, yaw = (float(v) for v in value)
+            if not all(np.isfinite((x, y, yaw))):
+                raise ValueError(f'placement of {name!r} must be finite, got {value!r}')
+            if not (_TABLE_X[0] < x < _TABLE_X[1] and _TABLE_Y[0] < y < _TABLE_Y[1]):
+                raise ValueError(f'placement of {name!r} at ({x:.3f}, {y:.3f}) is off the table')
+            out[name] = (x, y, yaw)
+        return out
 
     def step_ee_twist(self, twist, gripper, base_twist=None, dt=0.05):
         """Move the end effector with ``twist`` for ``dt`` seconds and step the physics.
@@ -238,6 +267,26 @@ class ArmSim:
             pos, mat = self._to_frame(d.xpos[b], d.xmat[b].reshape(3, 3), frame)
             poses[name] = (pos, self._quat(mat))
         return poses
+
+    def object_shape(self, name):
+        """Return ``(kind, size)`` of an object's geom.
+
+        ``kind`` is 'box' (size: half extents), 'cylinder' (radius, half height) or
+        'sphere' (radius), so tasks can measure distances to the surface.
+        """
+        geom = self.model.geom(name)
+        kinds = {mujoco.mjtGeom.mjGEOM_BOX: ('box', 3), mujoco.mjtGeom.mjGEOM_CYLINDER:
+                 ('cylinder', 2), mujoco.mjtGeom.mjGEOM_SPHERE: ('sphere', 1)}
+        kind, n = kinds[int(geom.type[0])]
+        return kind, geom.size[:n].copy()
+
+    def contacts(self, name):
+        """Names of the geoms currently touching geom ``name`` (e.g. an object's geom)."""
+        gid = self.model.geom(name).id
+        n = self.data.ncon
+        g1, g2 = self.data.contact.geom1[:n], self.data.contact.geom2[:n]
+        others = np.concatenate([g2[g1 == gid], g1[g2 == gid]])
+        return {mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, int(g)) for g in others}
 
     def render(self, camera='front', size=None):
         """Render ``camera`` as an (H, W, 3) uint8 RGB array (``size`` = (w, h) override)."""

@@ -1,0 +1,147 @@
+"""Tests of rollouts, demonstration collection, the eval report and the contact sheet."""
+
+import dataclasses
+import json
+import os
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from vla_ros.datasets.episodes import EpisodeDataset  # noqa: E402
+from vla_ros.evaluation import cli  # noqa: E402
+from vla_ros.evaluation.report import contact_sheet, summarize  # noqa: E402
+from vla_ros.evaluation.rollout import (  # noqa: E402
+    collect_demonstrations,
+    make_sim,
+    rollout,
+    run_episodes,
+)
+from vla_ros.policies.scripted import ScriptedPolicy  # noqa: E402
+from vla_ros.sim.expert import ScriptedExpert  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def sim():
+    s = make_sim((32, 32))
+    yield s
+    s.close()
+
+
+def test_recorded_episode_matches_the_schema(sim):
+    result = rollout(ScriptedExpert(), 'reach', 3, 'train', record=True, image_size=(32, 24),
+                     sim=sim, frame_size=(40, 40))
+    ep = result.episode
+    n = result.steps
+    assert result.success and len(ep) == n
+    assert ep.images['front'].shape == (n, 24, 32, 3) and ep.images['wrist'].shape[0] == n
+    assert ep.actions.shape == (n, 7) and ep.proprio.shape == (n, 8)
+    np.testing.assert_allclose(ep.stamps, np.arange(n) * 0.1)
+    assert ep.metadata['task'] == 'reach' and ep.metadata['success'] is True
+    assert ep.instruction == result.instruction and ep.action_space == 'arm7'
+    assert result.first_frame.shape == (40, 40, 3)
+    # Frames change as the arm moves; proprio gripper starts open.
+    assert np.abs(ep.images['wrist'][0].astype(int) - ep.images['wrist'][-1]).mean() > 1
+    assert ep.proprio[0, -1] > 0.9
+
+
+def test_collect_writes_a_loadable_dataset(tmp_path):
+    summary = collect_demonstrations(tmp_path / 'demos', ['reach', 'pick_up'], 2, seed=10,
+                                     image_size=(24, 24), cameras=('front',))
+    data = EpisodeDataset.load(tmp_path / 'demos')
+    assert len(data) == summary['kept'] == 4
+    assert summary['tasks']['reach'] == {'attempted': 2, 'kept': 2,
+                                         'steps': sum(len(e) for e in data.episodes[:2])}
+    assert json.loads((tmp_path / 'demos' / 'collection.json').read_text())['kept'] == 4
+    assert {e.metadata['task'] for e in data.episodes} == {'reach', 'pick_up'}
+    assert all(e.metadata['split'] == 'train' for e in data.episodes)
+    sample = next(data.samples(chunk_length=4))
+    assert sample['images']['front'].shape == (24, 24, 3)
+    with pytest.raises(FileExistsError):
+        collect_demonstrations(tmp_path / 'demos', ['reach'], 1)
+
+
+def test_eval_cli_json_and_contact_sheet(tmp_path, capsys):
+    sheet = tmp_path / 'sheet.png'
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '2', '--seed', '50',
+                     '--json', '--no-progress', '--contact-sheet', str(sheet)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ('success_rate', 'per_task', 'per_instruction', 'per_template',
+                'mean_episode_length', 'mean_inference_latency_s', 'episodes_per_s',
+                'wrong_object_rate'):
+        assert key in report
+    assert set(report['per_task']) == {'reach', 'push', 'pick_up'}
+    assert report['episodes'] == 6 and report['success_rate'] == 1.0
+    assert sum(v['episodes'] for v in report['per_instruction'].values()) == 6
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[0] > 128 and img.shape[1] > 4 * 128
+    # Successful episodes are framed green (BGR: green channel dominates the border).
+    b, g, r = img[1, 1].astype(int)
+    assert g > r + 50 and g > b + 50
+
+
+def test_eval_cli_rejects_bad_input(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(['eval', '--policy', 'expert', '--episodes', '0'])
+    with pytest.raises(SystemExit):
+        cli.main(['eval', '--policy', 'expert', '--policy-params', '[1]'])
+    assert cli.main(['eval', '--policy', 'no_such_policy', '--no-progress']) == 2
+
+
+class DistractedExpert(ScriptedExpert):
+    """Goes for the first distractor instead of the named object."""
+
+    def attach_simulator(self, sim, instance):
+        super().attach_simulator(sim, dataclasses.replace(instance,
+                                                          target=instance.distractors[0]))
+
+
+def test_wrong_object_is_detected_and_ends_the_episode(sim):
+    result = rollout(DistractedExpert(), 'pick_up', 4, 'test', sim=sim)
+    assert not result.success and result.wrong_object
+    assert result.steps < 60
+    report = summarize([result])
+    assert report['wrong_object_rate'] == 1.0 and report['failures'][0]['wrong_object']
+
+
+def test_latency_starves_the_buffer_until_the_first_chunk(sim):
+    policy = ScriptedPolicy(chunk_length=8, image_size=(16, 16), velocity=(0.0, 0.0, 0.0))
+    result = rollout(policy, 'reach', 0, 'test', sim=sim, strategy='receding_horizon',
+                     strategy_params={'execute_steps': 4}, inference_latency=0.25)
+    assert not result.success and result.steps == 60
+    assert result.hold_ticks == 3  # the chunk stamped 0.0 arrives at 0.25 -> tick 0.3
+    assert result.inference_calls == 15  # every 4 ticks
+    assert policy.calls == 15 and result.mean_inference_s >= 0
+
+
+def test_policy_failures_hold_the_robot_and_are_counted(sim):
+    policy = ScriptedPolicy(chunk_length=4, image_size=(16, 16), fail_mode='nan')
+    result = rollout(policy, 'reach', 1, 'test', sim=sim)
+    assert not result.success and result.steps == 60
+    assert result.policy_errors == result.inference_calls > 0
+    assert result.hold_ticks == 60 and 'non-finite' in result.first_error
+    assert summarize([result])['policy_errors'] == result.policy_errors
+
+
+def test_strategies_run_on_identical_seeds(sim):
+    expert = ScriptedExpert(chunk_length=6)
+    runs = {name: run_episodes(expert, ['reach'], 2, seed=30, strategy=name, sim=sim)
+            for name in ('temporal_ensemble', 'latency_aware')}
+    for results in runs.values():
+        assert [r.instruction for r in results] == [r.instruction for r in
+                                                    runs['latency_aware']]
+        assert all(r.success for r in results)
+
+
+def test_rollout_rejects_bad_arguments(sim):
+    with pytest.raises(ValueError):
+        rollout(ScriptedExpert(), 'reach', 0, sim=sim, inference_latency=-0.1)
+    with pytest.raises(ValueError):
+        rollout(ScriptedExpert(), 'reach', 0, sim=sim, strategy='yolo')
+    with pytest.raises(ValueError):
+        rollout(object(), 'reach', 0, sim=sim)
+    with pytest.raises(ValueError):
+        contact_sheet([], 'x.png')

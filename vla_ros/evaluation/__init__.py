@@ -1,0 +1,1 @@
+"""Closed-loop evaluation and demonstration collection on the simulated tasks."""

@@ -1,0 +1,245 @@
+"""``vla-ros eval`` and ``vla-ros collect``: closed-loop evaluation and expert demonstrations.
+
+The main CLI wires them in with :func:`add_eval_parser` / :func:`add_collect_parser`; this
+module also runs on its own: ``python -m vla_ros.evaluation.cli eval --policy expert``.
+
+vla-ros eval --policy NAME [--model-path P] [--policy-params JSON] --episodes N --seed S
+             [--tasks reach push pick_up] [--split test] [--strategy receding_horizon]
+             [--strategy-params JSON] [--latency SEC] [--json] [--contact-sheet PNG]
+vla-ros collect --task all --episodes N --seed S --output DIR [--image-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+EXPERT = 'expert'
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f'not valid JSON ({exc}): {text!r}') from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object, got {text!r}')
+    return value
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().split('x')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'image size must be N or WxH, got {text!r}') from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 8 or max(parts) > 1024:
+        raise argparse.ArgumentTypeError(f'image size must be N or WxH in 8..1024, got {text!r}')
+    return parts[0], parts[1]
+
+
+def _tasks(names: list[str]) -> list[str]:
+    from vla_ros.sim.tasks import task_names
+
+    if not names or 'all' in names:
+        return list(task_names())
+    unknown = [n for n in names if n not in task_names()]
+    if unknown:
+        raise SystemExit(f'unknown task(s) {unknown}; choose from {list(task_names())} or all')
+    return list(dict.fromkeys(names))
+
+
+def make_eval_policy(name: str, model_path: str | None = None, params: dict | None = None):
+    """The scripted expert for ``expert``, else a registry policy (``model_path`` passed on)."""
+    params = dict(params or {})
+    if name == EXPERT:
+        if model_path:
+            raise SystemExit('the expert has no model; drop --model-path')
+        from vla_ros.sim.expert import ScriptedExpert
+
+        return ScriptedExpert(**params)
+    from vla_ros.policies.registry import make_policy
+
+    if model_path:
+        params['model_path'] = model_path
+    return make_policy(name, **params)
+
+
+def _pick_for_sheet(results, limit: int):
+    """Up to ``limit`` episodes, taking the tasks in turn so each one shows."""
+    by_task = {}
+    for r in results:
+        by_task.setdefault(r.task, []).append(r)
+    picked, queues = [], [list(v) for v in by_task.values()]
+    while len(picked) < limit and any(queues):
+        for q in queues:
+            if q and len(picked) < limit:
+                picked.append(q.pop(0))
+    return picked
+
+
+def cmd_eval(args) -> int:
+    """Evaluate a policy closed loop on the sim tasks and report success rates."""
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    from vla_ros.evaluation.report import contact_sheet, summarize
+    from vla_ros.evaluation.rollout import run_episodes
+
+    tasks = _tasks(args.tasks)
+    try:
+        policy = make_eval_policy(args.policy, args.model_path, args.policy_params)
+    except (ValueError, TypeError) as exc:
+        print(f'vla-ros eval: cannot make policy {args.policy!r}: {exc}', file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        results = run_episodes(
+            policy, tasks, args.episodes, seed=args.seed, split=args.split,
+            progress=not args.no_progress, strategy=args.strategy,
+            strategy_params=args.strategy_params, inference_latency=args.latency,
+            replan_every=args.replan_every,
+            frame_size=(128, 128) if args.contact_sheet else None)
+    finally:
+        policy.close()
+    report = summarize(results, time.perf_counter() - started)
+    report = {'policy': args.policy, 'model_path': args.model_path,
+              'policy_params': args.policy_params, 'split': args.split, 'seed': args.seed,
+              'episodes_per_task': args.episodes, 'tasks': tasks, 'strategy': args.strategy,
+              'strategy_params': args.strategy_params, 'inference_latency_s': args.latency,
+              'chunk_length': policy.spec.chunk_length, **report}
+    if report['policy_errors']:
+        print(f"vla-ros eval: the policy failed {report['policy_errors']} time(s) (the robot "
+              f"held); first: {report['first_error']}", file=sys.stderr)
+    if args.contact_sheet:
+        path = contact_sheet(_pick_for_sheet(results, args.sheet_episodes), args.contact_sheet)
+        report['contact_sheet'] = str(path)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    return 0
+
+
+def _print_table(report: dict) -> None:
+    print(f"policy {report['policy']}  split {report['split']}  strategy "
+          f"{report['strategy']}  latency {report['inference_latency_s']} s")
+    print(f"{'task':10s} {'episodes':>8s} {'success':>8s} {'wrong obj':>9s} {'length':>7s}")
+    for task, row in report['per_task'].items():
+        print(f"{task:10s} {row['episodes']:8d} {row['success_rate']:8.2f} "
+              f"{row['wrong_object_rate']:9.2f} {row['mean_episode_length']:7.1f}")
+    latency = report['mean_inference_latency_s']
+    print(f"overall success {report['success_rate']:.3f}; mean inference "
+          f"{latency * 1000 if latency is not None else float('nan'):.2f} ms; "
+          f"{report.get('episodes_per_s', float('nan'))} episodes/s")
+    if report.get('contact_sheet'):
+        print(f"contact sheet: {report['contact_sheet']}")
+
+
+def cmd_collect(args) -> int:
+    """Record scripted-expert demonstrations into an EpisodeDataset directory."""
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    from vla_ros.evaluation.rollout import collect_demonstrations
+
+    try:
+        summary = collect_demonstrations(
+            args.output, _tasks(args.task), args.episodes, seed=args.seed, split=args.split,
+            image_size=args.image_size, cameras=tuple(args.cameras),
+            progress=not args.no_progress)
+    except FileExistsError as exc:
+        print(f'vla-ros collect: {exc}', file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for task, c in summary['tasks'].items():
+            print(f"{task:10s} kept {c['kept']}/{c['attempted']} episodes ({c['steps']} steps)")
+        print(f"{summary['kept']} episodes in {summary['output']} "
+              f"({summary['episodes_per_s']} episodes/s)")
+    return 0 if summary['kept'] else 1
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, got {text}')
+    return value
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``eval`` to a CLI's subparsers."""
+    from vla_ros.actions.chunk_buffer import STRATEGIES
+    from vla_ros.sim.tasks import SPLITS
+
+    p = subparsers.add_parser('eval', help='closed-loop success rates on the sim tasks',
+                              description=cmd_eval.__doc__)
+    p.add_argument('--policy', required=True,
+                   help=f'registered policy name, or {EXPERT!r} for the scripted expert')
+    p.add_argument('--model-path', default=None, help='checkpoint passed to the policy')
+    p.add_argument('--policy-params', type=_json_arg, default={},
+                   help='JSON object of policy constructor arguments')
+    p.add_argument('--episodes', type=_positive, default=50, help='episodes per task')
+    p.add_argument('--seed', type=int, default=1000, help='first episode seed')
+    p.add_argument('--tasks', nargs='+', default=['all'], help='reach push pick_up, or all')
+    p.add_argument('--split', choices=SPLITS, default='test',
+                   help='test: held-out paraphrases and layouts; train: training ones')
+    p.add_argument('--strategy', choices=sorted(STRATEGIES), default='receding_horizon')
+    p.add_argument('--strategy-params', type=_json_arg, default={},
+                   help='JSON object, e.g. {"execute_steps": 4}')
+    p.add_argument('--latency', type=_non_negative, default=0.0,
+                   help='simulated inference latency in seconds of sim time')
+    p.add_argument('--replan-every', type=_positive, default=None,
+                   help='ticks between inferences (default: execute_steps for '
+                        'receding_horizon, else 1)')
+    p.add_argument('--json', action='store_true', help='print the report as JSON')
+    p.add_argument('--contact-sheet', default=None, metavar='PNG',
+                   help='write first/last frames of episodes to this PNG')
+    p.add_argument('--sheet-episodes', type=_positive, default=24,
+                   help='at most this many episodes on the contact sheet')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.set_defaults(func=cmd_eval)
+    return p
+
+
+def add_collect_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``collect`` to a CLI's subparsers."""
+    from vla_ros.sim.tasks import SPLITS
+
+    p = subparsers.add_parser('collect', help='record expert demonstrations as a dataset',
+                              description=cmd_collect.__doc__)
+    p.add_argument('--task', nargs='+', default=['all'], help='reach push pick_up, or all')
+    p.add_argument('--episodes', type=_positive, default=100, help='attempts per task')
+    p.add_argument('--seed', type=int, default=0, help='first episode seed')
+    p.add_argument('--output', required=True, help='dataset directory (new or empty)')
+    p.add_argument('--image-size', type=_size_arg, default=(64, 64), help='N or WxH pixels')
+    p.add_argument('--cameras', nargs='+', default=['front', 'wrist'],
+                   choices=['front', 'wrist'])
+    p.add_argument('--split', choices=SPLITS, default='train')
+    p.add_argument('--json', action='store_true', help='print the summary as JSON')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.set_defaults(func=cmd_collect)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run ``eval`` or ``collect`` without the main CLI."""
+    parser = argparse.ArgumentParser(prog='vla-ros', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    add_eval_parser(sub)
+    add_collect_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

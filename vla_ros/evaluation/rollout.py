@@ -1,0 +1,359 @@
+"""Closed-loop rollouts of a policy on the simulated tasks, in simulated time.
+
+:func:`rollout` runs one episode the way the inference node runs a robot, minus ROS:
+render the policy's cameras, build an :class:`Observation` stamped with the sim time, call
+``predict_chunk``, put the chunk into a :class:`ChunkBuffer` when its simulated inference
+latency has passed, and on every control tick turn ``action_at(t)`` into a twist with
+:class:`ActionToCommand` and step the simulator (zero twist, gripper unchanged, when the
+buffer is starved). The episode ends on success, on a persistent wrong-object event, or at
+the task's step limit. A policy that raises or returns a bad chunk is handled as the
+inference node handles it: the robot holds, and the episode counts the error.
+
+Inference is modelled as one worker: a new observation is taken at a tick when no
+inference is in flight and ``replan_every`` ticks have passed since the last one started
+(default: a receding-horizon strategy's ``execute_steps``, else every tick). Its chunk
+arrives ``inference_latency`` simulated seconds later, so a latency of 0.25 s at 10 Hz
+makes the first two or three actions of every chunk stale, as on a real robot.
+
+Policies only see observations. The scripted expert additionally exposes
+``attach_simulator(sim, instance)``; the rollout calls it before the episode, which is the
+one place privileged state crosses over. A policy whose ``needs_images`` attribute is
+false (only the expert) gets blank frames of the declared size instead of renders.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.actions.chunk_buffer import ChunkBuffer, RecedingHorizon, TimedChunk, make_strategy
+from vla_ros.datasets.episodes import Episode
+from vla_ros.policies.contract import Observation, Policy
+from vla_ros.runtime.commands import ActionToCommand
+from vla_ros.sim.tasks import Task, TaskInstance, get_task
+
+__all__ = ['RolloutResult', 'rollout', 'run_episodes', 'collect_demonstrations',
+           'proprio_vector', 'make_sim', 'PROPRIO_NAMES']
+
+PROPRIO_NAMES = tuple(f'joint{i}' for i in range(1, 8)) + ('gripper',)
+DEFAULT_RECORD_CAMERAS = ('front', 'wrist')
+
+
+def proprio_vector(sim) -> np.ndarray:
+    """Proprioception: the 7 arm joint positions (rad) and the gripper opening (0..1)."""
+    q = sim.joint_positions()
+    arm = q[len(q) - 9:len(q) - 2]  # skip mobile-base joints if any, and the fingers
+    return np.r_[arm, sim.gripper_opening()].astype(np.float32)
+
+
+def make_sim(image_size=(64, 64)):
+    """An ArmSim for rollouts (fixed base, both cameras available)."""
+    from vla_ros.sim.scene import ArmSim
+
+    return ArmSim(image_size=image_size, cameras=('front', 'wrist'))
+
+
+@dataclass
+class RolloutResult:
+    """How one episode went (plus frames or a recorded Episode when asked for)."""
+
+    task: str
+    seed: int
+    split: str
+    target: str
+    direction: str | None
+    instruction: str
+    template: str
+    success: bool
+    wrong_object: bool
+    steps: int
+    inference_calls: int
+    inference_wall_s: list = field(default_factory=list)
+    hold_ticks: int = 0
+    policy_errors: int = 0
+    first_error: str = ''
+    wall_time_s: float = 0.0
+    metrics: dict = field(default_factory=dict)
+    first_frame: np.ndarray | None = None
+    last_frame: np.ndarray | None = None
+    episode: Episode | None = None
+
+    @property
+    def mean_inference_s(self) -> float:
+        """Mean wall time of one ``predict_chunk`` call (NaN if none ran)."""
+        return float(np.mean(self.inference_wall_s)) if self.inference_wall_s else math.nan
+
+    def summary(self) -> dict:
+        """JSON-friendly record without arrays."""
+        return {'task': self.task, 'seed': self.seed, 'split': self.split,
+                'target': self.target, 'direction': self.direction,
+                'instruction': self.instruction, 'template': self.template,
+                'success': self.success, 'wrong_object': self.wrong_object,
+                'steps': self.steps, 'inference_calls': self.inference_calls,
+                'mean_inference_s': self.mean_inference_s, 'hold_ticks': self.hold_ticks,
+                'policy_errors': self.policy_errors, 'first_error': self.first_error,
+                'wall_time_s': self.wall_time_s, 'metrics': self.metrics}
+
+
+def _instance(task, seed, split) -> TaskInstance:
+    if isinstance(task, TaskInstance):
+        return task
+    if isinstance(task, str):
+        task = get_task(task)
+    if not isinstance(task, Task):
+        raise ValueError(f'task must be a Task, a task name or a TaskInstance, got {task!r}')
+    return task.sample(seed, split)
+
+
+def _observe(sim, policy: Policy, instruction: str, stamp: float) -> Observation:
+    spec = policy.spec
+    if getattr(policy, 'needs_images', True):
+        images = {cam: sim.render(cam, size=spec.image_size) for cam in spec.camera_names}
+    else:  # privileged policies (the expert): valid but blank frames, no render cost
+        w, h = spec.image_size
+        images = {cam: np.zeros((h, w, 3), np.uint8) for cam in spec.camera_names}
+    proprio = proprio_vector(sim) if spec.uses_proprio else None
+    return Observation(images=images, instruction=instruction, stamp=stamp, proprio=proprio)
+
+
+def _default_replan(strategy, chunk_length: int) -> int:
+    if isinstance(strategy, RecedingHorizon):
+        return max(1, min(strategy.execute_steps, chunk_length))
+    return 1
+
+
+def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
+            strategy: str = 'receding_horizon', strategy_params: dict | None = None,
+            control_period: float | None = None, inference_latency: float = 0.0,
+            replan_every: int | None = None, image_size=(64, 64), record: bool = False,
+            record_cameras=DEFAULT_RECORD_CAMERAS, frame_size=None, sim=None,
+            wrong_object_patience: int = 3) -> RolloutResult:
+    """Run ``policy`` closed loop on one episode of ``task`` and judge it.
+
+    ``task`` is a Task, a task name or a ready TaskInstance (then ``seed``/``split`` are
+    taken from it). ``control_period`` defaults to the policy's. ``inference_latency`` is
+    simulated seconds between an observation and its chunk becoming usable.
+    ``record=True`` also returns an :class:`Episode` (``record_cameras`` at ``image_size``,
+    executed actions, stamps, proprioception, task metadata). ``frame_size`` (w, h) keeps
+    the first and last front-camera frames for contact sheets. ``sim`` reuses a simulator
+    (created and closed here otherwise).
+    """
+    if not isinstance(policy, Policy):
+        raise ValueError(f'policy must be a Policy, got {type(policy).__name__}')
+    spec = policy.spec
+    period = float(spec.control_period if control_period is None else control_period)
+    latency = float(inference_latency)
+    if not (math.isfinite(period) and period > 0):
+        raise ValueError(f'control_period must be positive, got {control_period!r}')
+    if not (math.isfinite(latency) and latency >= 0):
+        raise ValueError(f'inference_latency must be >= 0 seconds, got {inference_latency!r}')
+    if int(wrong_object_patience) < 1:
+        raise ValueError('wrong_object_patience must be >= 1')
+    instance = _instance(task, seed, split)
+    buffer_strategy = make_strategy(strategy, **(strategy_params or {}))
+    replan = _default_replan(buffer_strategy, spec.chunk_length) if replan_every is None \
+        else int(replan_every)
+    if replan < 1:
+        raise ValueError(f'replan_every must be >= 1, got {replan_every!r}')
+    to_command = ActionToCommand(spec.action_space)
+    if to_command.has_base:
+        raise ValueError('the sim tasks use a fixed-base arm; base actions are not supported')
+    own_sim = sim is None
+    sim = make_sim(image_size) if own_sim else sim
+    started = time.perf_counter()
+    try:
+        return _run(policy, instance, sim, ChunkBuffer(buffer_strategy), to_command, period,
+                    latency, replan, record, tuple(record_cameras), tuple(image_size),
+                    frame_size, int(wrong_object_patience), started)
+    finally:
+        if own_sim:
+            sim.close()
+
+
+def _run(policy, instance, sim, buffer, to_command, period, latency, replan, record,
+         record_cameras, image_size, frame_size, patience, started) -> RolloutResult:
+    spec = policy.spec
+    instance.reset(sim)
+    policy.reset()
+    attach = getattr(policy, 'attach_simulator', None)
+    if callable(attach):
+        attach(sim, instance)
+    first = sim.render('front', size=frame_size) if frame_size else None
+    frames = {cam: [] for cam in record_cameras} if record else None
+    actions, stamps, proprio = [], [], []
+    pending: tuple[float, TimedChunk] | None = None
+    next_inference = 0
+    gripper = 1.0  # the scene starts with the gripper open
+    inference_wall, holds, wrong_streak, errors = [], 0, 0, []
+    outcome = instance.evaluate(sim)
+    wrong = False
+    step = 0
+    for step in range(instance.max_steps):
+        now = step * period  # tick times by arithmetic, so no float drift reaches the buffer
+        if pending is not None and pending[0] <= now + 1e-9:
+            buffer.add(pending[1], pending[0])
+            pending = None
+        if pending is None and step >= next_inference:
+            observation = _observe(sim, policy, instance.instruction, now)
+            next_inference = step + replan
+            t0 = time.perf_counter()
+            try:
+                chunk = policy.check_chunk(policy.predict_chunk(observation))
+            except Exception as exc:  # noqa: BLE001 - as the inference node: hold, report
+                errors.append(f'{type(exc).__name__}: {exc}')
+                chunk = None
+            inference_wall.append(time.perf_counter() - t0)
+            if chunk is not None:
+                timed = TimedChunk(stamp=now, period=spec.control_period, actions=chunk,
+                                   source=spec.name)
+                if latency <= 1e-9:
+                    buffer.add(timed, now)
+                else:
+                    pending = (now + latency, timed)
+        if record:
+            for cam in record_cameras:
+                frames[cam].append(sim.render(cam, size=image_size))
+            proprio.append(proprio_vector(sim))
+            stamps.append(now)
+        buffered = buffer.action_at(now)
+        if buffered is None:
+            holds += 1
+            twist = np.zeros(6)
+            executed = np.zeros(spec.action_space.dim)
+            if 'gripper' in spec.action_space.names:
+                executed[spec.action_space.index('gripper')] = gripper
+        else:
+            command = to_command(buffered.action, spec.control_period)
+            twist = command.ee_twist
+            if command.gripper is not None:
+                gripper = command.gripper
+            executed = spec.action_space.clip(buffered.action)
+        actions.append(executed)
+        sim.step_ee_twist(twist, gripper, dt=period)
+        outcome = instance.evaluate(sim)
+        wrong_streak = wrong_streak + 1 if outcome.wrong_object else 0
+        wrong = wrong or wrong_streak >= patience
+        if outcome.success or wrong:
+            break
+    steps = step + 1
+    last = sim.render('front', size=frame_size) if frame_size else None
+    episode = None
+    if record:
+        episode = Episode(
+            instruction=instance.instruction, action_space=spec.action_space.name,
+            control_period=period,
+            images={cam: np.stack(f) for cam, f in frames.items()},
+            actions=np.array(actions, dtype=np.float32), stamps=np.array(stamps),
+            proprio=np.array(proprio), metadata={
+                **instance.info(), 'success': outcome.success, 'wrong_object': wrong,
+                'policy': spec.name, 'proprio_names': list(PROPRIO_NAMES)})
+    return RolloutResult(
+        task=instance.task.name, seed=instance.seed, split=instance.split,
+        target=instance.target, direction=instance.direction,
+        instruction=instance.instruction, template=instance.template,
+        success=outcome.success, wrong_object=wrong, steps=steps,
+        inference_calls=len(inference_wall), inference_wall_s=inference_wall,
+        hold_ticks=holds, policy_errors=len(errors), first_error=errors[0] if errors else '',
+        wall_time_s=time.perf_counter() - started,
+        metrics=outcome.metrics, first_frame=first, last_frame=last, episode=episode)
+
+
+def run_episodes(policy: Policy, tasks, episodes: int, seed: int = 0, split: str = 'test',
+                 progress: bool = False, **rollout_kwargs) -> list[RolloutResult]:
+    """Roll out ``episodes`` seeds (``seed``, ``seed + 1``, ...) of every task in ``tasks``.
+
+    Seeds are shared between tasks and runs, so different policies or strategies are
+    compared on identical layouts and instructions. One simulator (``sim``, or one made
+    here and closed at the end) serves all episodes; other keywords go to :func:`rollout`.
+    """
+    tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
+    if int(episodes) < 1:
+        raise ValueError(f'episodes must be >= 1, got {episodes!r}')
+    jobs = [(task, seed + i) for task in tasks for i in range(int(episodes))]
+    sim = rollout_kwargs.pop('sim', None)
+    own_sim = sim is None
+    if own_sim:
+        sim = make_sim(rollout_kwargs.get('image_size', (64, 64)))
+    results = []
+    try:
+        bar = _progress(len(jobs), 'episodes', progress)
+        for task, episode_seed in jobs:
+            result = rollout(policy, task, episode_seed, split, sim=sim, **rollout_kwargs)
+            results.append(result)
+            if bar is not None:
+                bar.update(1)
+                rate = sum(r.success for r in results) / len(results)
+                bar.set_postfix(task=task.name, success=f'{rate:.2f}')
+        if bar is not None:
+            bar.close()
+    finally:
+        if own_sim:
+            sim.close()
+    return results
+
+
+def _progress(total: int, unit: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True)
+
+
+def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: str = 'train',
+                           image_size=(64, 64), cameras=DEFAULT_RECORD_CAMERAS,
+                           policy: Policy | None = None, progress: bool = False) -> dict:
+    """Record ``episodes`` expert attempts per task into an EpisodeDataset directory.
+
+    Only successful episodes are written (``episode_00000.npz``, ... as
+    :class:`~vla_ros.datasets.episodes.EpisodeDataset` names them), one at a time so memory
+    stays flat; ``collection.json`` in the same directory holds the counts. Returns it.
+    """
+    import json
+
+    from vla_ros.sim.expert import ScriptedExpert
+
+    output = Path(output)
+    if any(output.glob('episode_*.npz')):
+        raise FileExistsError(f'{output} already holds episodes; choose an empty directory')
+    output.mkdir(parents=True, exist_ok=True)
+    policy = policy or ScriptedExpert(image_size=image_size)
+    tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
+    counts = {t.name: {'attempted': 0, 'kept': 0, 'steps': 0} for t in tasks}
+    written = 0
+    sim = make_sim(image_size)
+    bar = _progress(len(tasks) * int(episodes), 'episodes', progress)
+    started = time.perf_counter()
+    try:
+        for task in tasks:
+            for i in range(int(episodes)):
+                result = rollout(policy, task, seed + i, split, record=True,
+                                 record_cameras=cameras, image_size=image_size, sim=sim)
+                entry = counts[task.name]
+                entry['attempted'] += 1
+                if result.success:
+                    result.episode.save(output / f'episode_{written:05d}.npz')
+                    written += 1
+                    entry['kept'] += 1
+                    entry['steps'] += result.steps
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(task=task.name, kept=written)
+    finally:
+        sim.close()
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    summary = {'output': str(output), 'split': split, 'seed': seed,
+               'episodes_per_task': int(episodes), 'image_size': list(image_size),
+               'cameras': list(cameras), 'policy': policy.spec.name, 'tasks': counts,
+               'attempted': sum(c['attempted'] for c in counts.values()),
+               'kept': written, 'steps': sum(c['steps'] for c in counts.values()),
+               'wall_time_s': round(elapsed, 2),
+               'episodes_per_s': round(len(tasks) * int(episodes) / max(elapsed, 1e-9), 2)}
+    (output / 'collection.json').write_text(json.dumps(summary, indent=2))
+    return summary
