@@ -12,6 +12,8 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # and on its own DDS domain. Override ROS_DOMAIN_ID to join a given graph.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_DOMAIN_ID ?= $(shell echo $$(( 100 + RANDOM % 100 )))
+# Fast DDS: shared memory large enough for 640x480 images, UDP on loopback only.
+export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/dds/fastdds_large_images.xml
 # Nothing reaches for a model hub; MuJoCo renders offscreen.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

@@ -19,6 +19,10 @@ DOMAIN_ID = 1 + (_BASE_DOMAIN + 7 * _WORKER_INDEX) % 230
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 if os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE') not in ('LOCALHOST', 'OFF'):
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# Shared memory big enough for large images, UDP restricted to loopback (see the XML).
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(
+    __import__('pathlib').Path(__file__).resolve().parents[1] / 'config' / 'dds'
+    / 'fastdds_large_images.xml'))
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_OFFLINE'] = '1'
 os.environ.setdefault('MUJOCO_GL', 'egl')
