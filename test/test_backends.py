@@ -123,3 +123,30 @@ def test_abstract_interface_requires_methods():
     with pytest.raises(TypeError):
         Partial()
     assert RobotBackend.is_hardware is True  # user backends default to hardware
+
+
+def test_mujoco_backend_lays_out_a_task_episode_and_judges_it():
+    from vla_ros.drivers.mujoco_backend import MujocoBackend
+    from vla_ros.sim.expert import ScriptedExpert
+    from vla_ros.sim.tasks import get_task
+
+    backend = MujocoBackend(image_size=(32, 32), task='reach', task_seed=1000)
+    try:
+        status = backend.task_status()
+        instance = get_task('reach').sample(1000, 'test')
+        assert status['instruction'] == instance.instruction and not status['success']
+        from vla_ros.policies.contract import Observation
+
+        expert = ScriptedExpert()
+        expert.attach_simulator(backend.sim, backend.task_instance)
+        for _ in range(60):
+            obs = Observation(images={'front': np.zeros((64, 64, 3), np.uint8)},
+                              instruction=status['instruction'],
+                              stamp=backend.sim.time)
+            action = expert.predict_chunk(obs)[0]
+            backend.send_command(action[:6] / 0.1, action[6], None, 0.1)
+            if backend.task_status()['success']:
+                break
+        assert backend.task_status()['success']
+    finally:
+        backend.stop()

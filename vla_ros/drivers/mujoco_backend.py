@@ -19,9 +19,21 @@ class MujocoBackend(RobotBackend):
     is_hardware = False
 
     def __init__(self, mobile=False, image_size=(224, 224), seed=None,
-                 cameras=('front', 'wrist')):
+                 cameras=('front', 'wrist'), task='', task_seed=0, task_split='test'):
+        """Optionally lay the scene out as an episode of a sim task (for demos and tests).
+
+        With ``task`` ('reach', 'push', 'pick_up') the objects are placed as episode
+        ``task_seed`` of ``task_split`` and :meth:`task_status` judges the episode with
+        privileged state, like a simulator's ground truth.
+        """
         self.sim = ArmSim(mobile=mobile, image_size=image_size, seed=seed, cameras=cameras)
         self.supports_base = self.sim.mobile
+        self.task_instance = None
+        if task:
+            from vla_ros.sim.tasks import get_task
+
+            self.task_instance = get_task(task).sample(int(task_seed), task_split)
+            self.task_instance.reset(self.sim)
 
     @property
     def dof(self):
@@ -41,8 +53,22 @@ class MujocoBackend(RobotBackend):
         self.sim.close()
 
     def reset(self, seed=None):
-        """Start a new episode: home the arm and re-scatter the objects."""
-        self.sim.reset(seed)
+        """Start a new episode: home the arm and re-scatter the objects (or the task)."""
+        if self.task_instance is not None:
+            self.task_instance.reset(self.sim)
+        else:
+            self.sim.reset(seed)
+
+    def task_status(self):
+        """The task episode's instruction and outcome so far (None without a task)."""
+        if self.task_instance is None:
+            return None
+        outcome = self.task_instance.evaluate(self.sim)
+        info = self.task_instance.info()
+        return {'task': info.get('task'), 'instruction': self.task_instance.instruction,
+                'target': self.task_instance.target, 'seed': self.task_instance.seed,
+                'success': outcome.success, 'wrong_object': outcome.wrong_object,
+                'sim_time': round(self.sim.time, 3)}
 
     def send_command(self, ee_twist, gripper, base_twist, dt):
         """Step the simulation for ``dt`` seconds under the command."""
