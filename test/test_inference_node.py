@@ -212,5 +212,6 @@ def test_every_family_is_selectable_through_the_policy_parameter(harness, family
     assert h.wait_for(lambda: any(c.policy == family for c in h.chunks), timeout=60.0)
     chunk = next(c for c in h.chunks if c.policy == family)
     assert chunk.horizon >= 1 and len(chunk.actions) == chunk.horizon * chunk.action_dim
-    assert h.wait_for(lambda: h.statuses[-1].policy == family and h.state() in (
-        PolicyStatus.STATE_RUNNING, PolicyStatus.STATE_HOLDING))
+    assert h.wait_for(lambda: bool(h.statuses) and h.statuses[-1].policy == family
+                      and h.state() in (PolicyStatus.STATE_RUNNING,
+                                        PolicyStatus.STATE_HOLDING))

@@ -180,7 +180,12 @@ def cmd_bench(args) -> int:
         from vla_ros.benchmarking.pipeline import run
 
         print(json.dumps(run(args.latency, args.duration), indent=2))
-    return 0
+        return 0
+    from vla_ros.reliability.cli import run_bench_faults
+
+    result = run_bench_faults(args)
+    print(json.dumps(result, indent=2))
+    return 0 if result.get('passed') else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,11 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_collect_parser(sub)
 
-    p = sub.add_parser('bench', help='run a benchmark (prints JSON)')
-    p.add_argument('benchmark', choices=['pipeline'])
-    p.add_argument('--latency', type=float, default=0.3, help='policy latency (s)')
-    p.add_argument('--duration', type=float, default=20.0, help='measured seconds')
-    p.add_argument('--json', action='store_true', help='(output is always JSON)')
+    from vla_ros.reliability.cli import add_arguments as add_fault_arguments
+
+    p = sub.add_parser('bench', help='run a benchmark (prints JSON): pipeline or faults')
+    p.add_argument('benchmark', choices=['pipeline', 'faults'])
+    p.add_argument('--latency', type=float, default=0.3, help='pipeline: policy latency (s)')
+    p.add_argument('--duration', type=float, default=20.0, help='pipeline: measured seconds')
+    add_fault_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('demo', help='simulated arm + inference node end to end')

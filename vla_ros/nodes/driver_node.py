@@ -199,7 +199,8 @@ class DriverNode(Node):
                 f'Rendered camera image {axis} [px].',
                 integer_range=[IntegerRange(from_value=16, to_value=4096, step=1)]))
         d('watchdog_timeout', 0.25, _float_range(
-            0.01, 10.0, 'Zero the arm twist if no cmd/ee_twist arrives for this long [s].'))
+            0.01, 10.0, 'Zero the arm twist when the newest cmd/ee_twist is older than this '
+                        '(since arrival, or since its stamp if that is older) [s].'))
         # Typed but without a value: unset means "derive from backend.is_hardware".
         d('enable_actuation', Parameter.Type.BOOL, ParameterDescriptor(
             description='Actuation interlock. Unset: True for sim / dry run, False for '
@@ -278,15 +279,37 @@ class DriverNode(Node):
                 self._ee_cmd = None
 
     # ------------------------------------------------------------------ inputs
+    def _command_time(self, msg, topic):
+        """When a command counts as sent: arrival, or its stamp if that is older.
+
+        A command delayed in transit or queued while this process was stalled must not
+        run for a full watchdog timeout after it finally arrives. A zero stamp (hand-made
+        messages) counts as sent on arrival. Returns None for a command already too old.
+        """
+        now = self.get_clock().now()
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            return now
+        sent = Time.from_msg(stamp, clock_type=now.clock_type)
+        age = (now - sent).nanoseconds * 1e-9
+        if age > self._watchdog_timeout:
+            self._reject(f'{topic} is stale: stamped {age:.3f} s ago '
+                         f'(> watchdog_timeout {self._watchdog_timeout:.3f} s)')
+            return None
+        return min(now, sent)
+
     def _on_ee_twist(self, msg):
         try:
             twist = _twist_array(msg, 'cmd/ee_twist')
         except UnsafeCommandError as err:
             self._reject(err)
             return
+        sent = self._command_time(msg, 'cmd/ee_twist')
+        if sent is None:
+            return
         with self._lock:
             self._ee_cmd = twist
-            self._ee_received = self.get_clock().now()
+            self._ee_received = sent
 
     def _on_gripper(self, msg):
         if not (math.isfinite(msg.position) and math.isfinite(msg.max_effort)):
@@ -306,10 +329,13 @@ class DriverNode(Node):
         except UnsafeCommandError as err:
             self._reject(err)
             return
+        sent = self._command_time(msg, 'cmd_vel')
+        if sent is None:
+            return
         with self._lock:
             # Planar base: vx, vy, wz.
             self._base_cmd = twist[[0, 1, 5]]
-            self._base_received = self.get_clock().now()
+            self._base_received = sent
 
     def _reject(self, why):
         self._rejected_count += 1

@@ -231,7 +231,11 @@ class TorchPolicy(Policy, abc.ABC):
         statistics = load_statistics(stats_path) if stats_path.is_file() else None
         policy = cls(config=meta['config'], statistics=statistics, unnorm_key=unnorm_key,
                      device=device, dtype=dtype, seed=seed, **overrides)
-        state = load_file(str(path / WEIGHTS_FILE))
+        try:
+            state = load_file(str(path / WEIGHTS_FILE))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise PolicyLoadError(f'{path / WEIGHTS_FILE}: not a readable safetensors file: '
+                                  f'{exc}') from exc
         missing, unexpected = policy.model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not _is_tied(policy.model, k)]
         if missing or unexpected:
