@@ -81,6 +81,10 @@ ARGUMENTS = (
     LaunchArgument('enable_actuation', '', 'driver actuation interlock (empty: on for '
                    'simulation, off for hardware)', ('', 'true', 'false')),
     LaunchArgument('params_file', '', 'extra ROS parameter file applied last to both nodes'),
+    LaunchArgument('task', '', "sim only: lay the scene out as a task episode ('reach', "
+                   "'push', 'pick_up'); the driver publishes its instruction and outcome "
+                   'on vla_driver/task_status'),
+    LaunchArgument('task_seed', '1000', 'sim only: episode seed of the task'),
 )
 
 # Launch argument -> inference node parameter, applied only when the argument is set.
@@ -128,6 +132,10 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
     extra = (args['params_file'],) if args['params_file'] else ()
 
     driver_params = {'backend': 'mujoco' if args['sim'] == 'true' else args['backend']}
+    if args['task']:
+        if args['sim'] != 'true':
+            raise ValueError('task:=... needs sim:=true (it lays out the simulated scene)')
+        driver_params.update(task=args['task'], task_seed=int(args['task_seed']))
     if args['enable_actuation']:
         driver_params['enable_actuation'] = args['enable_actuation'] == 'true'
     inference_params = {name: _typed(args[name]) for name in _INFERENCE_OVERRIDES

@@ -169,7 +169,8 @@ def cmd_demo(args) -> int:
 
     summary = run_demo(output=args.output, duration=args.duration,
                        instruction=args.instruction, configuration=args.configuration,
-                       arguments=_split_assignments(args.arguments))
+                       arguments=_split_assignments(args.arguments), task=args.task,
+                       task_seed=args.task_seed)
     print(json.dumps(summary, indent=2))
     return 0 if summary.get('success') else 1
 
@@ -247,8 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('demo', help='simulated arm + inference node end to end')
     p.add_argument('--output', default='demo_output')
     p.add_argument('--duration', type=float, default=8.0)
-    p.add_argument('--instruction', default='move the gripper forward')
+    p.add_argument('--instruction', default='',
+                   help="default: the task episode's instruction, or 'move the gripper "
+                        "forward' without --task")
     p.add_argument('--configuration', default='sim_arm')
+    p.add_argument('--task', default='', help="sim task episode: reach, push or pick_up "
+                   "(the instruction defaults to the episode's)")
+    p.add_argument('--task-seed', type=int, default=1000)
     p.add_argument('arguments', nargs='*', help='name:=value launch arguments')
     p.set_defaults(func=cmd_demo)
     return parser

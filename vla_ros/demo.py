@@ -40,6 +40,14 @@ class _Recorder:
         n.create_subscription(PolicyStatus, 'vla/status', self._on_status, qos.STATUS)
         n.create_subscription(Image, 'camera/front/image_raw', self._on_image, qos.SENSOR)
         self.instruction_pub = n.create_publisher(String, 'instruction', qos.INSTRUCTION)
+        self.task_status = None
+        n.create_subscription(String, 'vla_driver/task_status', self._on_task,
+                              qos.LATCHED)
+
+    def _on_task(self, m):
+        import json
+
+        self.task_status = json.loads(m.data)
 
     def _t(self):
         return time.monotonic() - self.start
@@ -108,17 +116,25 @@ def _save_pictures(rec: _Recorder, out: Path, instruction: str) -> None:
     plt.close(fig)
 
 
-def run_demo(output='demo_output', duration=8.0, instruction='move the gripper forward',
-             configuration='sim_arm', arguments=None, startup_timeout=60.0) -> dict:
-    """Run the demo and return its summary (also written to ``output/summary.json``)."""
+def run_demo(output='demo_output', duration=8.0, instruction='',
+             configuration='sim_arm', arguments=None, startup_timeout=60.0,
+             task='', task_seed=1000) -> dict:
+    """Run the demo and return its summary (also written to ``output/summary.json``).
+
+    With ``task`` the simulated scene is an episode of that sim task: the instruction is
+    the episode's (unless given), the run ends shortly after the task succeeds, and the
+    summary reports the simulator's verdict.
+    """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     logs = open(out / 'nodes.log', 'w')  # noqa: SIM115 - closed in finally
-    launcher = ProcessLauncher(configuration, dict(arguments or {}), stdout=logs,
-                               stderr=logs)
+    arguments = dict(arguments or {})
+    if task:
+        arguments.update(task=task, task_seed=str(task_seed))
+    launcher = ProcessLauncher(configuration, arguments, stdout=logs, stderr=logs)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(os.environ.get('ROS_DOMAIN_ID', '0')))
     rec = _Recorder(context)
@@ -127,7 +143,7 @@ def run_demo(output='demo_output', duration=8.0, instruction='move the gripper f
     try:
         launcher.start()
         ready = time.monotonic() + startup_timeout
-        while rec.first_image is None or not rec.states:
+        while rec.first_image is None or not rec.states or (task and rec.task_status is None):
             if time.monotonic() > ready:
                 raise RuntimeError(f'nodes did not come up within {startup_timeout} s; '
                                    f'see {out / "nodes.log"}')
@@ -136,11 +152,18 @@ def run_demo(output='demo_output', duration=8.0, instruction='move the gripper f
             executor.spin_once(timeout_sec=0.1)
         from std_msgs.msg import String
 
+        if not instruction:
+            instruction = rec.task_status['instruction'] if task else \
+                'move the gripper forward'
         rec.instruction_pub.publish(String(data=instruction))
         sent = rec._t()
         end = time.monotonic() + duration
+        succeeded_at = None
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
+            if task and succeeded_at is None and rec.task_status['success']:
+                succeeded_at = rec._t() - sent
+                end = min(end, time.monotonic() + 1.0)  # show a moment of the result
     finally:
         codes = launcher.stop()
         executor.shutdown()
@@ -168,7 +191,14 @@ def run_demo(output='demo_output', duration=8.0, instruction='move the gripper f
         'node_exit_codes': codes,
         'pictures': ['camera.png', 'commands.png'],
     }
-    summary['success'] = bool(summary['moving_command_fraction'] > 0.5
-                              and np.linalg.norm(displacement) > 0.02)
+    if task:
+        summary['task'] = rec.task_status
+        summary['task_success'] = bool(rec.task_status['success'] or succeeded_at is not None)
+        summary['seconds_to_success'] = None if succeeded_at is None else round(
+            succeeded_at, 2)
+        summary['success'] = summary['task_success']
+    else:
+        summary['success'] = bool(summary['moving_command_fraction'] > 0.5
+                                  and np.linalg.norm(displacement) > 0.02)
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     return summary

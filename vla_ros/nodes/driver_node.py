@@ -18,6 +18,7 @@ for simulated / dry-run backends and to False for hardware, so real motors never
 before someone has deliberately enabled them.
 """
 
+import json
 import math
 import threading
 from typing import Optional
@@ -39,7 +40,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 from vla_ros_msgs.msg import GripperCommand
 
@@ -67,7 +68,9 @@ _WARN_PERIOD = 2.0  # s between repeats of a throttled warning
 _BACKEND_PARAMS = {
     'mujoco': lambda node: dict(
         mobile=node._param('mobile'), seed=node._param('seed'),
-        image_size=(node._param('image_width'), node._param('image_height'))),
+        image_size=(node._param('image_width'), node._param('image_height')),
+        task=node._param('task'), task_seed=node._param('task_seed'),
+        task_split=node._param('task_split')),
     'dry_run': lambda node: dict(mobile=node._param('mobile'), log=node.get_logger().info),
 }
 
@@ -157,6 +160,10 @@ class DriverNode(Node):
         backend_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(self._period, self._control_tick, callback_group=backend_group)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=backend_group)
+        if getattr(self.backend, 'task_instance', None) is not None:
+            # Ground truth of the simulated episode (a simulator feature, not a sensor).
+            self._task_pub = self.create_publisher(String, '~/task_status', qos.LATCHED)
+            self.create_timer(0.5, self._publish_task_status, callback_group=backend_group)
         self._image_pubs = {}
         camera_rate = p('camera_rate_hz')
         if camera_rate > 0.0:
@@ -226,6 +233,12 @@ class DriverNode(Node):
             'Frame of ee_pose and of the EE twists (the arm base frame).'))
         d('seed', 0, _read_only('Seed for the simulated scene.', integer_range=[
             IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
+        d('task', '', _read_only(
+            "MuJoCo only: lay the scene out as an episode of a sim task ('reach', 'push', "
+            "'pick_up'); its instruction and outcome are published on ~/task_status."))
+        d('task_seed', 1000, _read_only('Episode seed of the sim task.', integer_range=[
+            IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
+        d('task_split', 'test', _read_only("Sim task split: 'train' or 'test'."))
 
     def _resolve_enable_actuation(self):
         try:
@@ -437,6 +450,9 @@ class DriverNode(Node):
                 f'watchdog: no cmd/ee_twist for {self._watchdog_timeout:.3f} s; holding still')
         elif not tripped:
             self.get_logger().info('watchdog: ee commands flowing')
+
+    def _publish_task_status(self):
+        self._task_pub.publish(String(data=json.dumps(self.backend.task_status())))
 
     def _publish_applied(self, twist, now):
         msg = TwistStamped()
