@@ -18,9 +18,10 @@ process publishes the instruction and watches every command. Measured:
   between driver ticks (the driver process stalled);
 * unsafe commands (velocity, acceleration, workspace on ``~/applied_twist``), and the stop
   latency of every injected stall against the watchdog target;
-* messages received per topic. A bag recorder can be plugged in through ``recorder`` to
-  compare these with what the bag holds; until ``vla_ros.bags`` provides one, the result
-  says the comparison was not run.
+* messages received per topic, and with a bag recorder plugged in through ``recorder``
+  (:func:`vla_ros.reliability.soak_bag.bag_recorder`: ``vla-ros bag record`` as a child
+  process), messages published vs recorded per reliable topic and received vs recorded
+  per camera (see :mod:`vla_ros.reliability.soak_bag` for how the windows are aligned).
 """
 
 from __future__ import annotations
@@ -71,25 +72,43 @@ class SoakConfig:
 
 
 class _Counter:
-    """Counts messages on topics the monitor does not watch (cameras, chunks, joints)."""
+    """Counts messages the monitor does not, and keeps the header stamps a bag is checked by.
+
+    Subscribed before the nodes start; reliable topics get the monitor's deep reliable
+    history so that, once matched, this process sees every message a publisher sends.
+    """
 
     def __init__(self, node):
+        from geometry_msgs.msg import TwistStamped
         from sensor_msgs.msg import Image, JointState
-        from vla_ros_msgs.msg import ActionChunk
+        from vla_ros_msgs.msg import ActionChunk, PolicyStatus
 
         from vla_ros.nodes import qos
+        from vla_ros.reliability.graph import MONITOR_QOS
 
         self.counts = {}
+        self.stamps = {}
         for topic, kind, profile in (('camera/front/image_raw', Image, qos.SENSOR),
                                      ('camera/wrist/image_raw', Image, qos.SENSOR),
                                      ('joint_states', JointState, qos.SENSOR),
-                                     ('vla/action_chunk', ActionChunk, qos.STATUS)):
-            self.counts[topic] = 0
-            node.create_subscription(kind, topic, self._count(topic), profile, raw=True)
+                                     ('vla/action_chunk', ActionChunk, MONITOR_QOS),
+                                     ('vla/status', PolicyStatus, MONITOR_QOS),
+                                     ('cmd/ee_twist', TwistStamped, MONITOR_QOS),
+                                     ('vla_driver/applied_twist', TwistStamped, MONITOR_QOS)):
+            self.stamps[topic] = []
+            node.create_subscription(kind, topic, self._keep(topic), profile, raw=True)
+            if topic not in ('cmd/ee_twist', 'vla_driver/applied_twist'):  # the monitor's
+                self.counts[topic] = 0
 
-    def _count(self, topic):
-        def callback(_msg):
-            self.counts[topic] += 1
+    def _keep(self, topic):
+        from vla_ros.reliability.soak_bag import header_stamp_ns
+
+        stamps = self.stamps[topic]
+
+        def callback(msg):
+            stamps.append(header_stamp_ns(msg))
+            if topic in self.counts:
+                self.counts[topic] += 1
         return callback
 
 
@@ -126,7 +145,10 @@ def run_soak(context, env, config: SoakConfig = SoakConfig(), recorder=None,
     """Run the soak; return the measurements (see the module docstring).
 
     ``recorder(namespace, env)`` (optional) starts a bag recording and returns an object
-    whose ``stop()`` returns ``{topic: messages recorded}``.
+    whose ``stop()`` returns ``{topic: messages recorded}``; it is stopped after the node
+    processes. A :class:`~vla_ros.reliability.soak_bag.BagRecording` (from
+    :func:`~vla_ros.reliability.soak_bag.bag_recorder`) also yields ``result['bag']``
+    with published vs recorded counts.
     """
     import rclpy
     from std_msgs.msg import String
@@ -163,6 +185,8 @@ def run_soak(context, env, config: SoakConfig = SoakConfig(), recorder=None,
                             and not is_zero(c[2]), 120.0, 0.05)
         if not moving:
             raise RuntimeError(f'the soak never started moving (logs in {log_dir})')
+        if hasattr(recording, 'wait_subscribed'):
+            recording.wait_subscribed(peer)
         t_start = wall_time()
         t_measure = t_start + config.warmup
         t_end = t_measure + config.duration
@@ -189,15 +213,26 @@ def run_soak(context, env, config: SoakConfig = SoakConfig(), recorder=None,
         result.update(_summarise(monitor, counter, samples, stalls, config, t_measure, t_end,
                                  holds_at_start))
     finally:
-        if recording is not None:
-            result['bag'] = {'recorded': recording.stop()}
-        exit_codes = {'driver': driver.stop(), 'inference': inference.stop()}
-        graph.close()
-        result['exit_codes'] = exit_codes
+        # Publishers first, then the recorder: everything sent is in flight or delivered
+        # before the bag is closed, so the bag can be compared with what was published.
+        # Inference before the driver: no commands arrive while the driver shuts down.
+        inference_code = inference.stop()
+        result['exit_codes'] = {'driver': driver.stop(), 'inference': inference_code}
+        try:
+            if recording is not None:
+                time.sleep(0.5)
+                recorded = recording.stop()
+                if hasattr(recording, 'stamps'):
+                    from vla_ros.reliability.soak_bag import bag_report
+
+                    result['bag'] = bag_report(recording, counter.stamps)
+                else:
+                    result['bag'] = {'recorded': recorded}
+        finally:
+            graph.close()
     if recording is None:
         result['bag'] = {'recorded': None, 'note': 'bag comparison not run: no recorder '
-                         'given (vla_ros.bags recording is integrated separately; pass '
-                         'run_soak(recorder=...))'}
+                         'given (pass run_soak(recorder=soak_bag.bag_recorder(...)))'}
     return result
 
 
