@@ -332,3 +332,16 @@ def test_cli_rejects_bad_data(tmp_path, capsys):
     other = make_dataset('mobile_manipulator', steps=3).save(tmp_path / 'mm')
     code, _, err = run_cli(argv + ['--data', str(other)], capsys)
     assert code == 2 and "action space 'mobile_manipulator' differs" in err
+
+
+def test_train_reads_recorded_bags_directly():
+    # A rosbag2 recording of the simulated robot (the golden bag) is training data as is.
+    from pathlib import Path
+
+    from vla_ros.training.data import load_dataset
+
+    dataset = load_dataset(Path(__file__).parent / 'golden' / 'sim_arm')
+    assert len(dataset) >= 1 and dataset.action_space == 'arm7'
+    episode = dataset.episodes[0]
+    assert episode.instruction and len(episode) > 10
+    assert 'front' in episode.images and episode.images['front'].dtype.name == 'uint8'

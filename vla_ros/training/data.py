@@ -21,16 +21,23 @@ from vla_ros.policies.contract import Observation
 
 
 def load_dataset(path: str | Path) -> EpisodeDataset:
-    """Load the episodes in ``path`` (a directory of ``episode_*.npz``), clear errors otherwise."""
+    """Load episodes from ``path``: episode_*.npz files, a rosbag2 bag, or a folder of bags."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f'dataset directory {str(path)!r} does not exist')
     if any(path.glob('episode_*.npz')):
         return EpisodeDataset.load(path)
-    if (path / 'metadata.yaml').is_file():
-        raise ValueError(f'{path} is a rosbag2 recording, not episodes: convert it to an '
-                         f'episode dataset first')
-    raise FileNotFoundError(f'no episode_*.npz in {path}')
+    bags = [path] if (path / 'metadata.yaml').is_file() else sorted(
+        p.parent for p in path.glob('*/metadata.yaml'))
+    if bags:
+        # Recorded sessions: one episode per instruction, actions from the commands.
+        from vla_ros.bags.dataset import bags_to_dataset
+
+        dataset, notes = bags_to_dataset(bags)
+        for note in notes:
+            print(f'note: {note}')
+        return dataset
+    raise FileNotFoundError(f'no episode_*.npz and no rosbag2 bag in {path}')
 
 
 def bounded_statistics(statistics: DatasetStatistics, space) -> DatasetStatistics:
