@@ -14,7 +14,6 @@ import threading
 import time
 import unicodedata
 
-import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -50,6 +49,7 @@ from vla_ros.nodes.messages import (
 from vla_ros.policies.registry import available_policies, make_policy
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import SWAP_BEHAVIORS, EngineConfig, InferenceEngine
+from vla_ros.runtime.proprio import ProprioLayout
 from vla_ros.runtime.worker import InferenceWorker
 
 STRATEGIES = ('receding_horizon', 'temporal_ensemble', 'latency_aware')
@@ -106,6 +106,9 @@ class InferenceNode(Node):
         self._declare_parameters()
         p = self._params()
         self._engine = InferenceEngine(self._engine_config(p))
+        self._proprio_layout = ProprioLayout(
+            tuple(j for j in p['proprio_joints'] if j),
+            tuple(j for j in p['gripper_joints'] if j), p['gripper_open_position'])
         self._ee_frame = p['ee_frame']
         self._base_frame = p['base_frame']
         self._limits = self._command_limits(p)
@@ -204,6 +207,15 @@ class InferenceNode(Node):
             'raw (sensor_msgs/Image) or compressed (CompressedImage)', read_only=True))
         self.declare_parameter('use_joint_states', False, d(
             'subscribe to joint_states for proprioception', read_only=True))
+        self.declare_parameter('proprio_joints', [''], d(
+            'joint_states names forming the proprio vector, in order (empty: all positions '
+            'as published)', read_only=True))
+        self.declare_parameter('gripper_joints', [''], d(
+            'finger joints averaged into a 0..1 opening appended to the proprio vector',
+            read_only=True))
+        self.declare_parameter('gripper_open_position', 0.04, d(
+            'finger position of a fully open gripper', read_only=True,
+            floating_point_range=_float_range(1e-6, 10.0)))
         self.declare_parameter('ee_frame', 'base_link', d(
             'frame of the end-effector twist commands'))
         self.declare_parameter('base_frame', 'base_footprint', d(
@@ -352,7 +364,8 @@ class InferenceNode(Node):
         try:
             if msg.name and len(msg.name) != len(msg.position):
                 raise ValueError(f'{len(msg.name)} names but {len(msg.position)} positions')
-            self._engine.set_proprio(np.asarray(msg.position, dtype=np.float64))
+            self._engine.set_proprio(self._proprio_layout.vector(list(msg.name),
+                                                                 msg.position))
         except ValueError as exc:
             self._engine.report_input_error(f'joint_states: {exc}', self._now())
 
