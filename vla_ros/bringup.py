@@ -125,6 +125,36 @@ def _typed(value: str):
     return yaml.safe_load(value)
 
 
+def configured_policy(configuration: str, args: dict[str, str]) -> str:
+    """The policy a configuration runs: the ``policy`` argument or its YAML default."""
+    if args.get('policy'):
+        return args['policy']
+    path = config_dir('policies', f'{_get(configuration).policy_file}.yaml')
+    data = yaml.safe_load(path.read_text())
+    return next(iter(data.values()))['ros__parameters']['policy']
+
+
+def shipped_checkpoint(policy: str) -> str:
+    """The checkpoint this project trained for ``policy`` in simulation ('' if none)."""
+    from vla_ros.models import DEFAULTS, model_path
+
+    if policy not in DEFAULTS:
+        return ''
+    try:
+        return model_path(policy)
+    except ValueError:
+        return ''
+
+
+# How the shipped sim checkpoints were trained: both cameras rendered at 96 px, and the
+# expert's full arm7 range (0.05 m / 0.25 rad per 0.1 s step = 0.5 m/s, 2.5 rad/s) with no
+# acceleration ramp; the hardware defaults in config/robots/arm.yaml are more cautious.
+SHIPPED_SIM_LIMITS = {'max_linear_velocity': 0.5, 'max_angular_velocity': 2.5}
+SHIPPED_SIM_DRIVER = {'image_width': 96, 'image_height': 96, **SHIPPED_SIM_LIMITS,
+                      'max_linear_acceleration': 20.0, 'max_angular_acceleration': 100.0}
+SHIPPED_SIM_INFERENCE = {'cameras': ['front', 'wrist'], **SHIPPED_SIM_LIMITS}
+
+
 def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
     """The nodes of ``configuration`` with parameters derived from the arguments."""
     config = _get(configuration)
@@ -143,6 +173,13 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
     for name in ('policy', 'model_path', 'unnorm_key', 'device', 'chunk_strategy'):
         if name in inference_params:
             inference_params[name] = str(args[name])  # keep strings strings ('1e-3', 'on')
+    if args['sim'] == 'true' and not args['model_path']:
+        # Sim mode defaults to the checkpoint this project trained in the same simulator.
+        checkpoint = shipped_checkpoint(configured_policy(configuration, args))
+        if checkpoint:
+            inference_params['model_path'] = checkpoint
+            inference_params.update(SHIPPED_SIM_INFERENCE)
+            driver_params.update(SHIPPED_SIM_DRIVER)
     return [
         NodeSpec('driver_node', 'vla_ros.nodes.driver_node', 'vla_driver',
                  (str(config_dir('robots', f'{config.robot}.yaml')),) + extra,
