@@ -23,6 +23,9 @@ if os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE') not in ('LOCALHOST', 'OFF'):
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(
     __import__('pathlib').Path(__file__).resolve().parents[1] / 'config' / 'dds'
     / 'fastdds_large_images.xml'))
+# Tiny models on a shared 2-core machine: a second intra-op thread only adds contention
+# (10-50x slower measured); torch reads this when it is first imported.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_OFFLINE'] = '1'
 os.environ.setdefault('MUJOCO_GL', 'egl')

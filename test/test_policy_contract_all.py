@@ -26,15 +26,6 @@ CHECKPOINTED = [n for n in ALL_POLICIES if n not in NO_CHECKPOINT]
 SEED = 7
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    # Tiny models on a shared 2-core machine: a second thread only adds contention.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope='module')

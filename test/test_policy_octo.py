@@ -19,15 +19,6 @@ from vla_ros.policies.registry import make_policy, policy_info
 from vla_ros.policies.torch_policy import bounds_statistics
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """The shared 2-core machine is oversubscribed; 2 spinning threads ran ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def obs(policy, stamp=0.0, instruction='pick up the red cube', seed=0):
     return Observation.make_example(policy.spec, instruction=instruction, stamp=stamp, seed=seed)
 

@@ -42,13 +42,6 @@ from vla_ros.policies.torch_policy import load_any  # noqa: E402
 LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Tiny matrices on a shared 2-core machine: extra intra-op threads only add contention.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope='module')

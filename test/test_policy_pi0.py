@@ -19,15 +19,6 @@ from vla_ros.policies.pi0.policy import Pi0Policy
 from vla_ros.policies.registry import make_policy
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """The CPU is shared with other jobs; oversubscribed torch threads slow down 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope='module')
 def policy():
     return make_policy('pi0')

@@ -21,14 +21,6 @@ from vla_ros.policies.rt1.policy import Rt1Policy  # noqa: E402
 SPACE = load_action_space('mobile_manipulator')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared with other jobs; two OpenMP threads then spin
-    # against each other and small convolutions run 10-50x slower than on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')

@@ -21,13 +21,6 @@ from vla_ros.runtime.engine import EngineConfig, InferenceEngine
 ACTION_TEXT = re.compile(r'[0-9]{1,3}( [0-9]{1,3}){6}')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """The CPU is shared with other jobs; oversubscribed torch threads slow down 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')

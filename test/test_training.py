@@ -57,17 +57,6 @@ def make_dataset(action_space='arm7', steps=10, seed=0, size=(48, 40)):
     return EpisodeDataset(episodes)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    # Tiny ops on a shared 2-core machine: a second thread only adds contention (10x here).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def dataset():
     return make_dataset()  # 48x40 images: not the policy's size, so collate must resize

@@ -24,7 +24,6 @@ import threading
 from typing import Optional
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import (
@@ -35,7 +34,6 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
@@ -54,6 +52,7 @@ from vla_ros.actions.safety import (
 from vla_ros.drivers.backend import make_backend
 from vla_ros.nodes import qos
 from vla_ros.nodes.image_conversion import rgb_to_image_msg
+from vla_ros.nodes.spin import spin_node
 
 # Parameters that make up SafetyLimits; a change to any of them rebuilds the limits at once.
 LIMIT_PARAMS = (
@@ -527,28 +526,8 @@ class DriverNode(Node):
 
 
 def main(args=None):
-    """Run the driver node until shutdown."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DriverNode()
-        # Every callback here is short, so one thread suffices; rclpy's MultiThreadedExecutor
-        # busy-waits and missed this 50 Hz loop in our tests (ros2/rclpy#1223, #1452). The
-        # callback groups still keep the node correct if it is composed into one.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # Ctrl-C can invalidate the context while the executor is taking a message; that
-        # is a shutdown, not a failure. Anything else is a real error.
-        if rclpy.ok():
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    """Entry point of ``ros2 run vla_ros driver_node``."""
+    spin_node(DriverNode, args)
 
 
 if __name__ == '__main__':

@@ -11,10 +11,8 @@ the node stays correct when composed into a multi-threaded process.
 import json
 import sys
 import threading
-import time
 import unicodedata
 
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
@@ -25,7 +23,6 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
@@ -46,6 +43,7 @@ from vla_ros.nodes.messages import (
     to_seconds,
     twist_msg,
 )
+from vla_ros.nodes.spin import spin_node
 from vla_ros.policies.registry import available_policies, make_policy
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import SWAP_BEHAVIORS, EngineConfig, InferenceEngine
@@ -415,26 +413,7 @@ class InferenceNode(Node):
 
 def main(args=None):
     """Entry point of ``ros2 run vla_ros inference_node``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = InferenceNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # Ctrl-C can invalidate the context while the executor is taking a message; that
-        # is a shutdown, not a failure. Anything else is a real error.
-        if rclpy.ok():
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        time.sleep(0)
-
+    spin_node(InferenceNode, args)
 
 
 if __name__ == '__main__':
