@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 
 SAMPLERS = ('ddpm', 'ddim')
+PREDICTIONS = ('epsilon', 'sample')
 TEXT_EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
 
 
@@ -80,6 +81,7 @@ class OctoConfig:
     sampler: str = 'ddpm'
     ddim_steps: int = 5
     max_action: float = 5.0
+    prediction: str = 'epsilon'      # 'epsilon' (Octo) or 'sample' (regress the clean chunk)
 
     def __post_init__(self) -> None:
         for name in ('chunk_length', 'image_size', 'proprio_dim', 'history_window',
@@ -118,6 +120,9 @@ class OctoConfig:
         if self.ddim_steps > self.diffusion_steps:
             raise ValueError(f'octo config: ddim_steps ({self.ddim_steps}) cannot exceed '
                              f'diffusion_steps ({self.diffusion_steps})')
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f'octo config: prediction must be one of {PREDICTIONS}, '
+                             f'got {self.prediction!r}')
         self.max_action = float(self.max_action)
         if not (math.isfinite(self.max_action) and self.max_action >= 1.0):
             raise ValueError(f'octo config: max_action must be finite and >= 1, '
@@ -169,4 +174,28 @@ FULL = {
     'head_hidden_dim': 256,
     'head_blocks': 3,
     'time_dim': 32,
+}
+
+# The shipped simulation policy: front + wrist cameras at 64 px cut into 16x16 patches
+# (16 tokens each), proprio token (7 joints + gripper), one frame, 4-step chunks; the
+# head regresses clean chunks (a 2,000-step training run leaves epsilon estimates too
+# coarse for the near-singular last step of the 20-step cosine schedule).
+SIM = {
+    'image_size': 64,
+    'camera_names': ('front', 'wrist'),
+    'patch_size': 16,
+    'stem_features': (32, 32, 64, 64),
+    'stem_out_features': 64,
+    'uses_proprio': True,
+    'proprio_dim': 8,
+    'history_window': 1,
+    'language_tokens': 2,
+    'width': 96,
+    'num_layers': 3,
+    'num_heads': 4,
+    'mlp_dim': 256,
+    'head_hidden_dim': 128,
+    'head_blocks': 3,
+    'time_dim': 16,
+    'prediction': 'sample',
 }

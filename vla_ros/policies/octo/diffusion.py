@@ -70,13 +70,25 @@ class ResidualMLPBlock(nn.Module):
         return x + self.contract(F.silu(self.expand(self.norm(x))))
 
 
+PREDICTIONS = ('epsilon', 'sample')
+
+
 class DiffusionActionHead(nn.Module):
-    """Epsilon-predicting MLP-ResNet denoiser of action chunks with DDPM/DDIM sampling."""
+    """MLP-ResNet denoiser of action chunks with DDPM/DDIM sampling.
+
+    ``prediction='epsilon'`` (Octo) regresses the added noise. ``'sample'`` regresses the
+    clean chunk instead: with few diffusion steps the cosine schedule's last step has
+    alpha_bar ~ 0, where turning a noise estimate into a chunk divides by ~sqrt(alpha_bar)
+    and amplifies its error ~30x; a predicted chunk needs no such division.
+    """
 
     def __init__(self, cond_dim: int, action_dim: int, chunk_length: int, time_dim: int = 32,
                  hidden_dim: int = 256, num_blocks: int = 3, diffusion_steps: int = 20,
-                 max_action: float = 5.0):
+                 max_action: float = 5.0, prediction: str = 'epsilon'):
         super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f'prediction must be one of {PREDICTIONS}, got {prediction!r}')
+        self.prediction = prediction
         self.action_dim = int(action_dim)
         self.chunk_length = int(chunk_length)
         self.diffusion_steps = int(diffusion_steps)
@@ -111,8 +123,9 @@ class DiffusionActionHead(nn.Module):
                                device=actions.device).view(batch, 1, 1)
         noisy = bars.sqrt() * actions + (1.0 - bars).sqrt() * noise
         predicted = self(cond, noisy.flatten(1), t.to(actions.device)).view_as(actions)
+        target = noise if self.prediction == 'epsilon' else actions
         weight = valid.to(actions.dtype).unsqueeze(-1).expand_as(actions)
-        return ((predicted - noise) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
+        return ((predicted - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, cond: torch.Tensor, generator: torch.Generator, sampler: str = 'ddpm',
@@ -132,6 +145,8 @@ class DiffusionActionHead(nn.Module):
         return torch.full((batch,), t, dtype=torch.long, device=like.device)
 
     def _ddpm(self, cond, x, generator):
+        if self.prediction == 'sample':
+            return self._ddpm_sample(cond, x, generator)
         for t in range(self.diffusion_steps - 1, -1, -1):
             eps = self(cond, x, self._steps(t, x.shape[0], x))
             alpha, bar = float(self.alphas[t]), float(self.alpha_bars[t])
@@ -141,14 +156,31 @@ class DiffusionActionHead(nn.Module):
             x = x.clamp(-self.max_action, self.max_action)
         return x
 
+    def _ddpm_sample(self, cond, x, generator):
+        # Posterior q(x_{t-1} | x_t, x0) with the predicted x0 (no division by alpha_bar).
+        for t in range(self.diffusion_steps - 1, -1, -1):
+            x0 = self(cond, x, self._steps(t, x.shape[0], x)).clamp(-self.max_action,
+                                                                     self.max_action)
+            if t == 0:
+                return x0
+            alpha, bar = float(self.alphas[t]), float(self.alpha_bars[t])
+            prev = float(self.alpha_bars[t - 1])
+            beta = 1.0 - alpha
+            mean = (math.sqrt(prev) * beta * x0
+                    + math.sqrt(alpha) * (1.0 - prev) * x) / (1.0 - bar)
+            std = math.sqrt(beta * (1.0 - prev) / (1.0 - bar))
+            x = mean + std * _randn(x.shape, generator, x)
+        return x
+
     def _ddim(self, cond, x, num_steps):
         # Evenly spaced steps from the noisiest to 0; eta = 0, so no noise after the start.
         schedule = np.unique(np.linspace(0, self.diffusion_steps - 1, num_steps).round())
         schedule = schedule.astype(int)[::-1]
         for i, t in enumerate(schedule):
-            eps = self(cond, x, self._steps(int(t), x.shape[0], x))
+            out = self(cond, x, self._steps(int(t), x.shape[0], x))
             bar = float(self.alpha_bars[t])
-            x0 = ((x - math.sqrt(1.0 - bar) * eps) / math.sqrt(bar))
+            x0 = out if self.prediction == 'sample' else \
+                (x - math.sqrt(1.0 - bar) * out) / math.sqrt(bar)
             x0 = x0.clamp(-self.max_action, self.max_action)
             if i + 1 == len(schedule):
                 return x0

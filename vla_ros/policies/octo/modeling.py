@@ -191,7 +191,8 @@ def build_action_head(config: OctoConfig, action_dim: int) -> DiffusionActionHea
     """A freshly initialised diffusion head for ``action_dim`` and the config's chunk."""
     return DiffusionActionHead(config.width, action_dim, config.chunk_length, config.time_dim,
                                config.head_hidden_dim, config.head_blocks,
-                               config.diffusion_steps, config.max_action)
+                               config.diffusion_steps, config.max_action,
+                               config.prediction)
 
 
 class OctoModel(nn.Module):

@@ -40,7 +40,7 @@ from vla_ros.policies.contract import (
     PolicyLoadError,
     PolicySpec,
 )
-from vla_ros.policies.octo.configuration import FULL, TINY, OctoConfig
+from vla_ros.policies.octo.configuration import FULL, SIM, TINY, OctoConfig
 from vla_ros.policies.octo.diffusion import generator_for
 from vla_ros.policies.octo.modeling import OctoModel, build_action_head
 from vla_ros.policies.torch_policy import TorchPolicy, bounds_statistics
@@ -63,7 +63,7 @@ class OctoPolicy(TorchPolicy):
 
     family = 'octo'
     config_class = OctoConfig
-    presets = {'tiny': TINY, 'full': FULL}
+    presets = {'tiny': TINY, 'sim': SIM, 'full': FULL}
     action_head = 'diffusion (MLP-ResNet, DDPM/DDIM)'
     action_type = 'continuous'
 
@@ -88,6 +88,18 @@ class OctoPolicy(TorchPolicy):
                           image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
                           uses_proprio=config.uses_proprio,
                           control_period=config.control_period)
+
+    def set_statistics(self, statistics, unnorm_key: str) -> None:
+        """Install dataset statistics (the trainer calls this): actions *and* proprio.
+
+        Without it a trained model would see raw proprio during training but normalized
+        proprio once loaded from its checkpoint.
+        """
+        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
+        self.statistics = statistics
+        self.unnorm_key = unnorm_key
+        self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
+        self._proprio_stats = self._proprio_statistics()
 
     def _proprio_statistics(self):
         """Mean/std tensors of proprio (Octo normalizes proprio to zero mean, unit std)."""

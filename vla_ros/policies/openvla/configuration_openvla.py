@@ -69,6 +69,9 @@ class OpenVlaConfig(PreTrainedConfig):
     chunk_length: int = 1
     control_period: float = 0.1
     camera_name: str = 'front'
+    # Several cameras (OpenVLA-OFT style): each image goes through the same vision backbone
+    # and the patch tokens are concatenated in this order. None: only ``camera_name``.
+    camera_names: list | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -128,15 +131,29 @@ class OpenVlaConfig(PreTrainedConfig):
         if len(set(grids.values())) != 1:
             raise ValueError(f'both encoders must produce the same number of patches to be '
                              f'fused channel-wise, got {grids}')
+        cams = self.cameras
+        if not cams or not all(isinstance(c, str) and c for c in cams) \
+                or len(set(cams)) != len(cams):
+            raise ValueError(f'camera_names must be distinct non-empty names, got {cams!r}')
         layers = min(self.dino_config.num_hidden_layers, self.siglip_config.num_hidden_layers)
         if not -layers <= self.vision_feature_layer < 0:
             raise ValueError(f'vision_feature_layer must be in [-{layers}, -1], got '
                              f'{self.vision_feature_layer}')
 
     @property
-    def num_patches(self) -> int:
-        """Image patches inserted into the language model's input sequence."""
+    def cameras(self) -> tuple[str, ...]:
+        """The cameras the model sees, in the order their patches enter the sequence."""
+        return tuple(self.camera_names) if self.camera_names else (self.camera_name,)
+
+    @property
+    def patches_per_image(self) -> int:
+        """Patches one camera image contributes."""
         return (self.image_size // self.siglip_config.patch_size) ** 2
+
+    @property
+    def num_patches(self) -> int:
+        """Image patches inserted into the language model's input sequence (all cameras)."""
+        return self.patches_per_image * len(self.cameras)
 
     @property
     def vision_dim(self) -> int:
@@ -183,7 +200,20 @@ MEDIUM = dict(
                      num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=1024,
                      bos_token_id=1, eos_token_id=2),
 )
-PRESETS = {'tiny': TINY, 'medium': MEDIUM, 'full': FULL}
+# The shipped simulation policy (~2.9 M parameters, 2.1 M of them the tied 32k-token
+# embedding): front and wrist cameras at 64 px (16 px patches, 16 per camera) through one
+# small DINOv2 + SigLIP backbone, sized so training fits ~30 min on a shared 2-core CPU.
+SIM = dict(
+    image_size=64, camera_names=['front', 'wrist'],
+    dino_config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
+                     patch_size=16, num_register_tokens=4),
+    siglip_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                       num_attention_heads=2, patch_size=16),
+    text_config=dict(hidden_size=64, intermediate_size=192, num_hidden_layers=4,
+                     num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                     bos_token_id=1, eos_token_id=2, tie_word_embeddings=True),
+)
+PRESETS = {'tiny': TINY, 'sim': SIM, 'medium': MEDIUM, 'full': FULL}
 
 # Known to AutoConfig so that tools reading a checkpoint's config.json (e.g. AutoTokenizer
 # on the same directory) recognise the model type instead of warning about it.

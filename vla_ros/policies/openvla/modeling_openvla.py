@@ -122,7 +122,16 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         return self.language_model.get_output_embeddings()
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected patch embeddings (B, num_patches, llm_dim)."""
+        """Projected patch embeddings (B, num_patches, llm_dim).
+
+        ``pixel_values`` is (B, 3, H, W) for one camera or (B, cameras, 3, H, W): every
+        camera goes through the same backbone and projector, and the patch tokens are
+        concatenated camera after camera (OpenVLA-OFT's multi-image input).
+        """
+        if pixel_values.ndim == 5:
+            b, c = pixel_values.shape[:2]
+            patches = self.projector(self.vision_backbone(pixel_values.flatten(0, 1)))
+            return patches.reshape(b, c * patches.shape[1], patches.shape[2])
         return self.projector(self.vision_backbone(pixel_values))
 
     def embed_inputs(self, input_ids: torch.Tensor,

@@ -81,9 +81,9 @@ class OpenVlaPolicy(TorchPolicy):
         return OpenVlaForActionPrediction(config)
 
     def make_spec(self, config: OpenVlaConfig) -> PolicySpec:
-        """One camera at ``image_size``; raw [0, 1] pixels (each encoder normalizes its own)."""
+        """The config's cameras at ``image_size``; raw [0, 1] pixels (encoders normalize)."""
         return PolicySpec(name='openvla', action_space=self.action_space,
-                          chunk_length=config.chunk_length, camera_names=(config.camera_name,),
+                          chunk_length=config.chunk_length, camera_names=config.cameras,
                           image_size=(config.image_size, config.image_size),
                           control_period=config.control_period)
 
@@ -94,9 +94,13 @@ class OpenVlaPolicy(TorchPolicy):
 
     def model_inputs(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids (1, L), pixel_values (1, 3, H, W))`` for an observation."""
-        pixels = self.images_tensor(observation)[:, 0]
+        pixels = self._pixel_values(self.images_tensor(observation))
         ids = torch.tensor([self.prompts.encode(observation.instruction)], device=self.device)
         return ids, pixels
+
+    def _pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, cameras, 3, H, W) -> the model's pixel input: (B, 3, H, W) for one camera."""
+        return images[:, 0] if images.shape[1] == 1 else images
 
     def predict_action_tokens(self, observation: Observation) -> np.ndarray:
         """The greedy action token ids (num_action_tokens,) for an observation."""
@@ -151,7 +155,7 @@ class OpenVlaPolicy(TorchPolicy):
             input_ids=torch.from_numpy(text['input_ids']).to(self.device),
             attention_mask=torch.from_numpy(text['attention_mask']).to(self.device),
             labels=torch.from_numpy(text['labels']).to(self.device),
-            pixel_values=images[:, 0].to(self.device, self.dtype))
+            pixel_values=self._pixel_values(images).to(self.device, self.dtype))
         return out.loss
 
     # ------------------------------------------------------------ construction
