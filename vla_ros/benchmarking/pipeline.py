@@ -82,7 +82,7 @@ def run_pipeline(latency: float, duration: float, control_rate_hz=10.0, chunk_le
 
     from vla_ros.nodes import qos
     from vla_ros.nodes.image_conversion import rgb_to_image_msg
-    from vla_ros.nodes.messages import to_seconds
+    from vla_ros.nodes.messages import to_seconds, to_time_msg
 
     period = 1.0 / control_rate_hz
     policy_params = json.dumps({'latency': latency, 'chunk_length': chunk_length,
@@ -115,8 +115,15 @@ def run_pipeline(latency: float, duration: float, control_rate_hz=10.0, chunk_le
     image_pub = node.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)
     instruction_pub = node.create_publisher(String, 'instruction', qos.INSTRUCTION)
     frame = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    node.create_timer(1.0 / camera_hz, lambda: image_pub.publish(
-        rgb_to_image_msg(frame, stamp=time.time(), frame_id='front_camera')))
+    template = rgb_to_image_msg(frame, frame_id='front_camera')
+
+    def publish_frame():
+        # Stamp right before publishing: building the synthetic camera's message is the
+        # camera driver's work, not the pipeline's (a real driver stamps at capture).
+        template.header.stamp = to_time_msg(time.time())
+        image_pub.publish(template)
+
+    node.create_timer(1.0 / camera_hz, publish_frame)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     peak_rss = float('nan')
