@@ -29,13 +29,8 @@ INSTRUCTION = QoSProfile(
 )
 
 # Latched state such as the e-stop: a driver that starts after the button was pressed
-# must still see it.
-LATCHED = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
+# must still see it. Same settings as the instruction; a separate name for its intent.
+LATCHED = INSTRUCTION
 
 # Status and chunks: reliable, a few deep so monitors and bags see every update.
 STATUS = QoSProfile(
