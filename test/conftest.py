@@ -57,3 +57,16 @@ def ros_context():
         yield context
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope='module')
+def module_ros_context():
+    """Like ros_context, but shared by a module's tests (graph harnesses are slow to build)."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -8,11 +8,10 @@ themselves), and the node must keep ticking.
 """
 
 import math
-import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vla_ros.reliability import fuzz
@@ -20,22 +19,16 @@ from vla_ros.reliability.invariants import AppliedTwistChecker, Envelope, measur
 
 pytestmark = [pytest.mark.graph]
 
-FAST = settings(max_examples=60, deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+FAST = fuzz.FUZZ_SETTINGS
 
 
 @pytest.fixture(scope='module')
-def harness():
-    import rclpy
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(os.environ['ROS_DOMAIN_ID']))
-    h = fuzz.DriverFuzzHarness(context)
+def harness(module_ros_context):
+    h = fuzz.DriverFuzzHarness(module_ros_context)
     try:
         yield h
     finally:
         h.close()
-        rclpy.try_shutdown(context=context)
 
 
 # ---------------------------------------------------------------- pure checkers

@@ -7,33 +7,22 @@ outside the configured limits may reach cmd/ee_twist or the driver behind it (a 
 driver checks acceleration and workspace as well). Case counts are printed per test.
 """
 
-import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from vla_ros.reliability import fuzz
 
 pytestmark = [pytest.mark.graph]
 
-FAST = settings(max_examples=60, deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+FAST = fuzz.FUZZ_SETTINGS
+
+
 
 
 @pytest.fixture(scope='module')
-def module_context():
-    """An rclpy context on this worker's isolated domain (conftest set ROS_DOMAIN_ID)."""
-    import rclpy
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(os.environ['ROS_DOMAIN_ID']))
-    yield context
-    rclpy.try_shutdown(context=context)
-
-
-@pytest.fixture(scope='module')
-def harness(module_context):
-    h = fuzz.InferenceFuzzHarness(module_context)
+def harness(module_ros_context):
+    h = fuzz.InferenceFuzzHarness(module_ros_context)
     try:
         h.instruct('move forward')
         assert h.wait_moving(), 'the harness never started moving'
@@ -85,8 +74,8 @@ def test_parameters(harness):
     assert harness.wait_moving(), harness.monitor.last_message()
 
 
-def test_malformed_compressed_images(module_context):
-    h = fuzz.InferenceFuzzHarness(module_context, 'fuzz_compressed', 'compressed')
+def test_malformed_compressed_images(module_ros_context):
+    h = fuzz.InferenceFuzzHarness(module_ros_context, 'fuzz_compressed', 'compressed')
     try:
         h.instruct('move forward')
         assert h.wait_moving()

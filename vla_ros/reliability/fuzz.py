@@ -24,6 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from vla_ros.reliability.graph import (
@@ -35,6 +36,11 @@ from vla_ros.reliability.graph import (
     wall_time,
 )
 from vla_ros.reliability.invariants import Envelope, velocity_violations
+
+# Hypothesis settings of every fuzz target: reproducible (derandomized, no example
+# database), no per-example deadline (graph round trips vary with machine load).
+FUZZ_SETTINGS = settings(max_examples=60, deadline=None, database=None, derandomize=True,
+                         suppress_health_check=list(HealthCheck))
 
 # Encodings the converter supports (bytes per pixel), and some it must refuse.
 BYTES_PER_PIXEL = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mono16': 2,
@@ -825,10 +831,9 @@ def run_fuzz(context, examples: int = 50, seed: int = 0) -> dict:
 
     Used by ``vla-ros bench faults``; the tests run the same checks under ``@given``.
     """
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import given
 
-    config = settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck), print_blob=False)
+    config = settings(FUZZ_SETTINGS, max_examples=examples, print_blob=False)
     results = {'cases': {}, 'rejected_with_reason': {}, 'failures': []}
 
     def run(label, harness, strategy, check):
