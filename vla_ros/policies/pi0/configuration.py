@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vla_ros.policies.paligemma_sizes import SIGLIP_SO400M_14, SIGLIP_TINY
+
 # Gemma-2B / PaliGemma embedding rows. The full preset keeps the whole table so its layout
 # (and parameter count) is PaliGemma's; the offline 32k tokenizer uses the first rows.
 PALIGEMMA_VOCAB = 257_152
@@ -99,15 +101,14 @@ class Pi0Config:
 
 
 TINY = dict(
-    patch_size=32, vision_width=32, vision_depth=2, vision_mlp_dim=64, vision_heads=2,
-    vocab_size=32_000, vlm_width=64, vlm_depth=2, vlm_mlp_dim=128, vlm_heads=4,
+    **SIGLIP_TINY, vocab_size=32_000, vlm_width=64, vlm_depth=2, vlm_mlp_dim=128, vlm_heads=4,
     num_kv_heads=1, head_dim=16, expert_width=32, expert_mlp_dim=64, expert_heads=4,
     max_token_length=24,
 )
 # The defaults are the published size; 'full' states it explicitly for readers.
 FULL = dict(
-    patch_size=14, vision_width=1152, vision_depth=27, vision_mlp_dim=4304, vision_heads=16,
-    vocab_size=PALIGEMMA_VOCAB, vlm_width=2048, vlm_depth=18, vlm_mlp_dim=16_384, vlm_heads=8,
+    **SIGLIP_SO400M_14, vocab_size=PALIGEMMA_VOCAB, vlm_width=2048, vlm_depth=18,
+    vlm_mlp_dim=16_384, vlm_heads=8,
     num_kv_heads=1, head_dim=256, expert_width=1024, expert_mlp_dim=4096, expert_heads=8,
 )
 PRESETS = {'tiny': TINY, 'full': FULL}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from vla_ros.policies.paligemma_sizes import SIGLIP_SO400M_14, SIGLIP_TINY
+
 PROMPT_TEMPLATE = 'What action should the robot take to {instruction}?'
 
 
@@ -79,12 +81,11 @@ class Rt2Config:
 
 
 TINY = dict(
-    patch_size=32, vision_width=32, vision_depth=2, vision_mlp_dim=64, vision_heads=2,
-    text_width=64, text_depth=2, text_mlp_dim=128, text_heads=4, num_kv_heads=1, head_dim=16,
+    **SIGLIP_TINY, text_width=64, text_depth=2, text_mlp_dim=128, text_heads=4,
+    num_kv_heads=1, head_dim=16,
 )
 FULL = dict(
-    patch_size=14, vision_width=1152, vision_depth=27, vision_mlp_dim=4304, vision_heads=16,
-    text_width=2048, text_depth=18, text_mlp_dim=16_384, text_heads=8, num_kv_heads=1,
-    head_dim=256,
+    **SIGLIP_SO400M_14, text_width=2048, text_depth=18, text_mlp_dim=16_384, text_heads=8,
+    num_kv_heads=1, head_dim=256,
 )
 PRESETS = {'tiny': TINY, 'full': FULL}
