@@ -146,11 +146,12 @@ def shipped_checkpoint(policy: str) -> str:
         return ''
 
 
-# How the shipped sim checkpoints were trained: both cameras rendered at 96 px, and the
+# How the shipped sim checkpoints were trained: both cameras rendered at 64 px (the
+# policies' input size, so nothing is resampled on the way), and the
 # expert's full arm7 range (0.05 m / 0.25 rad per 0.1 s step = 0.5 m/s, 2.5 rad/s) with no
 # acceleration ramp; the hardware defaults in config/robots/arm.yaml are more cautious.
 SHIPPED_SIM_LIMITS = {'max_linear_velocity': 0.5, 'max_angular_velocity': 2.5}
-SHIPPED_SIM_DRIVER = {'image_width': 96, 'image_height': 96, **SHIPPED_SIM_LIMITS,
+SHIPPED_SIM_DRIVER = {'image_width': 64, 'image_height': 64, **SHIPPED_SIM_LIMITS,
                       'max_linear_acceleration': 20.0, 'max_angular_acceleration': 100.0}
 SHIPPED_SIM_INFERENCE = {'cameras': ['front', 'wrist'], **SHIPPED_SIM_LIMITS}
 
