@@ -52,7 +52,7 @@ def test_collect_writes_a_loadable_dataset(tmp_path):
                                      image_size=(24, 24), cameras=('front',))
     data = EpisodeDataset.load(tmp_path / 'demos')
     assert len(data) == summary['kept'] == 4
-    assert summary['tasks']['reach'] == {'attempted': 2, 'kept': 2,
+    assert summary['tasks']['reach'] == {'attempted': 2, 'succeeded': 2, 'kept': 2,
                                          'steps': sum(len(e) for e in data.episodes[:2])}
     assert json.loads((tmp_path / 'demos' / 'collection.json').read_text())['kept'] == 4
     assert {e.metadata['task'] for e in data.episodes} == {'reach', 'pick_up'}
@@ -134,6 +134,64 @@ def test_strategies_run_on_identical_seeds(sim):
         assert [r.instruction for r in results] == [r.instruction for r in
                                                     runs['latency_aware']]
         assert all(r.success for r in results)
+
+
+class _LoggingExpert(ScriptedExpert):
+    """The expert, keeping every chunk it returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.chunks = []
+
+    def predict_chunk(self, observation):
+        chunk = super().predict_chunk(observation)
+        self.chunks.append(chunk.copy())
+        return chunk
+
+
+def test_action_noise_perturbs_execution_but_records_the_experts_labels(sim):
+    clean = rollout(ScriptedExpert(), 'pick_up', 4, 'train', record=True, sim=sim)
+    expert = _LoggingExpert()
+    noisy = rollout(expert, 'pick_up', 4, 'train', record=True, sim=sim, action_noise=0.3,
+                    noise_seed=11)
+    # Labels are exactly what the expert asked for, tick by tick ...
+    np.testing.assert_array_equal(noisy.episode.actions, np.concatenate(expert.chunks))
+    assert noisy.episode.metadata['action_noise'] == 0.3
+    assert clean.episode.metadata['action_noise'] == 0.0
+    # ... while the executed motion was perturbed: the states visited differ.
+    n = min(clean.steps, noisy.steps)
+    assert np.abs(clean.episode.proprio[:n] - noisy.episode.proprio[:n]).max() > 0.01
+    again = rollout(ScriptedExpert(), 'pick_up', 4, 'train', record=True, sim=sim,
+                    action_noise=0.3, noise_seed=11)
+    np.testing.assert_array_equal(again.episode.actions, noisy.episode.actions)
+    with pytest.raises(ValueError, match='action_noise'):
+        rollout(ScriptedExpert(), 'reach', 0, sim=sim, action_noise=float('nan'))
+    with pytest.raises(ValueError, match='action_noise'):
+        collect_demonstrations('unused', ['reach'], 1, action_noise=1.5)
+
+
+def test_dagger_records_the_expert_labels_of_the_states_the_driver_visits(sim, tmp_path):
+    # A driver that only creeps forward: the expert's labels must aim at the target instead.
+    driver = ScriptedPolicy(chunk_length=1, image_size=(32, 32), velocity=(0.1, 0, 0, 0, 0, 0))
+    labeler = _LoggingExpert()
+    result = rollout(driver, 'reach', 6, 'train', record=True, image_size=(32, 32), sim=sim,
+                     labeler=labeler)
+    ep = result.episode
+    assert not result.success and ep.metadata['labels'] == 'expert'
+    np.testing.assert_array_equal(ep.actions, np.concatenate(labeler.chunks))
+    assert len(labeler.chunks) == result.steps
+    # The driver's command never changes; the expert's labels react to where it went.
+    assert np.ptp(ep.actions[:, :3], axis=0).max() > 0.005
+    with pytest.raises(ValueError, match='record'):
+        rollout(driver, 'reach', 6, sim=sim, labeler=labeler)
+    summary = collect_demonstrations(tmp_path / 'dagger', ['reach'], 2, seed=6,
+                                     image_size=(32, 32), cameras=('front',), policy=driver,
+                                     expert_labels=True)
+    # Failed episodes are kept: the corrections are the point.
+    assert summary['tasks']['reach']['kept'] == 2 > summary['tasks']['reach']['succeeded']
+    assert summary['labels'] == 'expert'
+    with pytest.raises(ValueError, match='policy'):
+        collect_demonstrations(tmp_path / 'x', ['reach'], 1, expert_labels=True)
 
 
 def test_rollout_rejects_bad_arguments(sim):

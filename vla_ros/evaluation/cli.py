@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from vla_ros.policies.contract import PolicyLoadError
+
 EXPERT = 'expert'
 
 
@@ -91,7 +93,7 @@ def cmd_eval(args) -> int:
     tasks = _tasks(args.tasks)
     try:
         policy = make_eval_policy(args.policy, args.model_path, args.policy_params)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, PolicyLoadError) as exc:
         print(f'vla-ros eval: cannot make policy {args.policy!r}: {exc}', file=sys.stderr)
         return 2
     started = time.perf_counter()
@@ -143,19 +145,32 @@ def cmd_collect(args) -> int:
     os.environ.setdefault('MUJOCO_GL', 'egl')
     from vla_ros.evaluation.rollout import collect_demonstrations
 
+    policy = None
+    if args.policy is not None:
+        try:
+            policy = make_eval_policy(args.policy, args.model_path)
+        except (ValueError, TypeError, PolicyLoadError) as exc:
+            print(f'vla-ros collect: cannot make policy {args.policy!r}: {exc}',
+                  file=sys.stderr)
+            return 2
     try:
         summary = collect_demonstrations(
             args.output, _tasks(args.task), args.episodes, seed=args.seed, split=args.split,
             image_size=args.image_size, cameras=tuple(args.cameras),
-            progress=not args.no_progress)
+            progress=not args.no_progress, action_noise=args.action_noise, policy=policy,
+            expert_labels=policy is not None)
     except FileExistsError as exc:
         print(f'vla-ros collect: {exc}', file=sys.stderr)
         return 2
+    finally:
+        if policy is not None:
+            policy.close()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         for task, c in summary['tasks'].items():
-            print(f"{task:10s} kept {c['kept']}/{c['attempted']} episodes ({c['steps']} steps)")
+            print(f"{task:10s} kept {c['kept']}/{c['attempted']} episodes ({c['steps']} steps, "
+                  f"{c['succeeded']} succeeded)")
         print(f"{summary['kept']} episodes in {summary['output']} "
               f"({summary['episodes_per_s']} episodes/s)")
     return 0 if summary['kept'] else 1
@@ -172,6 +187,13 @@ def _non_negative(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f'must be >= 0, got {text}')
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'must be in [0, 1], got {text}')
     return value
 
 
@@ -224,6 +246,13 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--cameras', nargs='+', default=['front', 'wrist'],
                    choices=['front', 'wrist'])
     p.add_argument('--split', choices=SPLITS, default='train')
+    p.add_argument('--action-noise', type=_fraction, default=0.0, metavar='MAX',
+                   help='DART: execute the expert with noise of a per-episode scale drawn '
+                        'from [0, MAX] x the action bounds; labels stay clean (default 0)')
+    p.add_argument('--policy', default=None,
+                   help='DAgger: this registered policy drives and the expert labels every '
+                        'visited state; all episodes are kept (default: the expert drives)')
+    p.add_argument('--model-path', default=None, help='checkpoint of --policy')
     p.add_argument('--json', action='store_true', help='print the summary as JSON')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=cmd_collect)

@@ -131,7 +131,8 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
             control_period: float | None = None, inference_latency: float = 0.0,
             replan_every: int | None = None, image_size=(64, 64), record: bool = False,
             record_cameras=DEFAULT_RECORD_CAMERAS, frame_size=None, sim=None,
-            wrong_object_patience: int = 3) -> RolloutResult:
+            wrong_object_patience: int = 3, action_noise: float = 0.0,
+            noise_seed: int | None = None, labeler: Policy | None = None) -> RolloutResult:
     """Run ``policy`` closed loop on one episode of ``task`` and judge it.
 
     ``task`` is a Task, a task name or a ready TaskInstance (then ``seed``/``split`` are
@@ -141,6 +142,16 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     executed actions, stamps, proprioception, task metadata). ``frame_size`` (w, h) keeps
     the first and last front-camera frames for contact sheets. ``sim`` reuses a simulator
     (created and closed here otherwise).
+
+    ``action_noise`` > 0 perturbs what is *executed* (DART, Laskey et al. 2017): every
+    non-gripper dimension gets Gaussian noise with standard deviation ``action_noise`` x
+    its bound (arm7: 0.2 -> 1 cm and 0.05 rad per period), seeded by ``noise_seed``. The
+    recorded actions stay the policy's own, so an expert's demonstrations then show how
+    to recover from states off its nominal path.
+
+    ``labeler`` (DAgger, Ross et al. 2011): ``policy`` drives, and every tick the recorded
+    action is what ``labeler`` (the privileged expert, chunk length 1) would do in the
+    state ``policy`` led to. Needs ``record=True``.
     """
     if not isinstance(policy, Policy):
         raise ValueError(f'policy must be a Policy, got {type(policy).__name__}')
@@ -153,6 +164,17 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
         raise ValueError(f'inference_latency must be >= 0 seconds, got {inference_latency!r}')
     if int(wrong_object_patience) < 1:
         raise ValueError('wrong_object_patience must be >= 1')
+    if not (math.isfinite(action_noise) and 0.0 <= action_noise <= 1.0):
+        raise ValueError(f'action_noise must be in [0, 1] (fraction of the bounds), got '
+                         f'{action_noise!r}')
+    noise = _ActionNoise(spec.action_space, float(action_noise), noise_seed) \
+        if action_noise > 0 else None
+    if labeler is not None:
+        if not record:
+            raise ValueError('labeler only makes sense with record=True')
+        if labeler.spec.chunk_length != 1 or labeler.spec.action_space != spec.action_space:
+            raise ValueError('the labeler must output single arm actions in the policy\'s '
+                             'action space')
     instance = _instance(task, seed, split)
     buffer_strategy = make_strategy(strategy, **(strategy_params or {}))
     replan = _default_replan(buffer_strategy, spec.chunk_length) if replan_every is None \
@@ -168,20 +190,24 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     try:
         return _run(policy, instance, sim, ChunkBuffer(buffer_strategy), to_command, period,
                     latency, replan, record, tuple(record_cameras), tuple(image_size),
-                    frame_size, int(wrong_object_patience), started)
+                    frame_size, int(wrong_object_patience), started, noise, labeler)
     finally:
         if own_sim:
             sim.close()
 
 
 def _run(policy, instance, sim, buffer, to_command, period, latency, replan, record,
-         record_cameras, image_size, frame_size, patience, started) -> RolloutResult:
+         record_cameras, image_size, frame_size, patience, started,
+         noise=None, labeler=None) -> RolloutResult:
     spec = policy.spec
     instance.reset(sim)
-    policy.reset()
-    attach = getattr(policy, 'attach_simulator', None)
-    if callable(attach):
-        attach(sim, instance)
+    for p in (policy, labeler):
+        if p is None:
+            continue
+        p.reset()
+        attach = getattr(p, 'attach_simulator', None)
+        if callable(attach):
+            attach(sim, instance)
     first = sim.render('front', size=frame_size) if frame_size else None
     frames = {cam: [] for cam in record_cameras} if record else None
     actions, stamps, proprio = [], [], []
@@ -219,6 +245,9 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
                 frames[cam].append(sim.render(cam, size=image_size))
             proprio.append(proprio_vector(sim))
             stamps.append(now)
+            if labeler is not None:
+                label = labeler.check_chunk(labeler.predict_chunk(
+                    _observe(sim, labeler, instance.instruction, now)))[0]
         buffered = buffer.action_at(now)
         if buffered is None:
             holds += 1
@@ -227,12 +256,13 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
             if 'gripper' in spec.action_space.names:
                 executed[spec.action_space.index('gripper')] = gripper
         else:
-            command = to_command(buffered.action, spec.control_period)
+            executed = spec.action_space.clip(buffered.action)
+            applied = executed if noise is None else noise(executed)
+            command = to_command(applied, spec.control_period)
             twist = command.ee_twist
             if command.gripper is not None:
                 gripper = command.gripper
-            executed = spec.action_space.clip(buffered.action)
-        actions.append(executed)
+        actions.append(executed if labeler is None else spec.action_space.clip(label))
         sim.step_ee_twist(twist, gripper, dt=period)
         outcome = instance.evaluate(sim)
         wrong_streak = wrong_streak + 1 if outcome.wrong_object else 0
@@ -250,7 +280,9 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
             actions=np.array(actions, dtype=np.float32), stamps=np.array(stamps),
             proprio=np.array(proprio), metadata={
                 **instance.info(), 'success': outcome.success, 'wrong_object': wrong,
-                'policy': spec.name, 'proprio_names': list(PROPRIO_NAMES)})
+                'policy': spec.name, 'proprio_names': list(PROPRIO_NAMES),
+                'action_noise': 0.0 if noise is None else noise.scale,
+                'labels': 'executed' if labeler is None else labeler.spec.name})
     return RolloutResult(
         task=instance.task.name, seed=instance.seed, split=instance.split,
         target=instance.target, direction=instance.direction,
@@ -260,6 +292,21 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
         hold_ticks=holds, policy_errors=len(errors), first_error=errors[0] if errors else '',
         wall_time_s=time.perf_counter() - started,
         metrics=outcome.metrics, first_frame=first, last_frame=last, episode=episode)
+
+
+class _ActionNoise:
+    """Seeded Gaussian perturbation of executed actions (the gripper is left alone)."""
+
+    def __init__(self, space, scale: float, seed: int | None) -> None:
+        self.scale = scale
+        self._space = space
+        self._std = scale * np.maximum(np.abs(space.low), np.abs(space.high))
+        if 'gripper' in space.names:
+            self._std[space.index('gripper')] = 0.0
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        return self._space.clip(action + self._rng.normal(0.0, 1.0, action.shape) * self._std)
 
 
 def run_episodes(policy: Policy, tasks, episodes: int, seed: int = 0, split: str = 'test',
@@ -306,8 +353,17 @@ def _progress(total: int, unit: str, enabled: bool):
 
 def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: str = 'train',
                            image_size=(64, 64), cameras=DEFAULT_RECORD_CAMERAS,
-                           policy: Policy | None = None, progress: bool = False) -> dict:
+                           policy: Policy | None = None, progress: bool = False,
+                           action_noise: float = 0.0, expert_labels: bool = False) -> dict:
     """Record ``episodes`` expert attempts per task into an EpisodeDataset directory.
+
+    ``action_noise`` > 0: each episode executes the expert's actions with noise of a
+    scale drawn uniformly from [0, action_noise] for that episode (see :func:`rollout`),
+    so the data mixes clean runs with recoveries; the recorded labels are always clean.
+
+    ``expert_labels`` (DAgger): ``policy`` (e.g. a trained one) drives and the scripted
+    expert labels every visited state; then every episode is kept, failed or not, since
+    the expert's corrections are most useful exactly where the policy went wrong.
 
     Only successful episodes are written (``episode_00000.npz``, ... as
     :class:`~vla_ros.datasets.episodes.EpisodeDataset` names them), one at a time so memory
@@ -321,9 +377,14 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     if any(output.glob('episode_*.npz')):
         raise FileExistsError(f'{output} already holds episodes; choose an empty directory')
     output.mkdir(parents=True, exist_ok=True)
+    if not (math.isfinite(action_noise) and 0.0 <= action_noise <= 1.0):
+        raise ValueError(f'action_noise must be in [0, 1], got {action_noise!r}')
+    if expert_labels and policy is None:
+        raise ValueError('expert_labels needs the policy that drives')
     policy = policy or ScriptedExpert(image_size=image_size)
+    labeler = ScriptedExpert(image_size=image_size) if expert_labels else None
     tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
-    counts = {t.name: {'attempted': 0, 'kept': 0, 'steps': 0} for t in tasks}
+    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'kept': 0, 'steps': 0} for t in tasks}
     written = 0
     sim = make_sim(image_size)
     bar = _progress(len(tasks) * int(episodes), 'episodes', progress)
@@ -331,11 +392,16 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     try:
         for task in tasks:
             for i in range(int(episodes)):
+                # Scale and noise stream are pure functions of the episode (task, seed).
+                rng = np.random.default_rng([seed + i, task._index, 7])
                 result = rollout(policy, task, seed + i, split, record=True,
-                                 record_cameras=cameras, image_size=image_size, sim=sim)
+                                 record_cameras=cameras, image_size=image_size, sim=sim,
+                                 action_noise=float(rng.uniform(0.0, action_noise)),
+                                 noise_seed=int(rng.integers(2**31)), labeler=labeler)
                 entry = counts[task.name]
                 entry['attempted'] += 1
-                if result.success:
+                entry['succeeded'] += int(result.success)
+                if result.success or labeler is not None:
                     result.episode.save(output / f'episode_{written:05d}.npz')
                     written += 1
                     entry['kept'] += 1
@@ -350,7 +416,9 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     elapsed = time.perf_counter() - started
     summary = {'output': str(output), 'split': split, 'seed': seed,
                'episodes_per_task': int(episodes), 'image_size': list(image_size),
-               'cameras': list(cameras), 'policy': policy.spec.name, 'tasks': counts,
+               'cameras': list(cameras), 'policy': policy.spec.name,
+               'action_noise': action_noise,
+               'labels': labeler.spec.name if labeler else 'executed', 'tasks': counts,
                'attempted': sum(c['attempted'] for c in counts.values()),
                'kept': written, 'steps': sum(c['steps'] for c in counts.values()),
                'wall_time_s': round(elapsed, 2),
