@@ -1,5 +1,6 @@
 """OpenVLA family: prompt, constrained decoding, checkpoints, remote-code gating, training."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -412,6 +413,109 @@ def test_lora_target_modules_exist_and_peft_wraps(policy, obs):
     grads = [n for n, p in fresh.model.named_parameters() if p.grad is not None]
     assert grads and all('lora_' in n for n in grads)
     assert fresh.predict_chunk(obs).shape == (1, 7)
+
+
+# ------------------------------------------------------------------------ proprio (OFT)
+def _proprio_statistics():
+    """Action bounds plus proprio statistics of 8 dims with known q01/q99."""
+    q01, q99 = np.full(8, -2.0), np.full(8, 2.0)
+    proprio = ActionStatistics(mean=np.zeros(8), std=np.ones(8), min=q01, max=q99, q01=q01,
+                               q99=q99, mask=np.ones(8, bool))
+    base = two_datasets().select('bridge')
+    return DatasetStatistics({'sim': StatisticsEntry(action=base.action, proprio=proprio)})
+
+
+def test_proprio_token_conditions_the_action_and_survives_save_load(tmp_path):
+    policy = make_policy('openvla', use_proprio=True, proprio_dim=8,
+                         statistics=_proprio_statistics(), seed=3)
+    assert policy.spec.uses_proprio and policy.config.num_inserted_tokens == \
+        policy.config.num_patches + 1
+    obs = dataclasses.replace(
+        Observation.make_example(policy.spec, instruction='reach the red cube'),
+        proprio=np.linspace(-1, 1, 8).astype(np.float32))
+    # The projector sees the normalized state: q01/q99 = -2/2 map to -1/1, beyond is clipped.
+    np.testing.assert_allclose(policy.proprio_tensor([[1.0] * 8, [9.0] * 8]).numpy(),
+                               [[0.5] * 8, [1.0] * 8])
+    ids, pixels = policy.model_inputs(obs)
+    with torch.no_grad():
+        embeds = [policy.model.embed_inputs(ids, pixels, policy.proprio_tensor([[v] * 8]))
+                  for v in (-2.0, 2.0)]
+    token = policy.config.num_patches + 1  # BOS, patches, then the proprio token
+    assert not torch.allclose(embeds[0][:, token], embeds[1][:, token])
+    assert torch.equal(embeds[0][:, :token], embeds[1][:, :token])
+    before = policy.predict_chunk(obs)
+    policy.save_pretrained(tmp_path)
+    loaded = make_policy('openvla', model_path=str(tmp_path))
+    assert loaded.spec.uses_proprio
+    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
+    with pytest.raises(InvalidObservationError, match='proprio'):
+        loaded.predict_chunk(dataclasses.replace(obs, proprio=np.zeros(5, np.float32)))
+    with pytest.raises(InvalidObservationError):
+        loaded.predict_chunk(dataclasses.replace(obs, proprio=None))
+    with pytest.raises(ValueError, match='proprio'):
+        loaded.model.embed_inputs(ids, pixels)
+
+
+def test_proprio_training_loss_falls_and_needs_proprio():
+    policy = make_policy('openvla', use_proprio=True, proprio_dim=8, seed=0)
+    policy.model.train()
+    batch = dict(_batch(), proprio=torch.linspace(-1, 1, 16).reshape(2, 8))
+    optimizer = torch.optim.Adam(policy.model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss = policy.training_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert policy.model.proprio_projector.fc1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='proprio'):
+        policy.training_loss(_batch())
+    with pytest.raises(ValueError, match='proprio_dim'):
+        OpenVlaConfig(**{**TINY, 'use_proprio': True, 'proprio_dim': 0})
+
+
+def test_sincos_position_init_is_a_2d_code_and_optional():
+    from vla_ros.policies.openvla.modeling_openvla import sincos_2d
+
+    code = sincos_2d(4, 8)
+    assert code.shape == (16, 8)
+    # Patches in the same row share the row channels, in the same column the column ones.
+    assert torch.equal(code[1, :4], code[2, :4]) and not torch.equal(code[1, 4:], code[2, 4:])
+    assert torch.equal(code[1, 4:], code[5, 4:]) and not torch.equal(code[1, :4], code[5, :4])
+    coded = make_policy('openvla', sincos_position_init=True, seed=0).model.vision_backbone
+    dino = coded.featurizer.embeddings.position_embeddings[0, 1:]
+    assert torch.equal(dino, sincos_2d(8, dino.shape[1]))
+    siglip = coded.fused_featurizer.embeddings.position_embedding.weight
+    assert torch.equal(siglip, sincos_2d(8, siglip.shape[1]))
+    plain = make_policy('openvla', seed=0).model.vision_backbone
+    assert not torch.equal(plain.fused_featurizer.embeddings.position_embedding.weight, siglip)
+    with pytest.raises(ValueError, match='divisible by 4'):
+        sincos_2d(4, 6)
+
+
+def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera():
+    from vla_ros.policies.openvla.modeling_openvla import OpenVlaKeypointReadout
+
+    readout = OpenVlaKeypointReadout(dim=2, grid=4)
+    patches = torch.full((1, 16, 2), -30.0)
+    patches[0, 4 * 1 + 3, 0] = 30.0  # channel 0 peaks at row 1, column 3
+    patches[0, 4 * 3 + 0, 1] = 30.0  # channel 1 at row 3, column 0
+    points = readout.keypoints(patches).reshape(2, 2)
+    np.testing.assert_allclose(points.numpy(), [[-1 / 3, 1.0], [1.0, -1.0]], atol=1e-4)
+    token, _ = readout(patches)
+    assert token.shape == (1, 1, 2)
+    policy = make_policy('openvla', keypoint_tokens=True, camera_names=['front', 'wrist'])
+    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
+    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
+    ids, pixels = policy.model_inputs(obs)
+    found = []
+    with torch.no_grad():
+        embeds = policy.model.embed_inputs(ids, pixels, keypoints_out=found)
+    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
+    assert len(found) == 2 and found[0].shape == (1, 2 * policy.config.text_config.hidden_size)
+    assert policy.predict_chunk(obs).shape == (1, 7)
 
 
 # ------------------------------------------------------------------------ full size

@@ -142,4 +142,5 @@ class EpisodeDataset:
                     'actions': episode.actions[rows],
                     'valid': np.arange(t, t + chunk_length) < n,
                     'proprio': None if episode.proprio is None else episode.proprio[t],
+                    'metadata': episode.metadata,
                 }

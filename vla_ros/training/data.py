@@ -131,6 +131,8 @@ def collate(policy, samples: list[dict]) -> dict:
         return own(samples)
     import torch
 
+    from vla_ros.training.auxiliary import batch_object_targets
+
     images = [policy.images_tensor(Observation(s['images'], s['instruction']))
               for s in samples]
     actions = np.stack([policy.normalizer.normalize(s['actions']) for s in samples])
@@ -138,7 +140,10 @@ def collate(policy, samples: list[dict]) -> dict:
     if spec.uses_proprio:
         proprio = torch.as_tensor(np.stack([s['proprio'] for s in samples]),
                                   dtype=torch.float32, device=policy.device)
+    objects = batch_object_targets(samples)
     return {
+        'object_targets': None if objects is None else torch.as_tensor(objects[0]),
+        'object_valid': None if objects is None else torch.as_tensor(objects[1]),
         'images': torch.cat(images),
         'instructions': [s['instruction'] for s in samples],
         'actions': torch.as_tensor(actions, dtype=torch.float32, device=policy.device),

@@ -72,6 +72,24 @@ class OpenVlaConfig(PreTrainedConfig):
     # Several cameras (OpenVLA-OFT style): each image goes through the same vision backbone
     # and the patch tokens are concatenated in this order. None: only ``camera_name``.
     camera_names: list | None = None
+    # Proprioception (OpenVLA-OFT): the normalized state vector goes through its own MLP
+    # projector and enters the sequence as one token right after the image patches.
+    use_proprio: bool = False
+    proprio_dim: int = 8
+    # Random initialisation only: start the ViTs' position embeddings from a 2-D sine-cosine
+    # code instead of noise (for training from scratch; loaded weights replace them anyway).
+    sincos_position_init: bool = False
+    # Training only: > 0 spreads each action-token target over its neighbouring bins with
+    # this standard deviation (in bins) instead of one-hot (see the model's loss).
+    action_label_sigma: float = 0.0
+    # Training only: > 0 adds an object probe (an MLP on the first camera's keypoints; needs
+    # keypoint_tokens) that regresses each scene object's position and cube yaw from simulator ground truth,
+    # weighted by this factor (see vla_ros.training.auxiliary). Inference ignores it.
+    # One spatial-soft-argmax keypoint token per camera after its patches (see the model).
+    keypoint_tokens: bool = False
+    object_probe_weight: float = 0.0
+    object_probe_objects: int = 4
+    object_probe_dim: int = 4
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -105,12 +123,26 @@ class OpenVlaConfig(PreTrainedConfig):
             raise ValueError(f'projector_type must be one of {PROJECTOR_TYPES}, '
                              f'got {self.projector_type!r}')
         for name in ('image_size', 'text_vocab_size', 'pad_to_multiple_of', 'n_action_bins',
-                     'chunk_length'):
+                     'chunk_length', 'proprio_dim', 'object_probe_objects', 'object_probe_dim'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value!r}')
+        for name in ('use_proprio', 'sincos_position_init', 'keypoint_tokens'):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         if not self.n_action_bins <= self.text_vocab_size:
             raise ValueError('n_action_bins must not exceed text_vocab_size')
+        if isinstance(self.action_label_sigma, bool) or not isinstance(
+                self.action_label_sigma, (int, float)) or not 0 <= self.action_label_sigma <= 64:
+            raise ValueError(f'action_label_sigma must be in [0, 64] bins, got '
+                             f'{self.action_label_sigma!r}')
+        if isinstance(self.object_probe_weight, bool) or not isinstance(
+                self.object_probe_weight, (int, float)) or not self.object_probe_weight >= 0:
+            raise ValueError(f'object_probe_weight must be >= 0, got '
+                             f'{self.object_probe_weight!r}')
+        if self.object_probe_weight > 0 and not self.keypoint_tokens:
+            raise ValueError('object_probe_weight > 0 needs keypoint_tokens (the probe reads '
+                             'the keypoints)')
         if not (isinstance(self.control_period, (int, float)) and self.control_period > 0):
             raise ValueError(f'control_period must be > 0, got {self.control_period!r}')
         padded = padded_vocab_size(self.text_vocab_size, self.pad_to_multiple_of)
@@ -154,6 +186,12 @@ class OpenVlaConfig(PreTrainedConfig):
     def num_patches(self) -> int:
         """Image patches inserted into the language model's input sequence (all cameras)."""
         return self.patches_per_image * len(self.cameras)
+
+    @property
+    def num_inserted_tokens(self) -> int:
+        """Embeddings inserted after BOS: patches, keypoint tokens, proprio token."""
+        return (self.num_patches + len(self.cameras) * int(self.keypoint_tokens)
+                + int(self.use_proprio))
 
     @property
     def vision_dim(self) -> int:
@@ -200,15 +238,19 @@ MEDIUM = dict(
                      num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=1024,
                      bos_token_id=1, eos_token_id=2),
 )
-# The shipped simulation policy (~2.9 M parameters, 2.1 M of them the tied 32k-token
-# embedding): front and wrist cameras at 64 px (16 px patches, 16 per camera) through one
-# small DINOv2 + SigLIP backbone, sized so training fits ~30 min on a shared 2-core CPU.
+# The shipped simulation policy (~2.7 M parameters, 2.1 M of them the tied 32k-token
+# embedding): front and wrist cameras at 64 px with 8 px patches (64 per camera; 16 px
+# patches left a 4 px object a quarter of one token and the policy could not find it)
+# through one small DINOv2 + SigLIP backbone, plus an OFT-style proprio token (7 joints +
+# gripper), sized so a training run fits about an hour of this 2-core CPU.
 SIM = dict(
-    image_size=64, camera_names=['front', 'wrist'],
+    image_size=64, camera_names=['front', 'wrist'], use_proprio=True, proprio_dim=8,
+    sincos_position_init=True, action_label_sigma=2.0, keypoint_tokens=True,
+    object_probe_weight=1.0,
     dino_config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
-                     patch_size=16, num_register_tokens=4),
+                     patch_size=8, num_register_tokens=4),
     siglip_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                       num_attention_heads=2, patch_size=16),
+                       num_attention_heads=2, patch_size=8),
     text_config=dict(hidden_size=64, intermediate_size=192, num_hidden_layers=4,
                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=True),

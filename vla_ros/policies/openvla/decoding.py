@@ -34,11 +34,13 @@ def _head_rows(head: torch.nn.Linear, first: int, stop: int):
 
 
 def greedy_action_tokens(model, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                         num_tokens: int, token_range: tuple[int, int]) -> torch.Tensor:
+                         num_tokens: int, token_range: tuple[int, int],
+                         proprio: torch.Tensor | None = None) -> torch.Tensor:
     """Greedily decode ``num_tokens`` ids from ``token_range`` = ``[first, stop)``.
 
     ``model`` is an :class:`OpenVlaForActionPrediction`; ``input_ids`` (B, L) hold the
-    prompt (no padding), ``pixel_values`` (B, 3, H, W) the image. Returns (B, num_tokens)
+    prompt (no padding), ``pixel_values`` (B, 3, H, W) the image, ``proprio`` (B, P) the
+    normalized state when the model uses it. Returns (B, num_tokens)
     int64 ids. One prefill, then ``num_tokens - 1`` single-token steps on the KV cache.
     """
     if num_tokens < 1:
@@ -48,7 +50,7 @@ def greedy_action_tokens(model, input_ids: torch.Tensor, pixel_values: torch.Ten
     decoder = lm.model
     weight, bias = _head_rows(lm.get_output_embeddings(), first, stop)
     cache = DynamicCache(config=lm.config)
-    embeds = model.embed_inputs(input_ids, pixel_values)
+    embeds = model.embed_inputs(input_ids, pixel_values, proprio)
     hidden = decoder(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
     tokens = []
     for step in range(num_tokens):

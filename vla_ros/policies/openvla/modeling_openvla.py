@@ -56,6 +56,92 @@ class OpenVlaProjector(nn.Module):
         return x if self.fc3 is None else self.fc3(self.act(x))
 
 
+class OpenVlaProprioProjector(nn.Module):
+    """Normalized proprio vector -> one LLM embedding (OpenVLA-OFT's proprio projector).
+
+    Linear(p, d), GELU, Linear(d, d).
+    """
+
+    def __init__(self, proprio_dim: int, llm_dim: int):
+        """Create the two layers."""
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        """(B, proprio_dim) -> (B, 1, llm_dim)."""
+        return self.fc2(self.act(self.fc1(proprio)))[:, None]
+
+
+class OpenVlaKeypointReadout(nn.Module):
+    """Spatial soft-argmax of a camera's patch grid -> one token (and the raw keypoints).
+
+    Every channel of the projected patch tokens becomes a softmax over the grid whose
+    expected (row, column) is a keypoint in [-1, 1] (Levine et al. 2016's spatial softmax
+    read off a ViT's patches); an MLP turns the keypoints into one LLM token. Attention
+    can only find an object's coordinates after it has learned where to look; the
+    soft-argmax states them outright, which a policy trained from scratch learns from
+    far sooner.
+    """
+
+    def __init__(self, dim: int, grid: int):
+        """Coordinates of the grid cells and the keypoint -> token MLP."""
+        super().__init__()
+        axis = torch.linspace(-1.0, 1.0, grid)
+        rows, cols = torch.meshgrid(axis, axis, indexing='ij')
+        self.register_buffer('coordinates', torch.stack([rows, cols], -1).reshape(-1, 2),
+                             persistent=False)
+        self.fc1 = nn.Linear(2 * dim, dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim, dim)
+
+    def keypoints(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, grid * grid, dim) -> (B, dim * 2) expected (row, column) per channel."""
+        weights = patches.float().softmax(dim=1)
+        return torch.einsum('bpc,pk->bck', weights, self.coordinates).flatten(1)
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, P, dim) -> token (B, 1, dim) and keypoints (B, 2 * dim)."""
+        points = self.keypoints(patches)
+        return self.fc2(self.act(self.fc1(points.to(patches.dtype))))[:, None], points
+
+
+class OpenVlaObjectProbe(nn.Module):
+    """Training-only readout of where the scene objects are, from the first camera's keypoints.
+
+    An MLP regresses each object's targets (position, cube yaw; see
+    :mod:`vla_ros.training.auxiliary`), so the keypoints the LLM reads learn to mark them.
+    """
+
+    def __init__(self, dim: int, num_objects: int, out_dim: int):
+        """The MLP from 2 * dim keypoint coordinates to num_objects x out_dim targets."""
+        super().__init__()
+        self.shape = (num_objects, out_dim)
+        self.fc1 = nn.Linear(2 * dim, dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim, num_objects * out_dim)
+
+    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """(B, 2 * dim) -> (B, num_objects, out_dim)."""
+        return self.fc2(self.act(self.fc1(keypoints))).reshape(-1, *self.shape)
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position code (grid * grid, dim), row-major as ViT patches.
+
+    A quarter of the channels each carry sin/cos of the row and of the column index at
+    geometrically spaced frequencies (as in MAE). ``dim`` must be a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f'sine-cosine position codes need a width divisible by 4, got {dim}')
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing='ij')
+    rows = rows.reshape(-1, 1).double() * omega
+    cols = cols.reshape(-1, 1).double() * omega
+    return torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1).float()
+
+
 def _normalize(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
@@ -73,6 +159,20 @@ class OpenVlaVisionBackbone(nn.Module):
         self.feature_layer = config.vision_feature_layer
         # DINOv2 prepends CLS and register tokens; Prismatic keeps patch tokens only.
         self.num_prefix_tokens = 1 + config.dino_config.num_register_tokens
+
+    @torch.no_grad()
+    def init_sincos_positions(self) -> None:
+        """Start both encoders' patch position embeddings from a 2-D sine-cosine code.
+
+        Trained from scratch, learned position embeddings begin as noise, so where a patch
+        lies in the image, which is what a policy must read off to find an object, is
+        learned late; a fixed 2-D code makes it available from the first step.
+        """
+        dino = self.featurizer.embeddings.position_embeddings      # (1, 1 + N, D): CLS first
+        grid = int(round((dino.shape[1] - 1) ** 0.5))
+        dino[0, 1:] = sincos_2d(grid, dino.shape[2]).to(dino.dtype)
+        siglip = self.fused_featurizer.embeddings.position_embedding.weight
+        siglip.copy_(sincos_2d(int(round(siglip.shape[0] ** 0.5)), siglip.shape[1]))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1], (B, 3, H, W) -> fused patch features (B, P, dino + siglip)."""
@@ -106,8 +206,21 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         self.vision_backbone = OpenVlaVisionBackbone(config)
         self.projector = OpenVlaProjector(config.vision_dim, config.text_config.hidden_size,
                                           config.projector_type)
+        self.proprio_projector = (
+            OpenVlaProprioProjector(config.proprio_dim, config.text_config.hidden_size)
+            if config.use_proprio else None)
+        self.keypoint_readout = (
+            OpenVlaKeypointReadout(config.text_config.hidden_size,
+                                   config.image_size // config.siglip_config.patch_size)
+            if config.keypoint_tokens else None)
         self.language_model = LlamaForCausalLM(config.text_config)
+        self.object_probe = (
+            OpenVlaObjectProbe(config.text_config.hidden_size, config.object_probe_objects,
+                               config.object_probe_dim)
+            if config.object_probe_weight > 0 else None)
         self.post_init()
+        if config.sincos_position_init:
+            self.vision_backbone.init_sincos_positions()
 
     def get_input_embeddings(self) -> nn.Module:
         """The Llama token embedding table."""
@@ -135,21 +248,48 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         return self.projector(self.vision_backbone(pixel_values))
 
     def embed_inputs(self, input_ids: torch.Tensor,
-                     pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with the image patches inserted after BOS (when given)."""
+                     pixel_values: torch.Tensor | None = None,
+                     proprio: torch.Tensor | None = None,
+                     keypoints_out: list | None = None) -> torch.Tensor:
+        """Token embeddings with the image inserted after BOS.
+
+        Inserted, in order: the image patches (camera after camera), one keypoint token per
+        camera if ``keypoint_tokens``, the proprio token if ``use_proprio`` (which then
+        requires ``proprio`` (B, proprio_dim), normalized). Nothing is inserted without
+        ``pixel_values`` (cached decoding steps). ``keypoints_out``, if a list, receives
+        each camera's keypoints (for the training-only object probe).
+        """
         embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is None:
             return embeds
         if input_ids.shape[1] < 1:
             raise ValueError('the prompt must start with a BOS token before the image')
         patches = self.embed_images(pixel_values.to(embeds.dtype))
-        return torch.cat([embeds[:, :1], patches, embeds[:, 1:]], dim=1)
+        inserted = [patches]
+        if self.keypoint_readout is not None:
+            per_camera = self.config.patches_per_image
+            for start in range(0, patches.shape[1], per_camera):
+                token, points = self.keypoint_readout(patches[:, start:start + per_camera])
+                inserted.append(token)
+                if keypoints_out is not None:
+                    keypoints_out.append(points)
+        if self.proprio_projector is not None:
+            if proprio is None:
+                raise ValueError('this model uses proprio, but none was given')
+            if proprio.shape != (input_ids.shape[0], self.config.proprio_dim):
+                raise ValueError(f'proprio must be (batch, {self.config.proprio_dim}), got '
+                                 f'{tuple(proprio.shape)}')
+            inserted.append(self.proprio_projector(proprio.to(embeds.dtype)))
+        return torch.cat([embeds[:, :1], *inserted, embeds[:, 1:]], dim=1)
 
     def forward(self, input_ids: torch.LongTensor | None = None,
                 pixel_values: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, cache=None,
                 labels: torch.LongTensor | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, position_ids=None, **kwargs):
+                logits_to_keep: int = 0, position_ids=None,
+                proprio: torch.Tensor | None = None,
+                object_targets: torch.Tensor | None = None,
+                object_valid: torch.Tensor | None = None, **kwargs):
         """Multimodal forward; also the step function ``generate`` calls.
 
         ``pixel_values`` (RGB in [0, 1]) are given on the prefill only; later steps reuse
@@ -163,7 +303,8 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         del position_ids
         if input_ids is None:
             raise ValueError('input_ids are required')
-        embeds = self.embed_inputs(input_ids, pixel_values)
+        keypoints = []
+        embeds = self.embed_inputs(input_ids, pixel_values, proprio, keypoints)
         inserted = embeds.shape[1] - input_ids.shape[1]
         if labels is not None and inserted:
             ignore = labels.new_full((labels.shape[0], inserted), IGNORE_INDEX)
@@ -174,7 +315,16 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             mask = self._full_attention_mask(attention_mask, past + embeds.shape[1])
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
         if labels is not None:
-            return self._supervised_loss(embeds, mask, positions, labels)
+            out = self._supervised_loss(embeds, mask, positions, labels)
+            if self.object_probe is not None and object_targets is not None \
+                    and pixel_values is not None and object_valid.any():
+                # The first camera's keypoints, as the LLM's keypoint token summarises them.
+                predicted = self.object_probe(keypoints[0])
+                error = (predicted.float() - object_targets.to(predicted.device)) ** 2
+                valid = object_valid.to(error.device)
+                probe = (error * valid).sum() / valid.sum()
+                out.loss = out.loss + self.config.object_probe_weight * probe
+            return out
         return self.language_model(inputs_embeds=embeds, attention_mask=mask,
                                    position_ids=positions, cache=cache, use_cache=use_cache,
                                    logits_to_keep=logits_to_keep, **kwargs)
@@ -188,14 +338,37 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         if not keep.any():
             raise ValueError('labels contain no supervised token')
         logits = self.language_model.lm_head(hidden[:, :-1][keep]).float()
-        loss = nn.functional.cross_entropy(logits, targets[keep])
+        targets = targets[keep]
+        sigma = self.config.action_label_sigma
+        if sigma > 0:
+            loss = self._gaussian_label_loss(logits, targets, sigma)
+        else:
+            loss = nn.functional.cross_entropy(logits, targets)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
+    def _gaussian_label_loss(self, logits, targets, sigma: float) -> torch.Tensor:
+        """Cross-entropy against a Gaussian over the neighbouring action bins (HL-Gauss).
+
+        Action tokens are ordered bins, so a target spread over its neighbours (standard
+        deviation ``sigma`` bins; Imani & White 2018, Farebrother et al. 2024) teaches the
+        model that bin 120 is almost right when 121 is, which one-hot targets never say.
+        The soft target lives on the action ids only; other supervised ids stay one-hot.
+        """
+        first, stop = self.config.action_token_range
+        log_probs = nn.functional.log_softmax(logits, dim=-1)
+        is_action = (targets >= first) & (targets < stop)
+        ids = torch.arange(first, stop, device=targets.device, dtype=torch.float32)
+        weights = torch.exp(-0.5 * ((ids[None] - targets[:, None].float()) / sigma) ** 2)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        soft = -(weights * log_probs[:, first:stop]).sum(dim=1)
+        hard = -log_probs.gather(1, targets[:, None]).squeeze(1)
+        return torch.where(is_action, soft, hard).mean()
+
     def _full_attention_mask(self, mask: torch.Tensor, total: int) -> torch.Tensor:
-        """Text mask -> mask over cache + input, with ones for the image patches."""
+        """Text mask -> mask over cache + input, with ones for the inserted embeddings."""
         if mask.shape[1] == total:
             return mask
-        patches = self.config.num_patches
+        patches = self.config.num_inserted_tokens
         if mask.shape[1] + patches != total:
             raise ValueError(f'attention_mask covers {mask.shape[1]} tokens; expected {total} '
                              f'or {total - patches} (text tokens without the image patches)')

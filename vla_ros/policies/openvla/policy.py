@@ -16,9 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_ros.actions.normalization import save_statistics
+from vla_ros.actions.normalization import Normalizer, save_statistics
 from vla_ros.actions.tokenizers import OpenVlaActionTokenizer
-from vla_ros.policies.contract import Observation, PolicyLoadError, PolicySpec
+from vla_ros.policies.contract import (
+    InvalidObservationError,
+    Observation,
+    PolicyLoadError,
+    PolicySpec,
+)
 from vla_ros.policies.openvla.configuration_openvla import MODEL_TYPE, PRESETS, OpenVlaConfig
 from vla_ros.policies.openvla.decoding import greedy_action_tokens
 from vla_ros.policies.openvla.modeling_openvla import OpenVlaForActionPrediction
@@ -73,6 +78,7 @@ class OpenVlaPolicy(TorchPolicy):
         self.prompts = PromptEncoder(self.tokenizer)
         self.action_tokenizer = OpenVlaActionTokenizer(vocab_size=config.text_vocab_size,
                                                        num_bins=config.n_action_bins)
+        self._proprio_normalizer = self._make_proprio_normalizer()
 
     # ------------------------------------------------------------ TorchPolicy API
     @classmethod
@@ -85,7 +91,47 @@ class OpenVlaPolicy(TorchPolicy):
         return PolicySpec(name='openvla', action_space=self.action_space,
                           chunk_length=config.chunk_length, camera_names=config.cameras,
                           image_size=(config.image_size, config.image_size),
+                          uses_proprio=config.use_proprio,
                           control_period=config.control_period)
+
+    # ------------------------------------------------------------ proprio
+    def set_statistics(self, statistics, unnorm_key: str) -> None:
+        """Install dataset statistics (the trainer calls this): actions *and* proprio."""
+        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
+        self.statistics = statistics
+        self.unnorm_key = unnorm_key
+        self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
+        self._proprio_normalizer = self._make_proprio_normalizer()
+
+    def _make_proprio_normalizer(self) -> Normalizer | None:
+        """q01/q99 bounds to [-1, 1], as OpenVLA-OFT normalizes proprio; None: raw values."""
+        if not self.config.use_proprio:
+            return None
+        entry = self.statistics.select(self.unnorm_key or None)
+        if entry.proprio is None:
+            return None
+        if entry.proprio.dim != self.config.proprio_dim:
+            raise PolicyLoadError(f'openvla: proprio statistics have {entry.proprio.dim} '
+                                  f'dimensions, the config says {self.config.proprio_dim}')
+        return Normalizer(entry.proprio, mode='bounds_q99')
+
+    def proprio_tensor(self, proprio) -> torch.Tensor | None:
+        """Raw proprio (B, P) -> normalized model input; None when the model takes none."""
+        if not self.config.use_proprio:
+            return None
+        p = np.asarray(proprio, dtype=np.float64)
+        if self._proprio_normalizer is not None:
+            p = self._proprio_normalizer.normalize(p)  # clipped to [-1, 1]
+        return torch.as_tensor(p, dtype=self.dtype, device=self.device)
+
+    def validate_observation(self, observation) -> None:
+        """The contract's checks plus the proprio length this model was built for."""
+        super().validate_observation(observation)
+        if self.config.use_proprio and np.asarray(observation.proprio).size \
+                != self.config.proprio_dim:
+            raise InvalidObservationError(
+                f'policy {self.spec.name!r}: proprio must have {self.config.proprio_dim} '
+                f'values, got {np.asarray(observation.proprio).size}')
 
     @property
     def num_action_tokens(self) -> int:
@@ -105,9 +151,11 @@ class OpenVlaPolicy(TorchPolicy):
     def predict_action_tokens(self, observation: Observation) -> np.ndarray:
         """The greedy action token ids (num_action_tokens,) for an observation."""
         ids, pixels = self.model_inputs(observation)
+        proprio = None if not self.config.use_proprio \
+            else self.proprio_tensor(np.asarray(observation.proprio).reshape(1, -1))
         with torch.inference_mode():
             tokens = greedy_action_tokens(self.model, ids, pixels, self.num_action_tokens,
-                                          self.config.action_token_range)
+                                          self.config.action_token_range, proprio)
         return tokens[0].cpu().numpy()
 
     def predict_normalized(self, observation: Observation) -> np.ndarray:
@@ -151,7 +199,18 @@ class OpenVlaPolicy(TorchPolicy):
         targets = self.action_tokenizer.encode(
             actions[:, :chunk].detach().cpu().double().numpy()).reshape(len(instructions), -1)
         text = self.prompts.training_batch(instructions, targets, valid.cpu().numpy())
+        proprio = None
+        if self.config.use_proprio:
+            if batch.get('proprio') is None:
+                raise ValueError('openvla batch: this model uses proprio; the batch has none')
+            proprio = self.proprio_tensor(torch.as_tensor(batch['proprio']).cpu().numpy())
+        objects = {}
+        if self.config.object_probe_weight > 0 and batch.get('object_targets') is not None:
+            objects = {'object_targets': torch.as_tensor(batch['object_targets']),
+                       'object_valid': torch.as_tensor(batch['object_valid'], dtype=torch.bool)}
         out = self.model(
+            **objects,
+            proprio=proprio,
             input_ids=torch.from_numpy(text['input_ids']).to(self.device),
             attention_mask=torch.from_numpy(text['attention_mask']).to(self.device),
             labels=torch.from_numpy(text['labels']).to(self.device),

@@ -1,0 +1,73 @@
+"""Auxiliary object targets from episode metadata, and the OpenVLA object probe."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vla_ros.training.auxiliary import OBJECTS, batch_object_targets, object_targets
+
+META = {'task': 'pick_up', 'target': 'red_cube',
+        'placements': {'red_cube': [0.5, 0.3, math.pi / 8], 'blue_cylinder': [0.7, -0.3, 1.0],
+                       'green_cube': [0.3, 0.0, 0.0], 'yellow_sphere': [0.6, 0.15, 2.0]}}
+
+
+def test_targets_scale_positions_and_give_cube_yaw_only():
+    targets, valid = object_targets(META, proprio=np.r_[np.zeros(7), 1.0])
+    assert OBJECTS == ('red_cube', 'blue_cylinder', 'green_cube', 'yellow_sphere')
+    np.testing.assert_allclose(targets[0], [0.0, 1.0, 0.0, 1.0], atol=1e-6)  # 4 x pi/8
+    np.testing.assert_allclose(targets[1, :2], [1.0, -1.0])
+    np.testing.assert_allclose(targets[2], [-1.0, 0.0, 1.0, 0.0])
+    assert valid[0].all() and valid[2].all()
+    assert valid[1].tolist() == [True, True, False, False]  # a cylinder has no yaw to see
+    assert valid[3].tolist() == [True, True, False, False]
+
+
+def test_a_moved_target_and_missing_layouts_are_invalid():
+    _, closed = object_targets(META, proprio=np.r_[np.zeros(7), 0.2])
+    assert not closed[0].any() and closed[2].all()  # held target: unknown; others still
+    _, pushed = object_targets({**META, 'task': 'push'}, proprio=np.r_[np.zeros(7), 1.0])
+    assert not pushed[0].any()
+    _, reach = object_targets({**META, 'task': 'reach'}, proprio=np.r_[np.zeros(7), 0.0])
+    assert reach[0].all()
+    _, none = object_targets({}, None)
+    assert not none.any()
+    assert batch_object_targets([{'metadata': {}}, {}]) is None
+    targets, valid = batch_object_targets([{'metadata': META, 'proprio': np.ones(8)}] * 3)
+    assert targets.shape == valid.shape == (3, 4, 4)
+
+
+def test_object_probe_needs_keypoints():
+    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+
+    with pytest.raises(ValueError, match='keypoint_tokens'):
+        OpenVlaConfig(**{**TINY, 'object_probe_weight': 1.0})
+
+
+def test_object_probe_loss_is_added_and_trains_the_probe():
+    torch = pytest.importorskip('torch')
+    from vla_ros.policies.registry import make_policy
+
+    policy = make_policy('openvla', keypoint_tokens=True, object_probe_weight=1.0, seed=0)
+    plain = make_policy('openvla', keypoint_tokens=True, seed=0)
+    rng = np.random.default_rng(0)
+    targets, valid = batch_object_targets(
+        [{'metadata': META, 'proprio': np.ones(8)}, {'metadata': {**META, 'task': 'reach'}}])
+    batch = {'images': torch.from_numpy(rng.random((2, 1, 3, 64, 64), dtype=np.float32)),
+             'instructions': ['pick up the red cube', 'reach the red cube'],
+             'actions': torch.zeros(2, 1, 7), 'valid': torch.ones(2, 1, dtype=torch.bool),
+             'proprio': None, 'object_targets': torch.as_tensor(targets),
+             'object_valid': torch.as_tensor(valid)}
+    with_probe = policy.training_loss(batch)
+    with_probe.backward()
+    assert policy.model.object_probe.fc1.weight.grad.abs().sum() > 0
+    # The probe reads the keypoints, so its loss also trains the vision backbone.
+    assert policy.model.keypoint_readout.fc1.weight.grad is not None
+    # The action part of the loss is the same model computation: only the probe term differs.
+    without = plain.training_loss({**batch, 'object_targets': None})
+    assert with_probe.item() > without.item() - 1e-4
+    # Inference neither needs nor uses the probe.
+    from vla_ros.policies.contract import Observation
+
+    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
+    assert policy.predict_chunk(obs).shape == (1, 7)

@@ -1,0 +1,60 @@
+"""Auxiliary training targets from the simulator's ground truth (no ROS, no torch).
+
+Demonstrations recorded in simulation carry the episode layout in their metadata. A policy
+may learn to predict it from its image tokens while it learns the actions: a dense,
+low-noise signal for the one thing a visuomotor policy trained from scratch finds hardest,
+where each object is. Only training uses it; inference never sees these targets.
+
+For every scene object (in ``OBJECTS`` order): x and y in the arm-base frame scaled to about
+[-1, 1] over the table, and, for cubes, cos/sin of four times the yaw (a cube looks the same
+every quarter turn; the grasp must line up with its faces). An object that the episode
+moves (the pick-up target once the fingers have closed, a pushed target) has no valid
+target, since the metadata only holds where it started.
+"""
+
+import math
+
+import numpy as np
+
+from vla_ros.sim.tasks import SCENE_OBJECTS
+
+__all__ = ['OBJECTS', 'TARGET_DIM', 'object_targets', 'batch_object_targets']
+
+OBJECTS = tuple(SCENE_OBJECTS)
+TARGET_DIM = 4
+_X_CENTRE, _X_HALF = 0.5, 0.2    # the table's object area: x 0.3 .. 0.7 m
+_Y_HALF = 0.3                    # y -0.3 .. 0.3 m
+_OPEN = 0.9                      # proprio gripper opening above which nothing is held
+
+
+def object_targets(metadata: dict | None, proprio=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, valid)`` of shape (len(OBJECTS), TARGET_DIM) for one sample.
+
+    ``metadata`` is an episode's metadata (``placements``: name -> (x, y, yaw); ``task``;
+    ``target``); ``proprio`` the sample's proprio vector, whose last entry is the gripper
+    opening. Without placements every entry is invalid.
+    """
+    targets = np.zeros((len(OBJECTS), TARGET_DIM), np.float32)
+    valid = np.zeros((len(OBJECTS), TARGET_DIM), bool)
+    placements = (metadata or {}).get('placements') or {}
+    task, target = (metadata or {}).get('task'), (metadata or {}).get('target')
+    gripper_open = proprio is not None and float(np.asarray(proprio)[-1]) > _OPEN
+    for i, name in enumerate(OBJECTS):
+        if name not in placements:
+            continue
+        if name == target and (task == 'push' or (task == 'pick_up' and not gripper_open)):
+            continue
+        x, y, yaw = (float(v) for v in placements[name][:3])
+        targets[i] = ((x - _X_CENTRE) / _X_HALF, y / _Y_HALF, math.cos(4 * yaw),
+                      math.sin(4 * yaw))
+        valid[i, :2] = True
+        valid[i, 2:] = SCENE_OBJECTS[name].shape == 'cube'
+    return targets, valid
+
+
+def batch_object_targets(samples) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stacked targets of training samples, or None when no sample has a layout."""
+    if not any((s.get('metadata') or {}).get('placements') for s in samples):
+        return None
+    pairs = [object_targets(s.get('metadata'), s.get('proprio')) for s in samples]
+    return np.stack([t for t, _ in pairs]), np.stack([v for _, v in pairs])
