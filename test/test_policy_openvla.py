@@ -495,7 +495,7 @@ def test_sincos_position_init_is_a_2d_code_and_optional():
         sincos_2d(4, 6)
 
 
-def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera():
+def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera(tmp_path):
     from vla_ros.policies.openvla.modeling_openvla import OpenVlaKeypointReadout
 
     readout = OpenVlaKeypointReadout(dim=2, grid=4)
@@ -515,7 +515,16 @@ def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera():
         embeds = policy.model.embed_inputs(ids, pixels, keypoints_out=found)
     assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
     assert len(found) == 2 and found[0].shape == (1, 2 * policy.config.text_config.hidden_size)
-    assert policy.predict_chunk(obs).shape == (1, 7)
+    before = policy.predict_chunk(obs)
+    assert before.shape == (1, 7)
+    # A loaded checkpoint computes the same keypoints (nothing left uninitialised).
+    policy.save_pretrained(tmp_path)
+    loaded = make_policy('openvla', model_path=str(tmp_path))
+    again = []
+    with torch.no_grad():
+        loaded.model.embed_inputs(ids, pixels, keypoints_out=again)
+    assert torch.equal(again[0], found[0])
+    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
 
 
 # ------------------------------------------------------------------------ full size

@@ -86,20 +86,22 @@ class OpenVlaKeypointReadout(nn.Module):
     """
 
     def __init__(self, dim: int, grid: int):
-        """Coordinates of the grid cells and the keypoint -> token MLP."""
+        """The keypoint -> token MLP for a ``grid`` x ``grid`` patch layout."""
         super().__init__()
-        axis = torch.linspace(-1.0, 1.0, grid)
-        rows, cols = torch.meshgrid(axis, axis, indexing='ij')
-        self.register_buffer('coordinates', torch.stack([rows, cols], -1).reshape(-1, 2),
-                             persistent=False)
+        self.grid = grid
         self.fc1 = nn.Linear(2 * dim, dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(dim, dim)
 
     def keypoints(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, grid * grid, dim) -> (B, dim * 2) expected (row, column) per channel."""
+        # Cell coordinates are rebuilt per call, not kept in a buffer: a checkpoint
+        # loaded through transformers leaves buffers it does not store uninitialised.
+        axis = torch.linspace(-1.0, 1.0, self.grid, device=patches.device)
+        rows, cols = torch.meshgrid(axis, axis, indexing='ij')
+        coordinates = torch.stack([rows, cols], -1).reshape(-1, 2)
         weights = patches.float().softmax(dim=1)
-        return torch.einsum('bpc,pk->bck', weights, self.coordinates).flatten(1)
+        return torch.einsum('bpc,pk->bck', weights, coordinates).flatten(1)
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, P, dim) -> token (B, 1, dim) and keypoints (B, 2 * dim)."""
