@@ -6,7 +6,7 @@ Prints one JSON object:
   scripted expert) and both splits, ``--episodes`` episodes per task from seed ``--seed``:
   ``test`` = held-out layouts *and* held-out instruction paraphrases (unseen words such as
   'grab', 'block'); ``train`` = held-out seeds of the training layout stream with the
-  training instruction templates (the shipped demonstrations use seeds 0..1199, so the
+  training instruction templates (the shipped demonstrations use seeds 0..1499, so the
   default seeds 5000.. are new layouts). Per task: success rate, wrong-object rate, mean
   episode length.
 - ``strategies``: each chunking policy (chunk_length > 1) on the test split, same seeds,
