@@ -85,6 +85,8 @@ ARGUMENTS = (
                    "'push', 'pick_up'); the driver publishes its instruction and outcome "
                    'on vla_driver/task_status'),
     LaunchArgument('task_seed', '1000', 'sim only: episode seed of the task'),
+    LaunchArgument('task_split', 'test', "sim only: 'test' (held-out paraphrases) or 'train' "
+                   '(the training instruction templates) episode stream'),
 )
 
 # Launch argument -> inference node parameter, applied only when the argument is set.
@@ -166,7 +168,8 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
     if args['task']:
         if args['sim'] != 'true':
             raise ValueError('task:=... needs sim:=true (it lays out the simulated scene)')
-        driver_params.update(task=args['task'], task_seed=int(args['task_seed']))
+        driver_params.update(task=args['task'], task_seed=int(args['task_seed']),
+                             task_split=args['task_split'])
     if args['enable_actuation']:
         driver_params['enable_actuation'] = args['enable_actuation'] == 'true'
     inference_params = {name: _typed(args[name]) for name in _INFERENCE_OVERRIDES

@@ -170,7 +170,7 @@ def cmd_demo(args) -> int:
     summary = run_demo(output=args.output, duration=args.duration,
                        instruction=args.instruction, configuration=args.configuration,
                        arguments=_split_assignments(args.arguments), task=args.task,
-                       task_seed=args.task_seed)
+                       task_seed=args.task_seed, task_split=args.task_split)
     print(json.dumps(summary, indent=2))
     return 0 if summary.get('success') else 1
 
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--task', default='', help="sim task episode: reach, push or pick_up "
                    "(the instruction defaults to the episode's)")
     p.add_argument('--task-seed', type=int, default=1000)
+    p.add_argument('--task-split', choices=('train', 'test'), default='test',
+                   help="episode stream: 'test' (held-out paraphrases) or 'train' (training "
+                        'instruction templates; seeds >= 5000 are still unseen layouts)')
     p.add_argument('arguments', nargs='*', help='name:=value launch arguments')
     p.set_defaults(func=cmd_demo)
     return parser

@@ -118,7 +118,7 @@ def _save_pictures(rec: _Recorder, out: Path, instruction: str) -> None:
 
 def run_demo(output='demo_output', duration=8.0, instruction='',
              configuration='sim_arm', arguments=None, startup_timeout=60.0,
-             task='', task_seed=1000) -> dict:
+             task='', task_seed=1000, task_split='test') -> dict:
     """Run the demo and return its summary (also written to ``output/summary.json``).
 
     With ``task`` the simulated scene is an episode of that sim task: the instruction is
@@ -133,7 +133,7 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
     logs = open(out / 'nodes.log', 'w')  # noqa: SIM115 - closed in finally
     arguments = dict(arguments or {})
     if task:
-        arguments.update(task=task, task_seed=str(task_seed))
+        arguments.update(task=task, task_seed=str(task_seed), task_split=task_split)
     launcher = ProcessLauncher(configuration, arguments, stdout=logs, stderr=logs)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(os.environ.get('ROS_DOMAIN_ID', '0')))

@@ -82,11 +82,12 @@ class OpenVlaConfig(PreTrainedConfig):
     # Training only: > 0 spreads each action-token target over its neighbouring bins with
     # this standard deviation (in bins) instead of one-hot (see the model's loss).
     action_label_sigma: float = 0.0
-    # Training only: > 0 adds an object probe (an MLP on the first camera's keypoints; needs
-    # keypoint_tokens) that regresses each scene object's position and cube yaw from simulator ground truth,
-    # weighted by this factor (see vla_ros.training.auxiliary). Inference ignores it.
     # One spatial-soft-argmax keypoint token per camera after its patches (see the model).
     keypoint_tokens: bool = False
+    # Training only: > 0 adds an object probe (an MLP on the first camera's keypoints; needs
+    # keypoint_tokens) that regresses each scene object's position and cube yaw from the
+    # simulator's layout, weighted by this factor (vla_ros.training.auxiliary). Inference
+    # ignores it.
     object_probe_weight: float = 0.0
     object_probe_objects: int = 4
     object_probe_dim: int = 4
