@@ -22,19 +22,20 @@ DAGGER_STEPS=${DAGGER_STEPS:-6000}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MUJOCO_GL=${MUJOCO_GL:-egl}
 mkdir -p "$WORK"
 
-# One directory of episode_*.npz from several collection directories (symlinks; episode
-# numbers get a per-source prefix). The directory name becomes the checkpoints' statistics
-# key (unnorm_key).
+# One directory of episode_*.npz from several collection directories (symlinks; the
+# first keeps its episode numbers, the next get the prefixes 1, 2, ..., as the shipped
+# run did, so the sample order and hence the batches are the same). The directory name
+# becomes the checkpoints' statistics key (unnorm_key).
 merge() {
     local out=$1; shift
     mkdir -p "$out"
-    local prefix=1
+    local prefix=''
     for dir in "$@"; do
         for f in "$dir"/episode_*.npz; do
             local n; n=$(basename "$f" .npz); n=${n#episode_}
             ln -sf "$(realpath "$f")" "$out/episode_${prefix}${n}.npz"
         done
-        prefix=$((prefix + 1))
+        prefix=$((${prefix:-0} + 1))
     done
 }
 
