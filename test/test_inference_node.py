@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 pytestmark = [pytest.mark.graph]
@@ -44,7 +44,9 @@ class Harness:
                                                     qos.SENSOR)
         self.instruction_pub = self.peer.create_publisher(String, 'instruction',
                                                           qos.INSTRUCTION)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        # One thread, as the node runs in production (spin_node): rclpy's multi-threaded
+        # executor stalled the command stream here for most of a second at times.
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
