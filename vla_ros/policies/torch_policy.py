@@ -24,7 +24,13 @@ from vla_ros.actions.normalization import (
     save_statistics,
 )
 from vla_ros.actions.spaces import ActionSpace, load_action_space
-from vla_ros.policies.contract import Observation, Policy, PolicyLoadError, PolicySpec
+from vla_ros.policies.contract import (
+    InvalidObservationError,
+    Observation,
+    Policy,
+    PolicyLoadError,
+    PolicySpec,
+)
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
@@ -164,11 +170,37 @@ class TorchPolicy(Policy, abc.ABC):
             model = cls.build_model(config)
         return sum(p.numel() for p in model.parameters())
 
+    def set_statistics(self, statistics: DatasetStatistics, unnorm_key: str) -> None:
+        """Install dataset statistics (the trainer calls this), keeping the normalizer mode.
+
+        Families whose inputs are normalized too (proprio) refresh that in
+        :meth:`_statistics_changed`; otherwise a trained model would see raw inputs in
+        training and normalized ones once loaded from its checkpoint, or the reverse.
+        """
+        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
+        self.statistics = statistics
+        self.unnorm_key = unnorm_key
+        self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
+        self._statistics_changed()
+
+    def _statistics_changed(self) -> None:
+        """Hook: rebuild whatever derives from ``self.statistics`` (default: nothing)."""
+
     # --------------------------------------------------------------- contract
     @property
     def spec(self) -> PolicySpec:
         """See :class:`PolicySpec`."""
         return self._spec
+
+    def validate_observation(self, observation: Any) -> None:
+        """The contract's checks plus the proprio length the model was built for."""
+        super().validate_observation(observation)
+        dim = getattr(self.config, 'proprio_dim', None)
+        if self.spec.uses_proprio and dim is not None \
+                and np.asarray(observation.proprio).size != dim:
+            raise InvalidObservationError(
+                f'policy {self.spec.name!r}: proprio must have {dim} values, got '
+                f'{np.asarray(observation.proprio).size}')
 
     def predict_chunk(self, observation: Observation) -> np.ndarray:
         """Validate, predict in normalized space, unnormalize, check."""

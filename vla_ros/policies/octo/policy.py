@@ -35,7 +35,6 @@ from vla_ros.actions.normalization import (
 )
 from vla_ros.actions.spaces import load_action_space
 from vla_ros.policies.contract import (
-    InvalidObservationError,
     Observation,
     PolicyLoadError,
     PolicySpec,
@@ -89,16 +88,8 @@ class OctoPolicy(TorchPolicy):
                           uses_proprio=config.uses_proprio,
                           control_period=config.control_period)
 
-    def set_statistics(self, statistics, unnorm_key: str) -> None:
-        """Install dataset statistics (the trainer calls this): actions *and* proprio.
-
-        Without it a trained model would see raw proprio during training but normalized
-        proprio once loaded from its checkpoint.
-        """
-        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
-        self.statistics = statistics
-        self.unnorm_key = unnorm_key
-        self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
+    def _statistics_changed(self) -> None:
+        """Proprio statistics follow the installed dataset statistics."""
         self._proprio_stats = self._proprio_statistics()
 
     def _proprio_statistics(self):
@@ -115,14 +106,6 @@ class OctoPolicy(TorchPolicy):
         return mean, std, torch.tensor(s.mask, device=self.device)
 
     # ------------------------------------------------------------ inputs
-    def validate_observation(self, observation: Any) -> None:
-        """The contract's checks plus the proprio length this model was built for."""
-        super().validate_observation(observation)
-        if self.config.uses_proprio and np.asarray(observation.proprio).size \
-                != self.config.proprio_dim:
-            raise InvalidObservationError(
-                f'policy {self.spec.name!r}: proprio must have {self.config.proprio_dim} '
-                f'values, got {np.asarray(observation.proprio).size}')
 
     def _text(self, instructions: list[str]) -> torch.Tensor:
         from vla_ros.policies.text import shared_encoder

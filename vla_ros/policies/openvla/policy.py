@@ -19,7 +19,6 @@ import torch
 from vla_ros.actions.normalization import Normalizer, save_statistics
 from vla_ros.actions.tokenizers import OpenVlaActionTokenizer
 from vla_ros.policies.contract import (
-    InvalidObservationError,
     Observation,
     PolicyLoadError,
     PolicySpec,
@@ -95,12 +94,8 @@ class OpenVlaPolicy(TorchPolicy):
                           control_period=config.control_period)
 
     # ------------------------------------------------------------ proprio
-    def set_statistics(self, statistics, unnorm_key: str) -> None:
-        """Install dataset statistics (the trainer calls this): actions *and* proprio."""
-        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
-        self.statistics = statistics
-        self.unnorm_key = unnorm_key
-        self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
+    def _statistics_changed(self) -> None:
+        """The proprio normalizer follows the installed dataset statistics."""
         self._proprio_normalizer = self._make_proprio_normalizer()
 
     def _make_proprio_normalizer(self) -> Normalizer | None:
@@ -124,14 +119,6 @@ class OpenVlaPolicy(TorchPolicy):
             p = self._proprio_normalizer.normalize(p)  # clipped to [-1, 1]
         return torch.as_tensor(p, dtype=self.dtype, device=self.device)
 
-    def validate_observation(self, observation) -> None:
-        """The contract's checks plus the proprio length this model was built for."""
-        super().validate_observation(observation)
-        if self.config.use_proprio and np.asarray(observation.proprio).size \
-                != self.config.proprio_dim:
-            raise InvalidObservationError(
-                f'policy {self.spec.name!r}: proprio must have {self.config.proprio_dim} '
-                f'values, got {np.asarray(observation.proprio).size}')
 
     @property
     def num_action_tokens(self) -> int:
