@@ -384,18 +384,22 @@ def test_training_labels_are_the_action_tokens_only(policy):
     assert torch.allclose(fast, reference, rtol=1e-5)
 
 
-def test_training_loss_falls_on_a_fixed_batch():
-    policy = make_policy('openvla', seed=0)
+def _fit(policy, batch, steps=30):
+    """Adam steps on one fixed batch; the loss after each."""
     policy.model.train()
-    batch = _batch()
     optimizer = torch.optim.Adam(policy.model.parameters(), lr=2e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(steps):
         loss = policy.training_loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_training_loss_falls_on_a_fixed_batch():
+    losses = _fit(make_policy('openvla', seed=0), _batch())
     assert np.isfinite(losses).all()
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
 
@@ -458,16 +462,7 @@ def test_proprio_token_conditions_the_action_and_survives_save_load(tmp_path):
 
 def test_proprio_training_loss_falls_and_needs_proprio():
     policy = make_policy('openvla', use_proprio=True, proprio_dim=8, seed=0)
-    policy.model.train()
-    batch = dict(_batch(), proprio=torch.linspace(-1, 1, 16).reshape(2, 8))
-    optimizer = torch.optim.Adam(policy.model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(30):
-        loss = policy.training_loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = _fit(policy, dict(_batch(), proprio=torch.linspace(-1, 1, 16).reshape(2, 8)))
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
     assert policy.model.proprio_projector.fc1.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match='proprio'):
