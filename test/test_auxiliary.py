@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from vla_ros.training.auxiliary import OBJECTS, batch_object_targets, object_targets
+from vla_ros.training.auxiliary import (
+    OBJECTS,
+    batch_object_targets,
+    object_targets,
+    target_indices,
+)
 
 META = {'task': 'pick_up', 'target': 'red_cube',
         'placements': {'red_cube': [0.5, 0.3, math.pi / 8], 'blue_cylinder': [0.7, -0.3, 1.0],
@@ -71,3 +76,55 @@ def test_object_probe_loss_is_added_and_trains_the_probe():
 
     obs = Observation.make_example(policy.spec, instruction='reach the red cube')
     assert policy.predict_chunk(obs).shape == (1, 7)
+
+
+def test_target_indices_name_the_instructed_object():
+    samples = [{'metadata': META}, {'metadata': {**META, 'target': 'yellow_sphere'}},
+               {'metadata': {**META, 'target': 'purple_cone'}}, {}]
+    assert target_indices(samples).tolist() == [0, 3, -1, -1]
+
+
+def test_target_probe_needs_the_readout_and_fitting_heads():
+    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+
+    with pytest.raises(ValueError, match='needs target_readout'):
+        OpenVlaConfig(**{**TINY, 'target_probe_weight': 1.0})
+    with pytest.raises(ValueError, match='must divide'):
+        OpenVlaConfig(**{**TINY, 'target_readout': True, 'target_readout_heads': 7})
+    with pytest.raises(ValueError, match='finite number >= 0'):
+        OpenVlaConfig(**{**TINY, 'target_readout': True, 'target_probe_weight': -1.0})
+
+
+def test_target_probe_regresses_the_named_object_through_the_readout():
+    torch = pytest.importorskip('torch')
+    from vla_ros.policies.registry import make_policy
+
+    policy = make_policy('openvla', target_readout=True, target_probe_weight=1.0, seed=0)
+    samples = [{'metadata': META, 'proprio': np.ones(8)},
+               {'metadata': {**META, 'task': 'reach', 'target': 'green_cube'}}]
+    targets, valid = batch_object_targets(samples)
+    rng = np.random.default_rng(0)
+    batch = {'images': torch.from_numpy(rng.random((2, 1, 3, 64, 64), dtype=np.float32)),
+             'instructions': ['pick up the red cube', 'reach the green cube'],
+             'actions': torch.zeros(2, 1, 7), 'valid': torch.ones(2, 1, dtype=torch.bool),
+             'proprio': None, 'object_targets': torch.as_tensor(targets),
+             'object_valid': torch.as_tensor(valid),
+             'target_index': torch.as_tensor(target_indices(samples))}
+    with_probe = policy.training_loss(batch)
+    without = policy.training_loss({**batch, 'target_index': None})
+    with_probe.backward()
+    assert policy.model.target_probe.fc1.weight.grad.abs().sum() > 0
+    assert policy.model.target_readout.query.weight.grad.abs().sum() > 0
+    assert with_probe.item() > without.item()
+    # The probe's error is against the named objects' rows only.
+    with torch.no_grad():
+        features = []
+        ids = torch.ones(2, 3, dtype=torch.long)
+        policy.model.embed_inputs(ids, batch['images'], targets_out=features)
+        predicted = policy.model.target_probe(features[0])[:, 0]
+    named = torch.as_tensor(targets)[[0, 1], [0, 2]]
+    mask = torch.as_tensor(valid)[[0, 1], [0, 2]]
+    expected = (((predicted - named) ** 2) * mask).sum() / mask.sum()
+    got = policy.model._target_probe_loss(features[0], batch['object_targets'],
+                                          batch['object_valid'], batch['target_index'])
+    assert torch.allclose(got, expected)

@@ -522,6 +522,45 @@ def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera(tmp_path):
     np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
 
 
+def test_target_readout_follows_the_instruction_and_survives_save_load(tmp_path):
+    from vla_ros.policies.openvla.modeling_openvla import OpenVlaTargetReadout
+
+    readout = OpenVlaTargetReadout(dim=4, grid=4, heads=1)
+    with torch.no_grad():
+        for layer in (readout.query, readout.key, readout.value):
+            layer.weight.copy_(torch.eye(4) * 4.0)
+            layer.bias.zero_()
+    patches = torch.zeros(1, 16, 4)
+    patches[0, 4 * 1 + 3, 0] = 5.0  # feature 0 at row 1, column 3
+    patches[0, 4 * 3 + 0, 1] = 5.0  # feature 1 at row 3, column 0
+    with torch.no_grad():
+        first = readout.features(patches, torch.tensor([[5.0, 0, 0, 0]]))
+        second = readout.features(patches, torch.tensor([[0, 5.0, 0, 0]]))
+    np.testing.assert_allclose(first[0, -2:].numpy(), [-1 / 3, 1.0], atol=1e-3)
+    np.testing.assert_allclose(second[0, -2:].numpy(), [1.0, -1.0], atol=1e-3)
+
+    policy = make_policy('openvla', target_readout=True, camera_names=['front', 'wrist'])
+    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
+    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
+    ids, pixels = policy.model_inputs(obs)
+    found = []
+    with torch.no_grad():
+        embeds = policy.model.embed_inputs(ids, pixels, targets_out=found)
+        # Teacher-forced action tokens and padding do not change the instruction's query.
+        first_action = policy.config.action_token_range[0]
+        padded = torch.cat([ids, torch.tensor([[first_action + 3, first_action + 9,
+                                                policy.config.text_config.pad_token_id]])], 1)
+        table = policy.model.get_input_embeddings()
+        assert torch.allclose(policy.model._instruction_embedding(padded, table(padded)),
+                              policy.model._instruction_embedding(ids, table(ids)))
+    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
+    assert len(found) == 2 and found[0].shape == (1, policy.config.text_config.hidden_size + 8)
+    before = policy.predict_chunk(obs)
+    policy.save_pretrained(tmp_path)
+    loaded = make_policy('openvla', model_path=str(tmp_path))
+    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
+
+
 # ------------------------------------------------------------------------ full size
 def test_full_preset_parameter_count_matches_openvla_7b():
     count = OpenVlaPolicy.count_parameters('full')

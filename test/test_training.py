@@ -162,6 +162,32 @@ def test_full_training_lowers_loss_and_checkpoint_loads(tmp_path, dataset):
         assert (weights(run)[key] == value).all()
 
 
+def test_init_weights_starts_from_a_checkpoint_and_reports_fresh_tensors(tmp_path, dataset):
+    first = train(config(tmp_path / 'first'), dataset=dataset, progress=False)
+    again = train(config(tmp_path / 'again', init_weights=str(tmp_path / 'first'), steps=20,
+                         checkpoint_every=0), dataset=dataset, progress=False)
+    assert again['initialised_from']['fresh'] == [] and again['initialised_from']['loaded'] > 0
+    # It starts where the first run ended, not from scratch.
+    assert again['initial_loss'] < 0.5 * first['initial_loss'], (first, again)
+    with pytest.raises(ValueError, match='exclusive'):
+        config(tmp_path / 'x', init_weights=str(tmp_path / 'first'), model_path='y')
+
+
+def test_init_weights_grows_an_openvla_model_by_a_module(tmp_path):
+    import torch
+
+    from vla_ros.training.trainer import initialise_matching
+
+    make_policy('openvla', seed=0).save_pretrained(tmp_path / 'small')
+    source = make_policy('openvla', model_path=str(tmp_path / 'small')).model.state_dict()
+    grown = make_policy('openvla', target_readout=True, seed=1)
+    info = initialise_matching(grown, tmp_path / 'small')
+    assert info['fresh'] and all(n.startswith('target_readout.') for n in info['fresh'])
+    assert info['ignored'] == []
+    state = grown.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in source.items())
+
+
 def test_lora_training_lowers_loss_and_saves_merged_weights(tmp_path, dataset):
     lora = LoraSettings(rank=4, dropout=0.0, targets=LINEAR_LAYERS)
     summary = train(config(tmp_path / 'run', lora=lora), dataset=dataset, progress=False)
@@ -305,6 +331,7 @@ def test_cli_trains_and_prints_a_json_summary(tmp_path, data_dir, capsys):
     (['--lora-targets', 'q_proj'], "LoRA targets ['q_proj'] match no Linear layer"),
     (['--resume'], '--resume: no checkpoint in'),
     (['--size', 'huge'], "unknown size 'huge'"),
+    (['--init-weights', 'a', '--model-path', 'b'], 'init_weights and model_path are exclusive'),
 ])
 def test_cli_errors_are_clear(tmp_path, data_dir, capsys, extra, message):
     argv = ['--policy', NAME, '--data', str(data_dir), '--output', str(tmp_path / 'o'),

@@ -7,8 +7,9 @@ where each object is. Only training uses it; inference never sees these targets.
 
 For every scene object (in ``OBJECTS`` order): x and y in the arm-base frame scaled to about
 [-1, 1] over the table, and, for cubes, cos/sin of four times the yaw (a cube looks the same
-every quarter turn; the grasp must line up with its faces). An object that the episode
-moves (the pick-up target once the fingers have closed, a pushed target) has no valid
+every quarter turn; the grasp must line up with its faces). The object the instruction names
+is given by its index (``target_indices``), for a probe of where *it* is. An object that
+the episode moves (the pick-up target once the fingers have closed, a pushed target) has no valid
 target, since the metadata only holds where it started.
 """
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from vla_ros.sim.tasks import SCENE_OBJECTS
 
-__all__ = ['OBJECTS', 'TARGET_DIM', 'object_targets', 'batch_object_targets']
+__all__ = ['OBJECTS', 'TARGET_DIM', 'object_targets', 'batch_object_targets',
+           'target_indices']
 
 OBJECTS = tuple(SCENE_OBJECTS)
 TARGET_DIM = 4
@@ -58,3 +60,9 @@ def batch_object_targets(samples) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     pairs = [object_targets(s.get('metadata'), s.get('proprio')) for s in samples]
     return np.stack([t for t, _ in pairs]), np.stack([v for _, v in pairs])
+
+
+def target_indices(samples) -> np.ndarray:
+    """Index in ``OBJECTS`` of each sample's named object (int64; -1 when unknown)."""
+    return np.array([OBJECTS.index(t) if (t := (s.get('metadata') or {}).get('target'))
+                     in OBJECTS else -1 for s in samples], dtype=np.int64)

@@ -3,7 +3,7 @@
 Usage::
 
     vla-ros train --policy NAME --data DIR --output DIR [--size tiny | --model-path CKPT]
-                  [--steps N --batch-size B --lr LR --seed S] [--resume]
+                  [--init-weights CKPT] [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
                   [--checkpoint-every K] [--unnorm-key KEY]
 
@@ -70,6 +70,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--output', required=True, help='run directory (final policy at its root)')
     p.add_argument('--size', default='tiny', help='preset to start from (default: tiny)')
     p.add_argument('--model-path', default='', help='checkpoint directory to fine-tune')
+    p.add_argument('--init-weights', default='', metavar='CKPT',
+                   help='start the --size preset from this checkpoint\'s tensors where names '
+                        'and shapes match (to grow a trained model by new modules)')
     p.add_argument('--steps', type=_int_at_least(1), default=1000)
     p.add_argument('--batch-size', type=_int_at_least(1), default=8)
     p.add_argument('--lr', type=_positive_float, default=1e-4, help='peak learning rate')
@@ -144,7 +147,8 @@ def config_from_args(args):
     unnorm_key = args.unnorm_key or re.sub(r'[^A-Za-z0-9_.-]+', '_',
                                            Path(args.data).resolve().name) or 'default'
     return TrainConfig(policy=policy, output=args.output, data=args.data, size=args.size,
-                       model_path=args.model_path, steps=args.steps,
+                       model_path=args.model_path, init_weights=args.init_weights,
+                       steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
                        seed=args.seed, lora=lora, checkpoint_every=args.checkpoint_every,

@@ -131,7 +131,7 @@ def collate(policy, samples: list[dict]) -> dict:
         return own(samples)
     import torch
 
-    from vla_ros.training.auxiliary import batch_object_targets
+    from vla_ros.training.auxiliary import batch_object_targets, target_indices
 
     images = [policy.images_tensor(Observation(s['images'], s['instruction']))
               for s in samples]
@@ -144,6 +144,7 @@ def collate(policy, samples: list[dict]) -> dict:
     return {
         'object_targets': None if objects is None else torch.as_tensor(objects[0]),
         'object_valid': None if objects is None else torch.as_tensor(objects[1]),
+        'target_index': None if objects is None else torch.as_tensor(target_indices(samples)),
         'images': torch.cat(images),
         'instructions': [s['instruction'] for s in samples],
         'actions': torch.as_tensor(actions, dtype=torch.float32, device=policy.device),

@@ -46,7 +46,7 @@ STATE_JSON = 'trainer_state.json'
 RUN_CONFIG = 'train_config.json'
 SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
-RESUME_KEYS = ('policy', 'size', 'model_path', 'steps', 'batch_size', 'lr', 'weight_decay',
+RESUME_KEYS = ('policy', 'size', 'model_path', 'init_weights', 'steps', 'batch_size', 'lr', 'weight_decay',
                'warmup_steps', 'max_grad_norm', 'seed', 'lora', 'unnorm_key')
 
 
@@ -63,6 +63,9 @@ class TrainConfig:
     data: str = ''
     size: str = 'tiny'
     model_path: str = ''
+    # A checkpoint whose tensors start the ``size`` preset's model wherever names and
+    # shapes match (modules the checkpoint lacks keep their fresh initialisation).
+    init_weights: str = ''
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
@@ -106,6 +109,9 @@ class TrainConfig:
             raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
         if not self.unnorm_key:
             raise ValueError('unnorm_key must be a non-empty name')
+        if self.init_weights and self.model_path:
+            raise ValueError('init_weights and model_path are exclusive (a checkpoint to '
+                             'fine-tune fixes its own architecture)')
 
     @property
     def mode(self) -> str:
@@ -194,6 +200,29 @@ def _rng_from_files(tensors: dict, meta: dict) -> None:
     random.setstate((version, tuple(py_state), py_gauss))
 
 
+def initialise_matching(policy, path: str | Path) -> dict:
+    """Copy a checkpoint's tensors into ``policy.model`` wherever name and shape match.
+
+    For growing a trained model by a module: everything the checkpoint has keeps its
+    trained value, the rest its fresh initialisation. The checkpoint is loaded by its own
+    family's loader (so transformers' renaming of older parameter names applies). Returns
+    counts and the names of the tensors left fresh, for the run summary. A checkpoint
+    sharing nothing is an error.
+    """
+    from vla_ros.policies.contract import PolicyLoadError
+    from vla_ros.policies.registry import make_policy
+
+    source = make_policy(policy.family, model_path=str(path)).model.state_dict()
+    own = policy.model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise PolicyLoadError(f'--init-weights: no tensor of {path} matches the model')
+    policy.model.load_state_dict(matched, strict=False)
+    return {'from': str(path), 'loaded': len(matched),
+            'fresh': sorted(set(own) - set(matched)),
+            'ignored': sorted(set(source) - set(matched))}
+
+
 def _load_buffers(model, state: dict) -> None:
     import torch
 
@@ -217,6 +246,7 @@ class Trainer:
         self.dataset = dataset
         self.progress = progress
         self.output = Path(config.output).expanduser()
+        self.initialised = None  # what initialise_matching copied (--init-weights)
 
     # -------------------------------------------------------------- set-up
     def _build_policy(self, checkpoint: Path | None):
@@ -240,6 +270,8 @@ class Trainer:
         if not isinstance(policy, TorchPolicy):
             raise ValueError(f'policy {c.policy!r} has no trainable model (it is a '
                              f'{type(policy).__name__}, not a TorchPolicy)')
+        if c.init_weights and checkpoint is None:
+            self.initialised = initialise_matching(policy, c.init_weights)
         if str(policy.dtype) != 'torch.float32':
             raise ValueError(f'training needs float32 weights, got {policy.dtype}')
         return policy
@@ -430,7 +462,7 @@ class Trainer:
             'trainable_percent': round(100.0 * trainable / total_params, 4),
             'num_samples': len(samples), 'statistics_key': c.unnorm_key,
             'checkpoint': None if last_checkpoint is None else str(last_checkpoint),
-            'output': None, 'seconds': None,
+            'output': None, 'seconds': None, 'initialised_from': self.initialised,
         }
         if end == total:
             summary['final_loss'] = self._eval_loss(policy, samples, eval_indices)

@@ -91,6 +91,14 @@ class OpenVlaConfig(PreTrainedConfig):
     object_probe_weight: float = 0.0
     object_probe_objects: int = 4
     object_probe_dim: int = 4
+    # One instruction-conditioned soft-argmax token per camera after the keypoint tokens:
+    # where the object the instruction names is (see the model's OpenVlaTargetReadout).
+    target_readout: bool = False
+    target_readout_heads: int = 4
+    # Training only: > 0 adds a target probe (an MLP on the first camera's target-readout
+    # features; needs target_readout) that regresses the named object's position and cube
+    # yaw, weighted by this factor. Inference ignores it.
+    target_probe_weight: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -124,11 +132,13 @@ class OpenVlaConfig(PreTrainedConfig):
             raise ValueError(f'projector_type must be one of {PROJECTOR_TYPES}, '
                              f'got {self.projector_type!r}')
         for name in ('image_size', 'text_vocab_size', 'pad_to_multiple_of', 'n_action_bins',
-                     'chunk_length', 'proprio_dim', 'object_probe_objects', 'object_probe_dim'):
+                     'chunk_length', 'proprio_dim', 'object_probe_objects', 'object_probe_dim',
+                     'target_readout_heads'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value!r}')
-        for name in ('use_proprio', 'sincos_position_init', 'keypoint_tokens'):
+        for name in ('use_proprio', 'sincos_position_init', 'keypoint_tokens',
+                     'target_readout'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         if not self.n_action_bins <= self.text_vocab_size:
@@ -137,13 +147,20 @@ class OpenVlaConfig(PreTrainedConfig):
                 self.action_label_sigma, (int, float)) or not 0 <= self.action_label_sigma <= 64:
             raise ValueError(f'action_label_sigma must be in [0, 64] bins, got '
                              f'{self.action_label_sigma!r}')
-        if isinstance(self.object_probe_weight, bool) or not isinstance(
-                self.object_probe_weight, (int, float)) or not self.object_probe_weight >= 0:
-            raise ValueError(f'object_probe_weight must be >= 0, got '
-                             f'{self.object_probe_weight!r}')
         if self.object_probe_weight > 0 and not self.keypoint_tokens:
             raise ValueError('object_probe_weight > 0 needs keypoint_tokens (the probe reads '
                              'the keypoints)')
+        for name in ('object_probe_weight', 'target_probe_weight'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not value >= 0 or value == float('inf'):
+                raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+        if self.target_probe_weight > 0 and not self.target_readout:
+            raise ValueError('target_probe_weight > 0 needs target_readout (the probe reads '
+                             'its features)')
+        if self.target_readout and self.text_config.hidden_size % self.target_readout_heads:
+            raise ValueError(f'target_readout_heads ({self.target_readout_heads}) must divide '
+                             f'the language model width ({self.text_config.hidden_size})')
         if not (isinstance(self.control_period, (int, float)) and self.control_period > 0):
             raise ValueError(f'control_period must be > 0, got {self.control_period!r}')
         padded = padded_vocab_size(self.text_vocab_size, self.pad_to_multiple_of)
@@ -190,8 +207,9 @@ class OpenVlaConfig(PreTrainedConfig):
 
     @property
     def num_inserted_tokens(self) -> int:
-        """Embeddings inserted after BOS: patches, keypoint tokens, proprio token."""
-        return (self.num_patches + len(self.cameras) * int(self.keypoint_tokens)
+        """Embeddings inserted after BOS: patches, keypoint and target tokens, proprio."""
+        return (self.num_patches
+                + len(self.cameras) * (int(self.keypoint_tokens) + int(self.target_readout))
                 + int(self.use_proprio))
 
     @property
@@ -247,7 +265,7 @@ MEDIUM = dict(
 SIM = dict(
     image_size=64, camera_names=['front', 'wrist'], use_proprio=True, proprio_dim=8,
     sincos_position_init=True, action_label_sigma=2.0, keypoint_tokens=True,
-    object_probe_weight=1.0,
+    object_probe_weight=1.0, target_readout=True, target_probe_weight=1.0,
     dino_config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
                      patch_size=8, num_register_tokens=4),
     siglip_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,

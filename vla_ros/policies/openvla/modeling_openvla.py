@@ -109,23 +109,75 @@ class OpenVlaKeypointReadout(nn.Module):
         return self.fc2(self.act(self.fc1(points.to(patches.dtype))))[:, None], points
 
 
+class OpenVlaTargetReadout(nn.Module):
+    """Instruction-conditioned spatial soft-argmax of a camera's patch grid -> one token.
+
+    The mean embedding of the prompt's words becomes, per head, a query over the patch grid
+    (keys and values are linear maps of the projected patches); each head yields the
+    expected (row, column) under its attention and the attended value. An MLP turns them
+    into one LLM token. Where the keypoint token states where *every* salient thing is, this
+    one states where the thing the instruction names is: the colour word -> object binding
+    that a small language model trained from scratch otherwise has to discover through
+    several attention layers (language-conditioned spatial attention as in CLIPort).
+    """
+
+    def __init__(self, dim: int, grid: int, heads: int):
+        """Query/key/value maps and the output MLP for ``heads`` heads on a ``grid``^2 grid."""
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f'target readout: width {dim} is not divisible by {heads} heads')
+        self.grid, self.heads, self.head_dim = grid, heads, dim // heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.fc1 = nn.Linear(dim + 2 * heads, dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim, dim)
+
+    def features(self, patches: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """(B, P, dim) patches, (B, dim) instruction -> (B, dim + 2 * heads) features.
+
+        The features are the attended values of all heads followed by each head's
+        expected (row, column) in [-1, 1].
+        """
+        b, p, _ = patches.shape
+        h, d = self.heads, self.head_dim
+        query = self.query(instruction).view(b, h, 1, d)
+        keys = self.key(patches).view(b, p, h, d).transpose(1, 2)
+        values = self.value(patches).view(b, p, h, d).transpose(1, 2)
+        weights = (query @ keys.transpose(-1, -2) / d ** 0.5).float().softmax(-1)  # B,h,1,P
+        axis = torch.linspace(-1.0, 1.0, self.grid, device=patches.device)
+        rows, cols = torch.meshgrid(axis, axis, indexing='ij')
+        coordinates = torch.stack([rows, cols], -1).reshape(-1, 2)
+        points = (weights @ coordinates).flatten(1)                          # B, 2h
+        attended = (weights.to(values.dtype) @ values).flatten(1)            # B, h * d
+        return torch.cat([attended, points.to(attended.dtype)], dim=1)
+
+    def forward(self, patches: torch.Tensor, instruction: torch.Tensor):
+        """-> token (B, 1, dim) and its features (B, dim + 2 * heads)."""
+        features = self.features(patches, instruction)
+        return self.fc2(self.act(self.fc1(features)))[:, None], features
+
+
 class OpenVlaObjectProbe(nn.Module):
     """Training-only readout of where the scene objects are, from the first camera's keypoints.
 
     An MLP regresses each object's targets (position, cube yaw; see
     :mod:`vla_ros.training.auxiliary`), so the keypoints the LLM reads learn to mark them.
+    The same class, with one object and the target readout's features as input, is the
+    target probe: where the object the instruction names is.
     """
 
-    def __init__(self, dim: int, num_objects: int, out_dim: int):
-        """The MLP from 2 * dim keypoint coordinates to num_objects x out_dim targets."""
+    def __init__(self, in_dim: int, dim: int, num_objects: int, out_dim: int):
+        """The MLP (hidden width ``dim``) from ``in_dim`` features to num_objects x out_dim."""
         super().__init__()
         self.shape = (num_objects, out_dim)
-        self.fc1 = nn.Linear(2 * dim, dim)
+        self.fc1 = nn.Linear(in_dim, dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(dim, num_objects * out_dim)
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
-        """(B, 2 * dim) -> (B, num_objects, out_dim)."""
+        """(B, in_dim) -> (B, num_objects, out_dim)."""
         return self.fc2(self.act(self.fc1(keypoints))).reshape(-1, *self.shape)
 
 
@@ -216,10 +268,19 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                                    config.image_size // config.siglip_config.patch_size)
             if config.keypoint_tokens else None)
         self.language_model = LlamaForCausalLM(config.text_config)
+        width = config.text_config.hidden_size
         self.object_probe = (
-            OpenVlaObjectProbe(config.text_config.hidden_size, config.object_probe_objects,
+            OpenVlaObjectProbe(2 * width, width, config.object_probe_objects,
                                config.object_probe_dim)
             if config.object_probe_weight > 0 else None)
+        self.target_readout = (
+            OpenVlaTargetReadout(width, config.image_size // config.siglip_config.patch_size,
+                                 config.target_readout_heads)
+            if config.target_readout else None)
+        self.target_probe = (
+            OpenVlaObjectProbe(width + 2 * config.target_readout_heads, width, 1,
+                               config.object_probe_dim)
+            if config.target_probe_weight > 0 else None)
         self.post_init()
         if config.sincos_position_init:
             self.vision_backbone.init_sincos_positions()
@@ -252,14 +313,16 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
     def embed_inputs(self, input_ids: torch.Tensor,
                      pixel_values: torch.Tensor | None = None,
                      proprio: torch.Tensor | None = None,
-                     keypoints_out: list | None = None) -> torch.Tensor:
+                     keypoints_out: list | None = None,
+                     targets_out: list | None = None) -> torch.Tensor:
         """Token embeddings with the image inserted after BOS.
 
         Inserted, in order: the image patches (camera after camera), one keypoint token per
-        camera if ``keypoint_tokens``, the proprio token if ``use_proprio`` (which then
-        requires ``proprio`` (B, proprio_dim), normalized). Nothing is inserted without
-        ``pixel_values`` (cached decoding steps). ``keypoints_out``, if a list, receives
-        each camera's keypoints (for the training-only object probe).
+        camera if ``keypoint_tokens``, one target token per camera if ``target_readout``,
+        the proprio token if ``use_proprio`` (which then requires ``proprio``
+        (B, proprio_dim), normalized). Nothing is inserted without ``pixel_values`` (cached
+        decoding steps). ``keypoints_out`` and ``targets_out``, if lists, receive each
+        camera's keypoints and target-readout features (for the training-only probes).
         """
         embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is None:
@@ -267,14 +330,23 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         if input_ids.shape[1] < 1:
             raise ValueError('the prompt must start with a BOS token before the image')
         patches = self.embed_images(pixel_values.to(embeds.dtype))
+        per_camera = self.config.patches_per_image
+        cameras = [patches[:, start:start + per_camera]
+                   for start in range(0, patches.shape[1], per_camera)]
         inserted = [patches]
         if self.keypoint_readout is not None:
-            per_camera = self.config.patches_per_image
-            for start in range(0, patches.shape[1], per_camera):
-                token, points = self.keypoint_readout(patches[:, start:start + per_camera])
+            for camera in cameras:
+                token, points = self.keypoint_readout(camera)
                 inserted.append(token)
                 if keypoints_out is not None:
                     keypoints_out.append(points)
+        if self.target_readout is not None:
+            instruction = self._instruction_embedding(input_ids, embeds)
+            for camera in cameras:
+                token, features = self.target_readout(camera, instruction)
+                inserted.append(token)
+                if targets_out is not None:
+                    targets_out.append(features)
         if self.proprio_projector is not None:
             if proprio is None:
                 raise ValueError('this model uses proprio, but none was given')
@@ -284,6 +356,20 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             inserted.append(self.proprio_projector(proprio.to(embeds.dtype)))
         return torch.cat([embeds[:, :1], *inserted, embeds[:, 1:]], dim=1)
 
+    def _instruction_embedding(self, input_ids, embeds) -> torch.Tensor:
+        """Mean embedding of the prompt's tokens (B, dim).
+
+        Action tokens (present in teacher-forced training rows) and padding are left out,
+        so training and inference pool the same tokens.
+        """
+        first, stop = self.config.action_token_range
+        prompt = (input_ids < first) | (input_ids >= stop)
+        pad = self.config.text_config.pad_token_id
+        if pad is not None:
+            prompt &= input_ids != pad
+        weights = prompt.to(embeds.dtype)[..., None]
+        return (embeds * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
     def forward(self, input_ids: torch.LongTensor | None = None,
                 pixel_values: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, cache=None,
@@ -291,7 +377,8 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                 logits_to_keep: int = 0, position_ids=None,
                 proprio: torch.Tensor | None = None,
                 object_targets: torch.Tensor | None = None,
-                object_valid: torch.Tensor | None = None, **kwargs):
+                object_valid: torch.Tensor | None = None,
+                target_index: torch.Tensor | None = None, **kwargs):
         """Multimodal forward; also the step function ``generate`` calls.
 
         ``pixel_values`` (RGB in [0, 1]) are given on the prefill only; later steps reuse
@@ -305,8 +392,9 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         del position_ids
         if input_ids is None:
             raise ValueError('input_ids are required')
-        keypoints = []
-        embeds = self.embed_inputs(input_ids, pixel_values, proprio, keypoints)
+        keypoints, target_features = [], []
+        embeds = self.embed_inputs(input_ids, pixel_values, proprio, keypoints,
+                                   target_features)
         inserted = embeds.shape[1] - input_ids.shape[1]
         if labels is not None and inserted:
             ignore = labels.new_full((labels.shape[0], inserted), IGNORE_INDEX)
@@ -326,10 +414,26 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                 valid = object_valid.to(error.device)
                 probe = (error * valid).sum() / valid.sum()
                 out.loss = out.loss + self.config.object_probe_weight * probe
+            if self.target_probe is not None and target_index is not None \
+                    and object_targets is not None and target_features:
+                out.loss = out.loss + self.config.target_probe_weight * self._target_probe_loss(
+                    target_features[0], object_targets, object_valid, target_index)
             return out
         return self.language_model(inputs_embeds=embeds, attention_mask=mask,
                                    position_ids=positions, cache=cache, use_cache=use_cache,
                                    logits_to_keep=logits_to_keep, **kwargs)
+
+    def _target_probe_loss(self, features, object_targets, object_valid, target_index):
+        """Squared error of the target probe on the named object's targets (valid ones)."""
+        index = target_index.to(features.device).long()
+        rows = torch.arange(len(index), device=features.device)
+        named = index.clamp(min=0)
+        targets = object_targets.to(features.device)[rows, named]
+        valid = object_valid.to(features.device)[rows, named] & (index >= 0)[:, None]
+        if not valid.any():
+            return features.new_zeros(())
+        predicted = self.target_probe(features)[:, 0].float()
+        return (((predicted - targets) ** 2) * valid).sum() / valid.sum()
 
     def _supervised_loss(self, embeds, mask, positions, labels) -> CausalLMOutputWithPast:
         hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask,

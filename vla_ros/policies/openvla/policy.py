@@ -192,9 +192,12 @@ class OpenVlaPolicy(TorchPolicy):
                 raise ValueError('openvla batch: this model uses proprio; the batch has none')
             proprio = self.proprio_tensor(torch.as_tensor(batch['proprio']).cpu().numpy())
         objects = {}
-        if self.config.object_probe_weight > 0 and batch.get('object_targets') is not None:
+        probes = self.config.object_probe_weight > 0 or self.config.target_probe_weight > 0
+        if probes and batch.get('object_targets') is not None:
             objects = {'object_targets': torch.as_tensor(batch['object_targets']),
                        'object_valid': torch.as_tensor(batch['object_valid'], dtype=torch.bool)}
+            if batch.get('target_index') is not None:
+                objects['target_index'] = torch.as_tensor(batch['target_index'])
         out = self.model(
             **objects,
             proprio=proprio,
