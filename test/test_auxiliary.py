@@ -125,6 +125,43 @@ def test_target_probe_regresses_the_named_object_through_the_readout():
     named = torch.as_tensor(targets)[[0, 1], [0, 2]]
     mask = torch.as_tensor(valid)[[0, 1], [0, 2]]
     expected = (((predicted - named) ** 2) * mask).sum() / mask.sum()
-    got = policy.model._target_probe_loss(features[0], batch['object_targets'],
+    got = policy.model._target_probe_loss(policy.model.target_probe, features[0],
+                                          batch['object_targets'],
                                           batch['object_valid'], batch['target_index'])
     assert torch.allclose(got, expected)
+
+
+def test_state_probe_reads_the_llm_state_before_the_first_action_token():
+    torch = pytest.importorskip('torch')
+    from vla_ros.policies.openvla.modeling_openvla import IGNORE_INDEX
+    from vla_ros.policies.registry import make_policy
+
+    policy = make_policy('openvla', state_probe_weight=1.0, seed=0)
+    samples = [{'metadata': META, 'proprio': np.ones(8)},
+               {'metadata': {**META, 'task': 'reach', 'target': 'green_cube'}}]
+    targets, valid = batch_object_targets(samples)
+    rng = np.random.default_rng(0)
+    batch = {'images': torch.from_numpy(rng.random((2, 1, 3, 64, 64), dtype=np.float32)),
+             'instructions': ['pick up the red cube', 'reach the green cube'],
+             'actions': torch.zeros(2, 1, 7), 'valid': torch.ones(2, 1, dtype=torch.bool),
+             'proprio': None, 'object_targets': torch.as_tensor(targets),
+             'object_valid': torch.as_tensor(valid),
+             'target_index': torch.as_tensor(target_indices(samples))}
+    with_probe = policy.training_loss(batch)
+    without = policy.training_loss({**batch, 'target_index': None})
+    with_probe.backward()
+    assert with_probe.item() > without.item()
+    assert policy.model.state_probe.fc1.weight.grad.abs().sum() > 0
+    # Its gradient trains the language model itself, which is the point.
+    layer = policy.model.language_model.model.layers[0].self_attn.q_proj.weight
+    assert layer.grad.abs().sum() > 0
+    # The state is the hidden vector at the position predicting the first supervised token.
+    embeds = torch.randn(2, 6, policy.config.text_config.hidden_size)
+    labels = torch.full((2, 6), IGNORE_INDEX)
+    labels[0, 3:] = 5
+    labels[1, 4:] = 5
+    _, state = policy.model._supervised_loss(embeds, None, None, labels)
+    with torch.no_grad():
+        hidden = policy.model.language_model.model(inputs_embeds=embeds).last_hidden_state
+    assert torch.allclose(state[0], hidden[0, 2], atol=1e-5)
+    assert torch.allclose(state[1], hidden[1, 3], atol=1e-5)

@@ -99,6 +99,10 @@ class OpenVlaConfig(PreTrainedConfig):
     # features; needs target_readout) that regresses the named object's position and cube
     # yaw, weighted by this factor. Inference ignores it.
     target_probe_weight: float = 0.0
+    # Training only: > 0 adds a state probe: an MLP on the language model's last hidden
+    # state where it predicts the first action token regresses the named object's position
+    # and cube yaw, so the target's whereabouts reach the state the action is read from.
+    state_probe_weight: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -150,7 +154,7 @@ class OpenVlaConfig(PreTrainedConfig):
         if self.object_probe_weight > 0 and not self.keypoint_tokens:
             raise ValueError('object_probe_weight > 0 needs keypoint_tokens (the probe reads '
                              'the keypoints)')
-        for name in ('object_probe_weight', 'target_probe_weight'):
+        for name in ('object_probe_weight', 'target_probe_weight', 'state_probe_weight'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not value >= 0 or value == float('inf'):
@@ -257,15 +261,16 @@ MEDIUM = dict(
                      num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=1024,
                      bos_token_id=1, eos_token_id=2),
 )
-# The shipped simulation policy (~2.7 M parameters, 2.1 M of them the tied 32k-token
-# embedding): front and wrist cameras at 64 px with 8 px patches (64 per camera; 16 px
-# patches left a 4 px object a quarter of one token and the policy could not find it)
-# through one small DINOv2 + SigLIP backbone, plus an OFT-style proprio token (7 joints +
-# gripper), sized so a training run fits about an hour of this 2-core CPU.
-SIM = dict(
+# The shipped simulation policy's first stage (~2.7 M parameters, 2.1 M of them the tied
+# 32k-token embedding): front and wrist cameras at 64 px with 8 px patches (64 per camera;
+# 16 px patches left a 4 px object a quarter of one token and the policy could not find
+# it) through one small DINOv2 + SigLIP backbone, a keypoint token per camera, plus an
+# OFT-style proprio token (7 joints + gripper), sized so a training run fits about an hour
+# of this 2-core CPU.
+SIM_BASE = dict(
     image_size=64, camera_names=['front', 'wrist'], use_proprio=True, proprio_dim=8,
     sincos_position_init=True, action_label_sigma=2.0, keypoint_tokens=True,
-    object_probe_weight=1.0, target_readout=True, target_probe_weight=1.0,
+    object_probe_weight=1.0,
     dino_config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
                      patch_size=8, num_register_tokens=4),
     siglip_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
@@ -274,7 +279,11 @@ SIM = dict(
                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=True),
 )
-PRESETS = {'tiny': TINY, 'sim': SIM, 'medium': MEDIUM, 'full': FULL}
+# The shipped policy: the first stage grown by an instruction-conditioned target token per
+# camera, its training-only probe and the state probe (``vla-ros train --size sim
+# --init-weights ...``).
+SIM = dict(SIM_BASE, target_readout=True, target_probe_weight=1.0, state_probe_weight=1.0)
+PRESETS = {'tiny': TINY, 'sim_base': SIM_BASE, 'sim': SIM, 'medium': MEDIUM, 'full': FULL}
 
 # Known to AutoConfig so that tools reading a checkpoint's config.json (e.g. AutoTokenizer
 # on the same directory) recognise the model type instead of warning about it.

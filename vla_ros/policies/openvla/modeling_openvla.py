@@ -281,6 +281,8 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             OpenVlaObjectProbe(width + 2 * config.target_readout_heads, width, 1,
                                config.object_probe_dim)
             if config.target_probe_weight > 0 else None)
+        self.state_probe = (OpenVlaObjectProbe(width, width, 1, config.object_probe_dim)
+                            if config.state_probe_weight > 0 else None)
         self.post_init()
         if config.sincos_position_init:
             self.vision_backbone.init_sincos_positions()
@@ -405,7 +407,7 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             mask = self._full_attention_mask(attention_mask, past + embeds.shape[1])
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1]:]
         if labels is not None:
-            out = self._supervised_loss(embeds, mask, positions, labels)
+            out, state = self._supervised_loss(embeds, mask, positions, labels)
             if self.object_probe is not None and object_targets is not None \
                     and pixel_values is not None and object_valid.any():
                 # The first camera's keypoints, as the LLM's keypoint token summarises them.
@@ -417,14 +419,20 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             if self.target_probe is not None and target_index is not None \
                     and object_targets is not None and target_features:
                 out.loss = out.loss + self.config.target_probe_weight * self._target_probe_loss(
-                    target_features[0], object_targets, object_valid, target_index)
+                    self.target_probe, target_features[0], object_targets, object_valid,
+                    target_index)
+            if self.state_probe is not None and target_index is not None \
+                    and object_targets is not None:
+                out.loss = out.loss + self.config.state_probe_weight * self._target_probe_loss(
+                    self.state_probe, state, object_targets, object_valid, target_index)
             return out
         return self.language_model(inputs_embeds=embeds, attention_mask=mask,
                                    position_ids=positions, cache=cache, use_cache=use_cache,
                                    logits_to_keep=logits_to_keep, **kwargs)
 
-    def _target_probe_loss(self, features, object_targets, object_valid, target_index):
-        """Squared error of the target probe on the named object's targets (valid ones)."""
+    @staticmethod
+    def _target_probe_loss(probe, features, object_targets, object_valid, target_index):
+        """Squared error of ``probe(features)`` on the named object's targets (valid ones)."""
         index = target_index.to(features.device).long()
         rows = torch.arange(len(index), device=features.device)
         named = index.clamp(min=0)
@@ -432,10 +440,12 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         valid = object_valid.to(features.device)[rows, named] & (index >= 0)[:, None]
         if not valid.any():
             return features.new_zeros(())
-        predicted = self.target_probe(features)[:, 0].float()
+        predicted = probe(features)[:, 0].float()
         return (((predicted - targets) ** 2) * valid).sum() / valid.sum()
 
-    def _supervised_loss(self, embeds, mask, positions, labels) -> CausalLMOutputWithPast:
+    def _supervised_loss(self, embeds, mask, positions, labels):
+        """-> (output with loss and logits, the final hidden state (B, dim) of each row at
+        the position that predicts its first supervised token)."""
         hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask,
                                            position_ids=positions,
                                            use_cache=False).last_hidden_state
@@ -443,6 +453,8 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         keep = targets != IGNORE_INDEX
         if not keep.any():
             raise ValueError('labels contain no supervised token')
+        first = keep.int().argmax(dim=1)
+        state = hidden[:, :-1][torch.arange(len(first), device=first.device), first]
         logits = self.language_model.lm_head(hidden[:, :-1][keep]).float()
         targets = targets[keep]
         sigma = self.config.action_label_sigma
@@ -450,7 +462,7 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             loss = self._gaussian_label_loss(logits, targets, sigma)
         else:
             loss = nn.functional.cross_entropy(logits, targets)
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=loss, logits=logits), state
 
     def _gaussian_label_loss(self, logits, targets, sigma: float) -> torch.Tensor:
         """Cross-entropy against a Gaussian over the neighbouring action bins (HL-Gauss).

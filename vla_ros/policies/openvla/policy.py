@@ -192,7 +192,8 @@ class OpenVlaPolicy(TorchPolicy):
                 raise ValueError('openvla batch: this model uses proprio; the batch has none')
             proprio = self.proprio_tensor(torch.as_tensor(batch['proprio']).cpu().numpy())
         objects = {}
-        probes = self.config.object_probe_weight > 0 or self.config.target_probe_weight > 0
+        probes = any(getattr(self.config, f'{n}_probe_weight') > 0
+                     for n in ('object', 'target', 'state'))
         if probes and batch.get('object_targets') is not None:
             objects = {'object_targets': torch.as_tensor(batch['object_targets']),
                        'object_valid': torch.as_tensor(batch['object_valid'], dtype=torch.bool)}
