@@ -173,6 +173,22 @@ def test_init_weights_starts_from_a_checkpoint_and_reports_fresh_tensors(tmp_pat
         config(tmp_path / 'x', init_weights=str(tmp_path / 'first'), model_path='y')
 
 
+def test_set_changes_preset_fields_and_is_kept_for_resume(tmp_path, data_dir, capsys):
+    argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
+            '--steps', '4', '--batch-size', '2', '--full', '--no-progress',
+            '--checkpoint-every', '2', '--set', 'target_readout=true',
+            '--set', 'target_readout_heads=2', '--stop-after', '2']
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / 'o' / 'checkpoints' / 'step_00000002' / 'policy'
+                         / 'config.json').read_text())
+    assert config['target_readout'] is True and config['target_readout_heads'] == 2
+    code, _, err = run_cli(argv[:-6] + ['--resume'], capsys)
+    assert code == 2 and "model_options: {'target_readout': True" in err, err
+    code, _, err = run_cli(argv[:-2] + ['--resume'], capsys)
+    assert code == 0, err
+
+
 def test_init_weights_grows_an_openvla_model_by_a_module(tmp_path):
     import torch
 
@@ -332,6 +348,9 @@ def test_cli_trains_and_prints_a_json_summary(tmp_path, data_dir, capsys):
     (['--resume'], '--resume: no checkpoint in'),
     (['--size', 'huge'], "unknown size 'huge'"),
     (['--init-weights', 'a', '--model-path', 'b'], 'init_weights and model_path are exclusive'),
+    (['--set', 'target_readout'], "expected KEY=VALUE, got 'target_readout'"),
+    (['--set', 'lr=fast'], 'lr: VALUE must be JSON'),
+    (['--set', 'hidden=1', '--model-path', 'b'], 'model options and model_path are exclusive'),
 ])
 def test_cli_errors_are_clear(tmp_path, data_dir, capsys, extra, message):
     argv = ['--policy', NAME, '--data', str(data_dir), '--output', str(tmp_path / 'o'),

@@ -3,7 +3,7 @@
 Usage::
 
     vla-ros train --policy NAME --data DIR --output DIR [--size tiny | --model-path CKPT]
-                  [--init-weights CKPT] [--steps N --batch-size B --lr LR --seed S] [--resume]
+                  [--set KEY=VALUE ...] [--init-weights CKPT] [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
                   [--checkpoint-every K] [--unnorm-key KEY]
 
@@ -57,6 +57,17 @@ def _name_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _model_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition('=')
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{key.strip()}: VALUE must be JSON (true, 1.0, '
+                                         f'"text"), got {value!r}') from None
+
+
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``train`` sub-command to an ``argparse`` sub-parsers object."""
     p = subparsers.add_parser(
@@ -70,6 +81,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--output', required=True, help='run directory (final policy at its root)')
     p.add_argument('--size', default='tiny', help='preset to start from (default: tiny)')
     p.add_argument('--model-path', default='', help='checkpoint directory to fine-tune')
+    p.add_argument('--set', dest='model_options', action='append', default=[],
+                   type=_model_option, metavar='KEY=VALUE',
+                   help='change one configuration field of the --size preset (VALUE is '
+                        'JSON, e.g. --set target_readout=true); repeatable')
     p.add_argument('--init-weights', default='', metavar='CKPT',
                    help='start the --size preset from this checkpoint\'s tensors where names '
                         'and shapes match (to grow a trained model by new modules)')
@@ -148,6 +163,7 @@ def config_from_args(args):
                                            Path(args.data).resolve().name) or 'default'
     return TrainConfig(policy=policy, output=args.output, data=args.data, size=args.size,
                        model_path=args.model_path, init_weights=args.init_weights,
+                       model_options=dict(args.model_options),
                        steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,

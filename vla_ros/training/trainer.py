@@ -46,7 +46,7 @@ STATE_JSON = 'trainer_state.json'
 RUN_CONFIG = 'train_config.json'
 SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
-RESUME_KEYS = ('policy', 'size', 'model_path', 'init_weights', 'steps', 'batch_size', 'lr', 'weight_decay',
+RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps', 'batch_size', 'lr', 'weight_decay',
                'warmup_steps', 'max_grad_norm', 'seed', 'lora', 'unnorm_key')
 
 
@@ -66,6 +66,8 @@ class TrainConfig:
     # A checkpoint whose tensors start the ``size`` preset's model wherever names and
     # shapes match (modules the checkpoint lacks keep their fresh initialisation).
     init_weights: str = ''
+    # Configuration fields changed from the ``size`` preset (e.g. {'target_readout': True}).
+    model_options: dict = field(default_factory=dict)
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
@@ -112,6 +114,9 @@ class TrainConfig:
         if self.init_weights and self.model_path:
             raise ValueError('init_weights and model_path are exclusive (a checkpoint to '
                              'fine-tune fixes its own architecture)')
+        if self.model_options and self.model_path:
+            raise ValueError('model options and model_path are exclusive (a checkpoint to '
+                             'fine-tune fixes its own configuration)')
 
     @property
     def mode(self) -> str:
@@ -266,7 +271,7 @@ class Trainer:
         elif c.model_path:
             policy = make_policy(c.policy, model_path=c.model_path, **kwargs)
         else:
-            policy = make_policy(c.policy, size=c.size, **kwargs)
+            policy = make_policy(c.policy, size=c.size, **c.model_options, **kwargs)
         if not isinstance(policy, TorchPolicy):
             raise ValueError(f'policy {c.policy!r} has no trainable model (it is a '
                              f'{type(policy).__name__}, not a TorchPolicy)')
@@ -296,8 +301,10 @@ class Trainer:
         except (OSError, ValueError) as exc:
             raise TrainingError(f'--resume: {out / RUN_CONFIG} is unreadable: {exc}') from None
         now = c.to_dict()
-        changed = [f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in RESUME_KEYS
-                   if saved.get(k) != now.get(k)]
+        # A run started before a setting existed had that setting's default.
+        defaults = TrainConfig(policy='-', output='-').to_dict()
+        changed = [f'{k}: {saved.get(k, defaults[k])!r} -> {now.get(k)!r}' for k in RESUME_KEYS
+                   if saved.get(k, defaults[k]) != now.get(k)]
         if changed:
             raise TrainingError('--resume with different settings than the run was started '
                                 'with: ' + '; '.join(changed))
