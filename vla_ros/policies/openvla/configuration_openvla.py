@@ -282,7 +282,7 @@ SIM_BASE = dict(
 # The shipped policy: the first stage grown by an instruction-conditioned target token per
 # camera, its training-only probe and the state probe (``vla-ros train --size sim
 # --init-weights ...``).
-SIM = dict(SIM_BASE, target_readout=True, target_probe_weight=1.0, state_probe_weight=1.0)
+SIM = dict(SIM_BASE, target_readout=True, target_probe_weight=5.0, state_probe_weight=5.0)
 PRESETS = {'tiny': TINY, 'sim_base': SIM_BASE, 'sim': SIM, 'medium': MEDIUM, 'full': FULL}
 
 # Known to AutoConfig so that tools reading a checkpoint's config.json (e.g. AutoTokenizer
