@@ -3,7 +3,8 @@
 Usage::
 
     vla-ros train --policy NAME --data DIR --output DIR [--size tiny | --model-path CKPT]
-                  [--set KEY=VALUE ...] [--init-weights CKPT] [--steps N --batch-size B --lr LR --seed S] [--resume]
+                  [--set KEY=VALUE ...] [--init-weights CKPT]
+                  [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
                   [--checkpoint-every K] [--unnorm-key KEY]
 

@@ -46,8 +46,9 @@ STATE_JSON = 'trainer_state.json'
 RUN_CONFIG = 'train_config.json'
 SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
-RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps', 'batch_size', 'lr', 'weight_decay',
-               'warmup_steps', 'max_grad_norm', 'seed', 'lora', 'unnorm_key')
+RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
+               'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
+               'lora', 'unnorm_key')
 
 
 class TrainingError(RuntimeError):

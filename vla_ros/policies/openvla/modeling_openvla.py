@@ -444,8 +444,11 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         return (((predicted - targets) ** 2) * valid).sum() / valid.sum()
 
     def _supervised_loss(self, embeds, mask, positions, labels):
-        """-> (output with loss and logits, the final hidden state (B, dim) of each row at
-        the position that predicts its first supervised token)."""
+        """Loss over the supervised tokens, and the state the first action is read from.
+
+        Returns the output (loss, logits) and each row's final hidden state (B, dim) at the
+        position that predicts its first supervised token.
+        """
         hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=mask,
                                            position_ids=positions,
                                            use_cache=False).last_hidden_state
