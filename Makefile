@@ -69,7 +69,7 @@ test-fast: setup
 # 1) the runtime end to end (simulated arm + inference node, scripted policy): must succeed;
 # 2) the project's own trained OpenVLA-family policy on a reach episode with an unseen
 #    layout (seed 5002, training instruction template) through the same ROS graph. The
-#    policy solves only ~34 % of such episodes (docs/results.md), so this one was chosen
+#    policy solves only ~30 % of such episodes (docs/results.md), so this one was chosen
 #    among those it solved in evaluation; its outcome is reported, not required.
 demo: setup
 	$(VENV)/bin/vla-ros demo --output demo_output/runtime

@@ -89,7 +89,7 @@ if [[ -z "${SKIP_TRAIN:-}" ]]; then
         --checkpoint-every 1000 > "$WORK/train_openvla_dagger1.json"
     # Stage 4: DAgger round 2 driven by stage 3 (seeds 30000.., 40000.., 150 per task
     # each); the model gains the state probe ('sim' preset) and trains on everything: the
-    # shipped openvla_sim. (A third round, driven by it, made it worse: docs/results.md.)
+    # shipped openvla_sim. (A third round, driven by it, did not help: docs/results.md.)
     dagger "$WORK/openvla_dagger1" 30000 40000 150
     merge "$WORK/dagger2/sim_reach_pick_up" "$WORK/demos_0" "$WORK/demos_750" \
         "$WORK/dagger_10000" "$WORK/dagger_20000" "$WORK/dagger_30000" "$WORK/dagger_40000"

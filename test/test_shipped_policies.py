@@ -22,7 +22,7 @@ MAX_BYTES = 20 * 1024 * 1024
 # The first 20 of the documented evaluation seeds (docs/results.md: reach, train split,
 # seeds 5000..5049). The policies are weak and their successes cluster by layout and
 # object, so this checks that the shipped weights reproduce the documented behaviour
-# (openvla_sim 7/20, octo_sim 5/20 when written), with room for a different CPU's
+# (openvla_sim 8/20, octo_sim 5/20 when written), with room for a different CPU's
 # rounding; it is not a generalization measure.
 FIRST_SEED, REACH_EPISODES = 5000, 20
 MIN_REACH_SUCCESSES = 3
