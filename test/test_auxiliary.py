@@ -95,21 +95,27 @@ def test_target_probe_needs_the_readout_and_fitting_heads():
         OpenVlaConfig(**{**TINY, 'target_readout': True, 'target_probe_weight': -1.0})
 
 
+def _named_target_batch(torch):
+    """Two samples naming the red and the green cube, with layout targets and indices."""
+    samples = [{'metadata': META, 'proprio': np.ones(8)},
+               {'metadata': {**META, 'task': 'reach', 'target': 'green_cube'}}]
+    targets, valid = batch_object_targets(samples)
+    rng = np.random.default_rng(0)
+    return {'images': torch.from_numpy(rng.random((2, 1, 3, 64, 64), dtype=np.float32)),
+            'instructions': ['pick up the red cube', 'reach the green cube'],
+            'actions': torch.zeros(2, 1, 7), 'valid': torch.ones(2, 1, dtype=torch.bool),
+            'proprio': None, 'object_targets': torch.as_tensor(targets),
+            'object_valid': torch.as_tensor(valid),
+            'target_index': torch.as_tensor(target_indices(samples))}
+
+
 def test_target_probe_regresses_the_named_object_through_the_readout():
     torch = pytest.importorskip('torch')
     from vla_ros.policies.registry import make_policy
 
     policy = make_policy('openvla', target_readout=True, target_probe_weight=1.0, seed=0)
-    samples = [{'metadata': META, 'proprio': np.ones(8)},
-               {'metadata': {**META, 'task': 'reach', 'target': 'green_cube'}}]
-    targets, valid = batch_object_targets(samples)
-    rng = np.random.default_rng(0)
-    batch = {'images': torch.from_numpy(rng.random((2, 1, 3, 64, 64), dtype=np.float32)),
-             'instructions': ['pick up the red cube', 'reach the green cube'],
-             'actions': torch.zeros(2, 1, 7), 'valid': torch.ones(2, 1, dtype=torch.bool),
-             'proprio': None, 'object_targets': torch.as_tensor(targets),
-             'object_valid': torch.as_tensor(valid),
-             'target_index': torch.as_tensor(target_indices(samples))}
+    batch = _named_target_batch(torch)
+    targets, valid = batch['object_targets'], batch['object_valid']
     with_probe = policy.training_loss(batch)
     without = policy.training_loss({**batch, 'target_index': None})
     with_probe.backward()
@@ -137,16 +143,7 @@ def test_state_probe_reads_the_llm_state_before_the_first_action_token():
     from vla_ros.policies.registry import make_policy
 
     policy = make_policy('openvla', state_probe_weight=1.0, seed=0)
-    samples = [{'metadata': META, 'proprio': np.ones(8)},
-               {'metadata': {**META, 'task': 'reach', 'target': 'green_cube'}}]
-    targets, valid = batch_object_targets(samples)
-    rng = np.random.default_rng(0)
-    batch = {'images': torch.from_numpy(rng.random((2, 1, 3, 64, 64), dtype=np.float32)),
-             'instructions': ['pick up the red cube', 'reach the green cube'],
-             'actions': torch.zeros(2, 1, 7), 'valid': torch.ones(2, 1, dtype=torch.bool),
-             'proprio': None, 'object_targets': torch.as_tensor(targets),
-             'object_valid': torch.as_tensor(valid),
-             'target_index': torch.as_tensor(target_indices(samples))}
+    batch = _named_target_batch(torch)
     with_probe = policy.training_loss(batch)
     without = policy.training_loss({**batch, 'target_index': None})
     with_probe.backward()
