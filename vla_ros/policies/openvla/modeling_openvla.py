@@ -74,6 +74,17 @@ class OpenVlaProprioProjector(nn.Module):
         return self.fc2(self.act(self.fc1(proprio)))[:, None]
 
 
+def grid_coordinates(grid: int, device=None) -> torch.Tensor:
+    """(grid * grid, 2) (row, column) of each patch in [-1, 1], row-major as ViT patches.
+
+    Built per call, not kept in a buffer: a checkpoint loaded through transformers leaves
+    buffers it does not store uninitialised.
+    """
+    axis = torch.linspace(-1.0, 1.0, grid, device=device)
+    rows, cols = torch.meshgrid(axis, axis, indexing='ij')
+    return torch.stack([rows, cols], -1).reshape(-1, 2)
+
+
 class OpenVlaKeypointReadout(nn.Module):
     """Spatial soft-argmax of a camera's patch grid -> one token (and the raw keypoints).
 
@@ -95,11 +106,7 @@ class OpenVlaKeypointReadout(nn.Module):
 
     def keypoints(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, grid * grid, dim) -> (B, dim * 2) expected (row, column) per channel."""
-        # Cell coordinates are rebuilt per call, not kept in a buffer: a checkpoint
-        # loaded through transformers leaves buffers it does not store uninitialised.
-        axis = torch.linspace(-1.0, 1.0, self.grid, device=patches.device)
-        rows, cols = torch.meshgrid(axis, axis, indexing='ij')
-        coordinates = torch.stack([rows, cols], -1).reshape(-1, 2)
+        coordinates = grid_coordinates(self.grid, patches.device)
         weights = patches.float().softmax(dim=1)
         return torch.einsum('bpc,pk->bck', weights, coordinates).flatten(1)
 
@@ -146,11 +153,8 @@ class OpenVlaTargetReadout(nn.Module):
         keys = self.key(patches).view(b, p, h, d).transpose(1, 2)
         values = self.value(patches).view(b, p, h, d).transpose(1, 2)
         weights = (query @ keys.transpose(-1, -2) / d ** 0.5).float().softmax(-1)  # B,h,1,P
-        axis = torch.linspace(-1.0, 1.0, self.grid, device=patches.device)
-        rows, cols = torch.meshgrid(axis, axis, indexing='ij')
-        coordinates = torch.stack([rows, cols], -1).reshape(-1, 2)
-        points = (weights @ coordinates).flatten(1)                          # B, 2h
-        attended = (weights.to(values.dtype) @ values).flatten(1)            # B, h * d
+        points = (weights @ grid_coordinates(self.grid, patches.device)).flatten(1)  # B, 2h
+        attended = (weights.to(values.dtype) @ values).flatten(1)  # B, h * d
         return torch.cat([attended, points.to(attended.dtype)], dim=1)
 
     def forward(self, patches: torch.Tensor, instruction: torch.Tensor):
