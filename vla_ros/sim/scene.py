@@ -169,6 +169,27 @@ class ArmSim:
             out[name] = (x, y, yaw)
         return out
 
+    def set_arm_configuration(self, joints, opening):
+        """Put the arm at ``joints`` (rad) and the fingers at ``opening`` (0..1), at rest.
+
+        Kinematics only: the objects stay where they are and no physics step runs, so a
+        recorded frame's pose can be rebuilt from its proprioception (e.g. to ask the
+        expert what it would command there). The servo targets follow, so a later
+        ``step_ee_twist`` starts from this pose.
+        """
+        joints = np.asarray(joints, float).reshape(len(self.ARM_JOINTS))
+        if not (np.all(np.isfinite(joints)) and np.isfinite(opening)):
+            raise ValueError('joints and opening must be finite')
+        m, d = self.model, self.data
+        joints = np.clip(joints, self._lower, self._upper)
+        d.qpos[self._arm_q] = joints
+        d.qvel[self._arm_v] = 0.0
+        d.qpos[self._finger_q] = float(np.clip(opening, 0.0, 1.0)) * _FINGER_OPEN
+        self._q_target = joints.copy()
+        d.ctrl[self._arm_act] = joints
+        d.ctrl[self._grip_act] = float(np.clip(opening, 0.0, 1.0)) * _FINGER_OPEN
+        mujoco.mj_forward(m, d)
+
     def step_ee_twist(self, twist, gripper, base_twist=None, dt=0.05):
         """Move the end effector with ``twist`` for ``dt`` seconds and step the physics.
 

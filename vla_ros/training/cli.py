@@ -6,7 +6,7 @@ Usage::
                   [--set KEY=VALUE ...] [--init-weights CKPT]
                   [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
-                  [--checkpoint-every K] [--unnorm-key KEY]
+                  [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual]
 
 Prints the run's JSON summary on stdout; the progress bar goes to stderr.
 """
@@ -117,6 +117,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                         '(default: the --data directory name)')
     p.add_argument('--eval-samples', type=_int_at_least(1), default=32,
                    help='fixed samples whose loss is reported before and after training')
+    p.add_argument('--counterfactual', action='store_true',
+                   help='add, per simulated reach/pick_up frame, the same images with another '
+                        'object named and the scripted expert\'s action for it')
     p.add_argument('--device', default='cpu')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
                    help='run at most this many steps now, checkpoint, and exit '
@@ -170,7 +173,8 @@ def config_from_args(args):
                        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
                        seed=args.seed, lora=lora, checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, unnorm_key=unnorm_key,
-                       device=args.device, eval_samples=args.eval_samples)
+                       device=args.device, eval_samples=args.eval_samples,
+                       counterfactual=args.counterfactual)
 
 
 def cmd_train(args) -> int:

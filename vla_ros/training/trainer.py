@@ -48,7 +48,7 @@ SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
-               'lora', 'unnorm_key')
+               'lora', 'unnorm_key', 'counterfactual')
 
 
 class TrainingError(RuntimeError):
@@ -82,6 +82,9 @@ class TrainConfig:
     unnorm_key: str = 'default'
     device: str = 'cpu'
     eval_samples: int = 32
+    # Add one counterfactual sample per relabelable frame: the same images with another
+    # object named and the scripted expert's action for it (vla_ros.training.counterfactual).
+    counterfactual: bool = False
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -112,6 +115,8 @@ class TrainConfig:
             raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
         if not self.unnorm_key:
             raise ValueError('unnorm_key must be a non-empty name')
+        if not isinstance(self.counterfactual, bool):
+            raise ValueError(f'counterfactual must be true or false, got {self.counterfactual!r}')
         if self.init_weights and self.model_path:
             raise ValueError('init_weights and model_path are exclusive (a checkpoint to '
                              'fine-tune fixes its own architecture)')
@@ -385,6 +390,12 @@ class Trainer:
         policy = self._build_policy(checkpoint)
         samples = list(dataset.samples(policy.spec.chunk_length))
         check_compatible(policy, dataset, samples[0])
+        recorded = len(samples)
+        if c.counterfactual:
+            from vla_ros.training.counterfactual import counterfactual_samples
+
+            samples += counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
+                                              progress=self.progress)
         statistics = bounded_statistics(dataset.statistics(c.unnorm_key), policy.action_space)
         install_statistics(policy, statistics, c.unnorm_key)
 
@@ -468,7 +479,8 @@ class Trainer:
             'last_step_loss': history[-1] if history else None,
             'trainable_parameters': trainable, 'total_parameters': total_params,
             'trainable_percent': round(100.0 * trainable / total_params, 4),
-            'num_samples': len(samples), 'statistics_key': c.unnorm_key,
+            'num_samples': len(samples), 'counterfactual_samples': len(samples) - recorded,
+            'statistics_key': c.unnorm_key,
             'checkpoint': None if last_checkpoint is None else str(last_checkpoint),
             'output': None, 'seconds': None, 'initialised_from': self.initialised,
         }

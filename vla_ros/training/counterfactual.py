@@ -1,0 +1,139 @@
+"""Counterfactual instructions: the same frame, another object named, the expert's answer.
+
+A demonstration pairs each frame with one instruction, so a policy can fit it while half
+ignoring the words (head for the object that the scene makes likely, not the one named).
+Simulated episodes carry their layout, and each frame's proprioception fixes the arm's
+pose, so the scripted expert can be asked what it would command from that very state had
+the instruction named another object. Those samples share the frame's images and differ
+only in the words and the action: the policy cannot fit them without reading the
+instruction.
+
+A relabel is kept only where it is exactly the expert's command, not a guess:
+
+- the hand is at least ``min_distance`` (horizontally) from the newly named object, so the
+  expert's state machine is in its travel phase whatever it remembered (it leaves descend
+  for travel beyond 4.5 cm and cannot have closed on an object it never reached);
+- the fingers are open (an object in hand belongs to the recorded episode);
+- the newly named object has not moved: its pose is rebuilt from the layout, so a relabel
+  is only made for episodes in which no distractor was disturbed.
+
+Supported tasks are reach and pick_up (a pushed scene changes what "behind the object"
+means, and push has no training data yet). Only the simulator is needed; no ROS, no torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla_ros.policies.contract import Observation
+from vla_ros.sim.tasks import SCENE_OBJECTS, TaskInstance, get_task
+
+__all__ = ['RELABEL_TASKS', 'counterfactual_samples', 'relabel_episode']
+
+RELABEL_TASKS = ('reach', 'pick_up')
+_GRIPPER_OPEN = 0.9   # proprio gripper opening above which the fingers hold nothing
+
+
+def _instance(metadata: dict, target: str):
+    """The task instance of ``metadata``'s layout with ``target`` named instead."""
+    task = get_task(metadata['task'])
+    template = metadata['template']
+    instruction = template.format(object=SCENE_OBJECTS[target].phrase('train'),
+                                  direction='')
+    placements = {n: tuple(float(v) for v in p[:3])
+                  for n, p in metadata['placements'].items()}
+    return TaskInstance(task, int(metadata.get('seed', 0)), 'train', target, instruction,
+                        template, placements, metadata.get('direction'))
+
+
+def relabel_episode(episode, sim, expert, rng: np.random.Generator,
+                    min_distance: float = 0.06, per_frame: int = 1,
+                    candidates: tuple[str, ...] | None = None) -> list[dict]:
+    """Counterfactual samples of one recorded episode (may be empty).
+
+    ``per_frame`` of the ``candidates`` (default: every object but the recorded target;
+    drawn with ``rng``) are tried per frame; a sample has the keys of
+    ``EpisodeDataset.samples`` with ``chunk_length`` = the expert's, the frame's images and
+    proprio, the new instruction and the expert's chunk for it, and metadata naming the
+    new target (``counterfactual_of``: the recorded one). Naming the recorded target
+    itself reproduces the recorded expert's labels (the tests' check of the rebuild).
+    """
+    meta = episode.metadata or {}
+    if meta.get('task') not in RELABEL_TASKS or not meta.get('placements') \
+            or meta.get('target') not in meta['placements'] or meta.get('wrong_object') \
+            or episode.proprio is None or episode.proprio.shape[1] != 8:
+        return []
+    if candidates is None:
+        candidates = tuple(n for n in meta['placements'] if n != meta['target'])
+    others = [n for n in candidates if n in meta['placements']]
+    if not others:
+        return []
+    instances = {name: _instance(meta, name) for name in others}
+    first = next(iter(instances.values()))
+    first.reset(sim)  # the layout, settled; the arm is moved per frame below
+    spec = expert.spec
+    chunk_length = spec.chunk_length
+    blank = {c: np.zeros((spec.image_size[1], spec.image_size[0], 3), np.uint8)
+             for c in spec.camera_names}  # the expert never looks at images
+    samples = []
+    for t in range(len(episode)):
+        proprio = episode.proprio[t]
+        if proprio[7] <= _GRIPPER_OPEN:
+            continue
+        sim.set_arm_configuration(proprio[:7], proprio[7])
+        ee = sim.ee_pose()[0]
+        poses = sim.object_poses()
+        picked = rng.choice(len(others), size=min(per_frame, len(others)), replace=False)
+        for i in picked:
+            name = others[int(i)]
+            if np.linalg.norm(poses[name][0][:2] - ee[:2]) < min_distance:
+                continue
+            instance = instances[name]
+            instance.initial_positions = {n: p.copy() for n, (p, _) in poses.items()}
+            expert.attach_simulator(sim, instance)  # fresh state machine
+            chunk = expert.predict_chunk(Observation(blank, instance.instruction,
+                                                     stamp=float(episode.stamps[t])))
+            samples.append({
+                'images': {c: frames[t] for c, frames in episode.images.items()},
+                'instruction': instance.instruction,
+                'actions': np.asarray(chunk, np.float32),
+                'valid': np.ones(chunk_length, bool),
+                'proprio': proprio,
+                'metadata': {**meta, 'target': name, 'instruction': instance.instruction,
+                             'counterfactual_of': meta['target']},
+            })
+    return samples
+
+
+def counterfactual_samples(dataset, chunk_length: int, seed: int = 0,
+                           min_distance: float = 0.06, per_frame: int = 1,
+                           progress: bool = False) -> list[dict]:
+    """Counterfactual samples of every relabelable episode of ``dataset``, reproducibly.
+
+    Raises ValueError when no episode carries a reach / pick_up layout (a dataset from
+    bags, for instance): asking for relabels there is a mistake, not a no-op.
+    """
+    from vla_ros.evaluation.rollout import make_sim
+    from vla_ros.sim.expert import ScriptedExpert
+
+    episodes = [e for e in dataset.episodes
+                if (e.metadata or {}).get('task') in RELABEL_TASKS
+                and (e.metadata or {}).get('placements')]
+    if not episodes:
+        raise ValueError(f'counterfactual relabelling needs simulated {RELABEL_TASKS} '
+                         f'episodes with their layout in the metadata; this dataset has none')
+    rng = np.random.default_rng([seed, 7])
+    expert = ScriptedExpert(chunk_length=chunk_length)
+    sim = make_sim()
+    samples: list[dict] = []
+    try:
+        iterator = episodes
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(episodes, desc='counterfactual relabels', unit='episode')
+        for episode in iterator:
+            samples.extend(relabel_episode(episode, sim, expert, rng, min_distance, per_frame))
+    finally:
+        sim.close()
+    return samples
