@@ -116,6 +116,8 @@ def test_dataset_relabels_are_reproducible_and_need_layouts(episodes):
     assert [s['instruction'] for s in a] == [s['instruction'] for s in b]
     np.testing.assert_array_equal(np.stack([s['actions'] for s in a]),
                                   np.stack([s['actions'] for s in b]))
+    some = counterfactual_samples(dataset, 1, seed=3, rate=0.3)
+    assert 0 < len(some) < 0.6 * len(a)
     chunked = counterfactual_samples(dataset, 4, seed=3)
     assert chunked and chunked[0]['actions'].shape == (4, 7)
     stripped = EpisodeDataset([type(e)(e.instruction, e.action_space, e.control_period,
@@ -136,14 +138,15 @@ def test_training_adds_the_relabels_and_keeps_the_setting_for_resume(tmp_path, e
     def config(**kw):
         return TrainConfig(**{'policy': tiny_mlp_policy.NAME, 'output': str(tmp_path / 'run'),
                               'steps': 4, 'batch_size': 4, 'lora': None,
-                              'checkpoint_every': 2, 'counterfactual': True, **kw})
+                              'checkpoint_every': 2, 'counterfactual': 1.0, **kw})
 
     summary = train(config(), dataset=dataset, progress=False, stop_after=2)
     relabels = len(counterfactual_samples(dataset, 4, seed=0))
     assert summary['counterfactual_samples'] == relabels > 0
     assert summary['num_samples'] == recorded + relabels
     with pytest.raises(TrainingError, match='counterfactual'):
-        train(config(counterfactual=False), dataset=dataset, progress=False, resume=True)
+        train(config(counterfactual=0.5), dataset=dataset, progress=False, resume=True)
     assert train(config(), dataset=dataset, progress=False, resume=True)['complete']
-    with pytest.raises(ValueError, match='true or false'):
-        config(counterfactual='yes')
+    for bad in ('yes', True, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r'rate in \[0, 1\]'):
+            config(counterfactual=bad)

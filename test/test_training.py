@@ -352,6 +352,7 @@ def test_cli_trains_and_prints_a_json_summary(tmp_path, data_dir, capsys):
     (['--set', 'lr=fast'], 'lr: VALUE must be JSON'),
     (['--set', 'hidden=1', '--model-path', 'b'], 'model options and model_path are exclusive'),
     (['--full', '--counterfactual'], 'counterfactual relabelling needs simulated'),
+    (['--counterfactual', '1.5'], 'argument --counterfactual: must be in (0, 1], got 1.5'),
 ])
 def test_cli_errors_are_clear(tmp_path, data_dir, capsys, extra, message):
     argv = ['--policy', NAME, '--data', str(data_dir), '--output', str(tmp_path / 'o'),

@@ -6,7 +6,7 @@ Usage::
                   [--set KEY=VALUE ...] [--init-weights CKPT]
                   [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
-                  [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual]
+                  [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual [RATE]]
 
 Prints the run's JSON summary on stdout; the progress bar goes to stderr.
 """
@@ -48,6 +48,16 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f'must be in [0, 1), got {text}')
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f'must be in (0, 1], got {text}')
     return value
 
 
@@ -117,9 +127,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                         '(default: the --data directory name)')
     p.add_argument('--eval-samples', type=_int_at_least(1), default=32,
                    help='fixed samples whose loss is reported before and after training')
-    p.add_argument('--counterfactual', action='store_true',
-                   help='add, per simulated reach/pick_up frame, the same images with another '
-                        'object named and the scripted expert\'s action for it')
+    p.add_argument('--counterfactual', type=_rate, nargs='?', const=1.0, default=0.0,
+                   metavar='RATE',
+                   help='add, for this fraction (default 1) of the simulated reach/pick_up '
+                        'frames, the same images with another object named and the scripted '
+                        'expert\'s action for it')
     p.add_argument('--device', default='cpu')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
                    help='run at most this many steps now, checkpoint, and exit '

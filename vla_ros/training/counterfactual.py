@@ -48,11 +48,13 @@ def _instance(metadata: dict, target: str):
 
 def relabel_episode(episode, sim, expert, rng: np.random.Generator,
                     min_distance: float = 0.06, per_frame: int = 1,
-                    candidates: tuple[str, ...] | None = None) -> list[dict]:
+                    candidates: tuple[str, ...] | None = None,
+                    rate: float = 1.0) -> list[dict]:
     """Counterfactual samples of one recorded episode (may be empty).
 
-    ``per_frame`` of the ``candidates`` (default: every object but the recorded target;
-    drawn with ``rng``) are tried per frame; a sample has the keys of
+    A ``rate`` fraction of the frames (drawn with ``rng``) is relabelled; ``per_frame`` of
+    the ``candidates`` (default: every object but the recorded target; drawn with ``rng``)
+    are tried per frame; a sample has the keys of
     ``EpisodeDataset.samples`` with ``chunk_length`` = the expert's, the frame's images and
     proprio, the new instruction and the expert's chunk for it, and metadata naming the
     new target (``counterfactual_of``: the recorded one). Naming the recorded target
@@ -78,7 +80,7 @@ def relabel_episode(episode, sim, expert, rng: np.random.Generator,
     samples = []
     for t in range(len(episode)):
         proprio = episode.proprio[t]
-        if proprio[7] <= _GRIPPER_OPEN:
+        if rng.random() >= rate or proprio[7] <= _GRIPPER_OPEN:
             continue
         sim.set_arm_configuration(proprio[:7], proprio[7])
         ee = sim.ee_pose()[0]
@@ -107,7 +109,7 @@ def relabel_episode(episode, sim, expert, rng: np.random.Generator,
 
 def counterfactual_samples(dataset, chunk_length: int, seed: int = 0,
                            min_distance: float = 0.06, per_frame: int = 1,
-                           progress: bool = False) -> list[dict]:
+                           rate: float = 1.0, progress: bool = False) -> list[dict]:
     """Counterfactual samples of every relabelable episode of ``dataset``, reproducibly.
 
     Raises ValueError when no episode carries a reach / pick_up layout (a dataset from
@@ -133,7 +135,8 @@ def counterfactual_samples(dataset, chunk_length: int, seed: int = 0,
 
             iterator = tqdm(episodes, desc='counterfactual relabels', unit='episode')
         for episode in iterator:
-            samples.extend(relabel_episode(episode, sim, expert, rng, min_distance, per_frame))
+            samples.extend(relabel_episode(episode, sim, expert, rng, min_distance, per_frame,
+                                           rate=rate))
     finally:
         sim.close()
     return samples

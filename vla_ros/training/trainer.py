@@ -82,9 +82,10 @@ class TrainConfig:
     unnorm_key: str = 'default'
     device: str = 'cpu'
     eval_samples: int = 32
-    # Add one counterfactual sample per relabelable frame: the same images with another
-    # object named and the scripted expert's action for it (vla_ros.training.counterfactual).
-    counterfactual: bool = False
+    # > 0: add a counterfactual sample for this fraction of the relabelable frames: the
+    # same images with another object named and the scripted expert's action for it
+    # (vla_ros.training.counterfactual).
+    counterfactual: float = 0.0
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -115,8 +116,11 @@ class TrainConfig:
             raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
         if not self.unnorm_key:
             raise ValueError('unnorm_key must be a non-empty name')
-        if not isinstance(self.counterfactual, bool):
-            raise ValueError(f'counterfactual must be true or false, got {self.counterfactual!r}')
+        if isinstance(self.counterfactual, bool) \
+                or not isinstance(self.counterfactual, (int, float)) \
+                or not 0.0 <= self.counterfactual <= 1.0:
+            raise ValueError(f'counterfactual must be a rate in [0, 1], got '
+                             f'{self.counterfactual!r}')
         if self.init_weights and self.model_path:
             raise ValueError('init_weights and model_path are exclusive (a checkpoint to '
                              'fine-tune fixes its own architecture)')
@@ -395,7 +399,7 @@ class Trainer:
             from vla_ros.training.counterfactual import counterfactual_samples
 
             samples += counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
-                                              progress=self.progress)
+                                              rate=c.counterfactual, progress=self.progress)
         statistics = bounded_statistics(dataset.statistics(c.unnorm_key), policy.action_space)
         install_statistics(policy, statistics, c.unnorm_key)
 
