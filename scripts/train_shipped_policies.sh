@@ -97,6 +97,14 @@ if [[ -z "${SKIP_TRAIN:-}" ]]; then
         --data "$WORK/dagger2/sim_reach_pick_up" --output "$WORK/openvla_sim" \
         --steps 4000 --lr 3e-4 --warmup-steps 100 --seed 4 --checkpoint-every 1000 \
         > "$WORK/train_openvla_sim.json"
+    # Stage 5 (session 12): stage 4 grown by a pixel-resolution target token per camera
+    # ('sim_pixel' preset: an instruction-conditioned spatial soft-argmax over a small
+    # full-resolution conv stem, with its training-only probe), trained on freshly
+    # collected demonstrations with counterfactual relabels for a quarter of the frames.
+    train --policy openvla --size sim_pixel --init-weights "$WORK/openvla_sim" \
+        --data "$DATA" --output "$WORK/openvla_pixel" --steps 4500 --lr 3e-4 \
+        --warmup-steps 100 --seed 12 --counterfactual 0.25 --checkpoint-every 500 \
+        > "$WORK/train_openvla_pixel.json"
     # The Octo-style diffusion policy, on the demonstrations only. Run trainings one after
     # the other: two sharing 2 cores are slower than both in sequence.
     THREADS=1 train --policy octo --size sim --data "$DATA" --output "$WORK/octo_sim" \

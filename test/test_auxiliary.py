@@ -8,6 +8,7 @@ import pytest
 from vla_ros.training.auxiliary import (
     OBJECTS,
     batch_object_targets,
+    named_object_pixels,
     object_targets,
     target_indices,
 )
@@ -93,6 +94,88 @@ def test_target_probe_needs_the_readout_and_fitting_heads():
         OpenVlaConfig(**{**TINY, 'target_readout': True, 'target_readout_heads': 7})
     with pytest.raises(ValueError, match='finite number >= 0'):
         OpenVlaConfig(**{**TINY, 'target_readout': True, 'target_probe_weight': -1.0})
+
+
+def test_pixel_probe_needs_the_pixel_readout_and_trains_it():
+    torch = pytest.importorskip('torch')
+    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+    from vla_ros.policies.registry import make_policy
+
+    with pytest.raises(ValueError, match='needs pixel_target_readout'):
+        OpenVlaConfig(**{**TINY, 'pixel_probe_weight': 1.0})
+    with pytest.raises(ValueError, match='positive integer'):
+        OpenVlaConfig(**{**TINY, 'pixel_target_readout': True, 'pixel_readout_heads': 0})
+    policy = make_policy('openvla', pixel_target_readout=True, pixel_probe_weight=1.0, seed=0)
+    batch = _named_target_batch(torch)
+    with_probe = policy.training_loss(batch)
+    without = policy.training_loss({**batch, 'target_index': None})
+    with_probe.backward()
+    assert with_probe.item() > without.item()
+    assert policy.model.pixel_probe.fc1.weight.grad.abs().sum() > 0
+    assert policy.model.pixel_readout.stem[0].weight.grad.abs().sum() > 0
+    assert policy.model.pixel_readout.query.weight.grad.abs().sum() > 0
+
+
+# Pure colours of the scene's materials as the 64 px front camera renders them.
+COLOURS = {'red_cube': (255, 45, 40), 'blue_cylinder': (37, 106, 255),
+           'green_cube': (55, 246, 73), 'yellow_sphere': (255, 250, 40)}
+
+
+def test_named_object_pixels_land_on_the_named_object_in_the_rendered_frame():
+    os = pytest.importorskip('os')
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    from vla_ros.sim.scene import ArmSim
+    from vla_ros.sim.tasks import get_task
+
+    sim = ArmSim(image_size=(64, 64), cameras=('front',))
+    try:
+        for seed, task in ((3, 'reach'), (4, 'pick_up'), (5, 'reach'), (6, 'pick_up')):
+            instance = get_task(task).sample(seed)
+            instance.reset(sim)
+            frame = sim.render('front')
+            metadata = {'task': task, 'target': instance.target,
+                        'placements': instance.placements}
+            points, valid = named_object_pixels([{'metadata': metadata,
+                                                  'proprio': np.r_[np.zeros(7), 1.0]}],
+                                                (64, 64))
+            assert valid.tolist() == [True]
+            row, col = (int(round((v + 1) / 2 * 63)) for v in points[0])
+            colour = frame[row, col].astype(int)
+            assert np.abs(colour - COLOURS[instance.target]).max() < 40, (instance.target,
+                                                                           colour)
+    finally:
+        sim.close()
+    # A held pick-up target (gripper closed) and samples without a layout are unknown.
+    held = {'metadata': {**META, 'task': 'pick_up'}, 'proprio': np.r_[np.zeros(7), 0.2]}
+    assert named_object_pixels([held], (64, 64))[1].tolist() == [False]
+    assert named_object_pixels([{}], (64, 64)) is None
+
+
+def test_pixel_keypoint_loss_pulls_the_first_head_onto_the_named_object():
+    torch = pytest.importorskip('torch')
+    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+    from vla_ros.policies.registry import make_policy
+
+    with pytest.raises(ValueError, match='pixel_keypoint_weight > 0 needs'):
+        OpenVlaConfig(**{**TINY, 'pixel_keypoint_weight': 1.0})
+    policy = make_policy('openvla', pixel_target_readout=True, pixel_keypoint_weight=1.0,
+                         seed=0)
+    batch = _named_target_batch(torch)
+    batch['target_pixel'] = torch.tensor([[0.5, -0.5], [0.0, 0.0]])
+    batch['target_pixel_valid'] = torch.tensor([True, False])
+    with_keypoint = policy.training_loss(batch)
+    without = policy.training_loss({**batch, 'target_pixel': None})
+    with_keypoint.backward()
+    assert with_keypoint.item() > without.item()
+    assert policy.model.pixel_readout.query.weight.grad.abs().sum() > 0
+    # The term is the Huber distance of head 0's (row, col) to the valid target, in pixels.
+    with torch.no_grad():
+        ids = torch.tensor([policy.prompts.encode(batch['instructions'][0])])
+        features = []
+        policy.model.embed_inputs(ids, batch['images'][:1], pixel_targets_out=features)
+        error = (features[0][0, :2] - batch['target_pixel'][0]) * 31.5
+        expected = torch.where(error.abs() < 1, 0.5 * error ** 2, error.abs() - 0.5).sum()
+    assert with_keypoint.item() - without.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 def _named_target_batch(torch):

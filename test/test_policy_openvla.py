@@ -561,6 +561,56 @@ def test_target_readout_follows_the_instruction_and_survives_save_load(tmp_path)
     np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
 
 
+def test_pixel_readout_locates_the_named_colour_to_a_pixel_and_survives_save_load(tmp_path):
+    from vla_ros.policies.openvla.modeling_openvla import OpenVlaPixelTargetReadout
+
+    # Hand-set weights: stem channel 0 = red, 1 = green (identity-ish 1x1 path through the
+    # centre taps), keys copy them; the query picks channel 0 or 1 from the instruction.
+    readout = OpenVlaPixelTargetReadout(dim=2, channels=2, heads=1, key_dim=2)
+    with torch.no_grad():
+        for module in readout.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.zero_()
+                module.bias.zero_()
+        first, second = readout.stem[0], readout.stem[2]
+        first.weight[0, 0, 1, 1], first.weight[1, 1, 1, 1] = 2.0, 2.0   # (2 x - 1) * 2
+        second.weight[0, 0, 1, 1], second.weight[1, 1, 1, 1] = 1.0, 1.0
+        readout.key.weight[:, :, 0, 0] = torch.eye(2) * 20.0
+        readout.query.weight.copy_(torch.eye(2))
+        readout.log_sharpness.zero_()
+        readout.instruction_norm = torch.nn.Identity()
+    image = torch.zeros(1, 3, 16, 16)
+    image[0, 0, 3, 12] = 1.0           # one red pixel at row 3, column 12
+    image[0, 1, 10:12, 1:3] = 1.0      # a green 2 x 2 blob centred at row 10.5, column 1.5
+    to_unit = lambda v: -1 + 2 * v / 15  # noqa: E731  (pixel index -> [-1, 1])
+    with torch.no_grad():
+        red = readout.features(image, torch.tensor([[1.0, 0.0]]))[0]
+        green = readout.features(image, torch.tensor([[0.0, 1.0]]))[0]
+    np.testing.assert_allclose(red[:2].numpy(), [to_unit(3), to_unit(12)], atol=0.02)
+    np.testing.assert_allclose(green[:2].numpy(), [to_unit(10.5), to_unit(1.5)], atol=0.02)
+    # The blob is spread over two pixels per axis, the single pixel is not.
+    assert green[2:4].min() > 2 * red[2:4].max()
+    # Evidence: a query matching nothing in the image scores lower than one that does.
+    with torch.no_grad():
+        blue = readout.features(image, torch.tensor([[-1.0, -1.0]]))[0]
+    assert blue[4] < red[4]
+
+    policy = make_policy('openvla', pixel_target_readout=True, pixel_probe_weight=1.0,
+                         camera_names=['front', 'wrist'])
+    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
+    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
+    ids, pixels = policy.model_inputs(obs)
+    found = []
+    with torch.no_grad():
+        embeds = policy.model.embed_inputs(ids, pixels, pixel_targets_out=found)
+    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
+    assert len(found) == 2 and found[0].shape == (1, 5 * policy.config.pixel_readout_heads)
+    before = policy.predict_chunk(obs)
+    policy.save_pretrained(tmp_path)
+    loaded = make_policy('openvla', model_path=str(tmp_path))
+    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
+
+
 # ------------------------------------------------------------------------ full size
 def test_full_preset_parameter_count_matches_openvla_7b():
     count = OpenVlaPolicy.count_parameters('full')

@@ -13,7 +13,7 @@ import numpy as np
 
 from vla_ros.sim.kinematics import dls_joint_velocities, panda_like_chain
 
-__all__ = ['ArmSim', 'MODEL_PATH']
+__all__ = ['ArmSim', 'MODEL_PATH', 'project_points']
 
 MODEL_PATH = os.path.join(os.path.dirname(__file__), 'assets', 'arm_table.xml')
 
@@ -41,6 +41,26 @@ def _load_model(mobile):
             act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
             act.set_to_position(kp=kp, kv=0.1 * kp)
     return spec.compile()
+
+
+def project_points(points, position, rotation, fovy_deg, size):
+    """Pixel (column, row) of arm-base-frame ``points`` (N, 3) in a (w, h) = ``size`` image.
+
+    Pinhole model of a MuJoCo camera at ``position`` with axes ``rotation`` (see
+    :meth:`ArmSim.camera_pose`): the vertical field of view spans the image height. Pixel
+    ``i`` covers [i, i + 1), so a pixel's centre is at ``i + 0.5``. Points behind the
+    camera give NaN.
+    """
+    w, h = size
+    local = (np.asarray(points, float) - position) @ rotation   # camera frame
+    depth = -local[:, 2]
+    focal = (h / 2) / np.tan(np.deg2rad(fovy_deg) / 2)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        col = w / 2 + focal * local[:, 0] / depth
+        row = h / 2 - focal * local[:, 1] / depth
+    out = np.stack([col, row], 1)
+    out[depth <= 0] = np.nan
+    return out
 
 
 class ArmSim:
@@ -288,6 +308,25 @@ class ArmSim:
             pos, mat = self._to_frame(d.xpos[b], d.xmat[b].reshape(3, 3), frame)
             poses[name] = (pos, self._quat(mat))
         return poses
+
+    def camera_pose(self, camera):
+        """``(position, rotation, fovy_deg)`` of ``camera`` in the arm-base frame.
+
+        The rotation's columns are the camera's x (image right), y (image up) and z axes;
+        MuJoCo cameras look along -z. With :func:`project_points` this maps scene points
+        to pixels of :meth:`render`.
+        """
+        m, d = self.model, self.data
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if cid < 0:
+            raise ValueError(f'unknown camera {camera!r}')
+        pos, rot = self._to_frame(d.cam_xpos[cid].copy(), d.cam_xmat[cid].reshape(3, 3).copy(),
+                                  'base')
+        return pos, rot, float(m.cam_fovy[cid])
+
+    def object_half_height(self, name):
+        """Half height (m) of an object: its centre's height above the table at rest."""
+        return self._obj_half_height[name]
 
     def object_shape(self, name):
         """Return ``(kind, size)`` of an object's geom.

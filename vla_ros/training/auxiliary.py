@@ -13,6 +13,7 @@ the episode moves (the pick-up target once the fingers have closed, a pushed tar
 target, since the metadata only holds where it started.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from vla_ros.sim.tasks import SCENE_OBJECTS
 
 __all__ = ['OBJECTS', 'TARGET_DIM', 'object_targets', 'batch_object_targets',
-           'target_indices']
+           'target_indices', 'named_object_pixels']
 
 OBJECTS = tuple(SCENE_OBJECTS)
 TARGET_DIM = 4
@@ -66,3 +67,51 @@ def target_indices(samples) -> np.ndarray:
     """Index in ``OBJECTS`` of each sample's named object (int64; -1 when unknown)."""
     return np.array([OBJECTS.index(t) if (t := (s.get('metadata') or {}).get('target'))
                      in OBJECTS else -1 for s in samples], dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _camera(camera: str):
+    """Pose, field of view and the objects' resting centre heights, read off the scene once."""
+    from vla_ros.sim.scene import ArmSim
+
+    sim = ArmSim(image_size=(64, 64), cameras=(camera,))
+    try:
+        heights = {n: sim.object_half_height(n) + 1e-3 for n in OBJECTS}
+        return sim.camera_pose(camera), heights
+    finally:
+        sim.close()
+
+
+def named_object_pixels(samples, image_size: tuple[int, int],
+                        camera: str = 'front') -> tuple[np.ndarray, np.ndarray] | None:
+    """Where each sample's named object sits in ``camera``'s image, and whether that is known.
+
+    Returns ``(points, valid)``: (B, 2) (row, column) in [-1, 1] on the pixel-centre grid of a
+    (w, h) = ``image_size`` image (pixel ``i`` -> ``-1 + 2 i / (n - 1)``, the convention of
+    the pixel readout), and (B,) bool. Known where the episode layout names the target and it
+    has not been moved (as :func:`object_targets` decides) and it projects into the image.
+    None when no sample has a layout. Only a fixed camera (the front one) has a projection
+    that the layout alone determines.
+    """
+    if not any((s.get('metadata') or {}).get('placements') for s in samples):
+        return None
+    (position, rotation, fovy), heights = _camera(camera)
+    from vla_ros.sim.scene import project_points
+
+    w, h = image_size
+    points = np.zeros((len(samples), 2), np.float32)
+    valid = np.zeros(len(samples), bool)
+    for i, sample in enumerate(samples):
+        metadata = sample.get('metadata') or {}
+        targets, known = object_targets(metadata, sample.get('proprio'))
+        name = metadata.get('target')
+        if name not in OBJECTS or not known[OBJECTS.index(name), 0]:
+            continue
+        x, y = (float(v) for v in metadata['placements'][name][:2])
+        col, row = project_points([[x, y, heights[name]]], position, rotation, fovy,
+                                  (w, h))[0]
+        if not (0 <= col < w and 0 <= row < h):
+            continue
+        points[i] = (-1 + 2 * (row - 0.5) / (h - 1), -1 + 2 * (col - 0.5) / (w - 1))
+        valid[i] = True
+    return points, valid

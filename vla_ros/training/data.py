@@ -131,7 +131,11 @@ def collate(policy, samples: list[dict]) -> dict:
         return own(samples)
     import torch
 
-    from vla_ros.training.auxiliary import batch_object_targets, target_indices
+    from vla_ros.training.auxiliary import (
+        batch_object_targets,
+        named_object_pixels,
+        target_indices,
+    )
 
     images = [policy.images_tensor(Observation(s['images'], s['instruction']))
               for s in samples]
@@ -141,7 +145,13 @@ def collate(policy, samples: list[dict]) -> dict:
         proprio = torch.as_tensor(np.stack([s['proprio'] for s in samples]),
                                   dtype=torch.float32, device=policy.device)
     objects = batch_object_targets(samples)
+    pixels = None
+    if getattr(getattr(policy, 'config', None), 'pixel_keypoint_weight', 0) > 0 \
+            and spec.camera_names[0] == 'front':
+        pixels = named_object_pixels(samples, spec.image_size)
     return {
+        'target_pixel': None if pixels is None else torch.as_tensor(pixels[0]),
+        'target_pixel_valid': None if pixels is None else torch.as_tensor(pixels[1]),
         'object_targets': None if objects is None else torch.as_tensor(objects[0]),
         'object_valid': None if objects is None else torch.as_tensor(objects[1]),
         'target_index': None if objects is None else torch.as_tensor(target_indices(samples)),

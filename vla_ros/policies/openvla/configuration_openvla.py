@@ -103,6 +103,19 @@ class OpenVlaConfig(PreTrainedConfig):
     # state where it predicts the first action token regresses the named object's position
     # and cube yaw, so the target's whereabouts reach the state the action is read from.
     state_probe_weight: float = 0.0
+    # One instruction-conditioned pixel-resolution soft-argmax token per camera (a small
+    # convolutional stem at full resolution; see the model's OpenVlaPixelTargetReadout):
+    # where the named object is to a fraction of a pixel, and how large it looks.
+    pixel_target_readout: bool = False
+    pixel_readout_channels: int = 16
+    pixel_readout_heads: int = 4
+    # Training only: > 0 adds a probe (an MLP on the first camera's pixel-readout features)
+    # regressing the named object's position and cube yaw, weighted by this factor.
+    pixel_probe_weight: float = 0.0
+    # Training only: > 0 pulls the first camera's first pixel-readout head onto the named
+    # object where the simulator's layout says it is (Huber loss in pixels), so that head
+    # finds the object the words name instead of whatever predicts the action best.
+    pixel_keypoint_weight: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -137,12 +150,12 @@ class OpenVlaConfig(PreTrainedConfig):
                              f'got {self.projector_type!r}')
         for name in ('image_size', 'text_vocab_size', 'pad_to_multiple_of', 'n_action_bins',
                      'chunk_length', 'proprio_dim', 'object_probe_objects', 'object_probe_dim',
-                     'target_readout_heads'):
+                     'target_readout_heads', 'pixel_readout_channels', 'pixel_readout_heads'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value!r}')
         for name in ('use_proprio', 'sincos_position_init', 'keypoint_tokens',
-                     'target_readout'):
+                     'target_readout', 'pixel_target_readout'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         if not self.n_action_bins <= self.text_vocab_size:
@@ -154,7 +167,8 @@ class OpenVlaConfig(PreTrainedConfig):
         if self.object_probe_weight > 0 and not self.keypoint_tokens:
             raise ValueError('object_probe_weight > 0 needs keypoint_tokens (the probe reads '
                              'the keypoints)')
-        for name in ('object_probe_weight', 'target_probe_weight', 'state_probe_weight'):
+        for name in ('object_probe_weight', 'target_probe_weight', 'state_probe_weight',
+                     'pixel_probe_weight', 'pixel_keypoint_weight'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not value >= 0 or value == float('inf'):
@@ -162,6 +176,10 @@ class OpenVlaConfig(PreTrainedConfig):
         if self.target_probe_weight > 0 and not self.target_readout:
             raise ValueError('target_probe_weight > 0 needs target_readout (the probe reads '
                              'its features)')
+        for name in ('pixel_probe_weight', 'pixel_keypoint_weight'):
+            if getattr(self, name) > 0 and not self.pixel_target_readout:
+                raise ValueError(f'{name} > 0 needs pixel_target_readout (it trains that '
+                                 f'readout)')
         if self.target_readout and self.text_config.hidden_size % self.target_readout_heads:
             raise ValueError(f'target_readout_heads ({self.target_readout_heads}) must divide '
                              f'the language model width ({self.text_config.hidden_size})')
@@ -212,9 +230,9 @@ class OpenVlaConfig(PreTrainedConfig):
     @property
     def num_inserted_tokens(self) -> int:
         """Embeddings inserted after BOS: patches, keypoint and target tokens, proprio."""
-        return (self.num_patches
-                + len(self.cameras) * (int(self.keypoint_tokens) + int(self.target_readout))
-                + int(self.use_proprio))
+        per_camera = int(self.keypoint_tokens) + int(self.target_readout) \
+            + int(self.pixel_target_readout)
+        return self.num_patches + len(self.cameras) * per_camera + int(self.use_proprio)
 
     @property
     def vision_dim(self) -> int:
@@ -283,7 +301,12 @@ SIM_BASE = dict(
 # camera, its training-only probe and the state probe (``vla-ros train --size sim
 # --init-weights ...``).
 SIM = dict(SIM_BASE, target_readout=True, target_probe_weight=5.0, state_probe_weight=5.0)
-PRESETS = {'tiny': TINY, 'sim_base': SIM_BASE, 'sim': SIM, 'medium': MEDIUM, 'full': FULL}
+# The same grown by a pixel-resolution target token per camera and its training-only probe
+# (``vla-ros train --size sim_pixel --init-weights <a sim checkpoint>``).
+SIM_PIXEL = dict(SIM, pixel_target_readout=True, pixel_probe_weight=5.0,
+                 pixel_keypoint_weight=0.2)
+PRESETS = {'tiny': TINY, 'sim_base': SIM_BASE, 'sim': SIM, 'sim_pixel': SIM_PIXEL,
+           'medium': MEDIUM, 'full': FULL}
 
 # Known to AutoConfig so that tools reading a checkpoint's config.json (e.g. AutoTokenizer
 # on the same directory) recognise the model type instead of warning about it.

@@ -7,6 +7,8 @@ names (``vision_backbone.featurizer``/``fused_featurizer``, ``projector.fc1..fc3
 ``language_model``) match OpenVLA's released modeling code.
 """
 
+import math
+
 import torch
 from torch import nn
 from transformers import (
@@ -163,6 +165,84 @@ class OpenVlaTargetReadout(nn.Module):
         return self.fc2(self.act(self.fc1(features)))[:, None], features
 
 
+class OpenVlaPixelTargetReadout(nn.Module):
+    """Instruction-conditioned spatial soft-argmax over a camera's *pixels* -> one token.
+
+    The patch-level target token can only say which 8 px patch holds the named object, a
+    few centimetres of table at 64 px: enough to choose the object, not to reach it (the
+    hand hovered centimetres off). Here a small convolutional stem keeps full resolution,
+    each head scores every pixel against a query made from the prompt's mean word
+    embedding (colour words map to colour detectors), and a softmax over the pixels gives
+    the named object's expected (row, column) to a fraction of a pixel, the spread of the
+    attention (the object's apparent size: its distance in the wrist camera) and how much
+    evidence there was (log-mean-exp of the scores: is it in view at all). An MLP turns
+    these features into one LLM token (a deep spatial autoencoder's feature points, Levine
+    et al. 2016 / Finn et al. 2016, conditioned on language as in CLIPort).
+    """
+
+    def __init__(self, dim: int, channels: int, heads: int, key_dim: int = 16):
+        """Stem with ``channels`` channels, ``heads`` pixel attention maps, output MLP."""
+        super().__init__()
+        self.heads, self.key_dim = heads, key_dim
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GELU())
+        self.key = nn.Conv2d(channels, heads * key_dim, 1)
+        self.instruction_norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.query = nn.Linear(dim, heads * key_dim)
+        # Per-head sharpness of the pixel softmax (log scale, learned).
+        self.log_sharpness = nn.Parameter(torch.zeros(heads))
+        self.fc1 = nn.Linear(5 * heads, dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim, dim)
+
+    @torch.no_grad()
+    def reset_for_training(self) -> None:
+        """Initialisation for learning from scratch (the model's default N(0, 0.02) is not).
+
+        With weights that small every pixel scores about the same, the softmax over the
+        4,096 pixels is flat and each pixel's gradient is 1/4,096 of the signal: the
+        readout barely learns. PyTorch's fan-in initialisation of the stem, keys and query
+        with a sharpness of 4 starts it with contrast; the output layer starts at zero so a
+        trained model grown by this token keeps its behaviour until the readout has learned.
+        """
+        for module in (*self.stem, self.key, self.query, self.fc1):
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+        self.log_sharpness.fill_(math.log(4.0))
+        self.fc2.weight.zero_()
+        self.fc2.bias.zero_()
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of :meth:`features`: per head (row, col), spread (row, col), evidence."""
+        return 5 * self.heads
+
+    def features(self, pixels: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1], (B, dim) instruction -> (B, 5 * heads) features."""
+        b, _, height, width = pixels.shape
+        h, k = self.heads, self.key_dim
+        keys = self.key(self.stem(_normalize(pixels, SIGLIP_MEAN, SIGLIP_STD)))
+        keys = keys.view(b, h, k, height * width)
+        query = self.query(self.instruction_norm(instruction)).view(b, h, 1, k)
+        sharpness = self.log_sharpness.exp().view(1, h, 1) / k ** 0.5
+        scores = (query @ keys).squeeze(2).float() * sharpness            # B, h, HW
+        weights = scores.softmax(-1)
+        rows = torch.linspace(-1.0, 1.0, height, device=pixels.device)
+        cols = torch.linspace(-1.0, 1.0, width, device=pixels.device)
+        grid = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).reshape(-1, 2)
+        mean = weights @ grid                                               # B, h, 2
+        spread = (weights @ grid ** 2 - mean ** 2).clamp(min=1e-6).sqrt()
+        evidence = torch.logsumexp(scores, -1, keepdim=True) \
+            - math.log(height * width)
+        return torch.cat([mean, spread, evidence / 10.0], -1).flatten(1).to(pixels.dtype)
+
+    def forward(self, pixels: torch.Tensor, instruction: torch.Tensor):
+        """-> token (B, 1, dim) and its features (B, 5 * heads)."""
+        features = self.features(pixels, instruction)
+        return self.fc2(self.act(self.fc1(features)))[:, None], features
+
+
 class OpenVlaObjectProbe(nn.Module):
     """Training-only readout of where the scene objects are, from the first camera's keypoints.
 
@@ -287,9 +367,19 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             if config.target_probe_weight > 0 else None)
         self.state_probe = (OpenVlaObjectProbe(width, width, 1, config.object_probe_dim)
                             if config.state_probe_weight > 0 else None)
+        self.pixel_readout = (
+            OpenVlaPixelTargetReadout(width, config.pixel_readout_channels,
+                                      config.pixel_readout_heads)
+            if config.pixel_target_readout else None)
+        self.pixel_probe = (
+            OpenVlaObjectProbe(self.pixel_readout.feature_dim, width, 1,
+                               config.object_probe_dim)
+            if config.pixel_probe_weight > 0 else None)
         self.post_init()
         if config.sincos_position_init:
             self.vision_backbone.init_sincos_positions()
+        if self.pixel_readout is not None:
+            self.pixel_readout.reset_for_training()
 
     def get_input_embeddings(self) -> nn.Module:
         """The Llama token embedding table."""
@@ -320,15 +410,18 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                      pixel_values: torch.Tensor | None = None,
                      proprio: torch.Tensor | None = None,
                      keypoints_out: list | None = None,
-                     targets_out: list | None = None) -> torch.Tensor:
+                     targets_out: list | None = None,
+                     pixel_targets_out: list | None = None) -> torch.Tensor:
         """Token embeddings with the image inserted after BOS.
 
         Inserted, in order: the image patches (camera after camera), one keypoint token per
         camera if ``keypoint_tokens``, one target token per camera if ``target_readout``,
-        the proprio token if ``use_proprio`` (which then requires ``proprio``
-        (B, proprio_dim), normalized). Nothing is inserted without ``pixel_values`` (cached
-        decoding steps). ``keypoints_out`` and ``targets_out``, if lists, receive each
-        camera's keypoints and target-readout features (for the training-only probes).
+        one pixel target token per camera if ``pixel_target_readout``, the proprio token
+        if ``use_proprio`` (which then requires ``proprio`` (B, proprio_dim), normalized).
+        Nothing is inserted without ``pixel_values`` (cached decoding steps).
+        ``keypoints_out``, ``targets_out`` and ``pixel_targets_out``, if lists, receive each
+        camera's keypoints, target-readout and pixel-readout features (for the
+        training-only probes).
         """
         embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is None:
@@ -346,13 +439,22 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                 inserted.append(token)
                 if keypoints_out is not None:
                     keypoints_out.append(points)
-        if self.target_readout is not None:
+        if self.target_readout is not None or self.pixel_readout is not None:
             instruction = self._instruction_embedding(input_ids, embeds)
+        if self.target_readout is not None:
             for camera in cameras:
                 token, features = self.target_readout(camera, instruction)
                 inserted.append(token)
                 if targets_out is not None:
                     targets_out.append(features)
+        if self.pixel_readout is not None:
+            images = pixel_values if pixel_values.ndim == 5 else pixel_values[:, None]
+            for index in range(images.shape[1]):
+                token, features = self.pixel_readout(images[:, index].to(embeds.dtype),
+                                                     instruction)
+                inserted.append(token)
+                if pixel_targets_out is not None:
+                    pixel_targets_out.append(features)
         if self.proprio_projector is not None:
             if proprio is None:
                 raise ValueError('this model uses proprio, but none was given')
@@ -384,7 +486,9 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                 proprio: torch.Tensor | None = None,
                 object_targets: torch.Tensor | None = None,
                 object_valid: torch.Tensor | None = None,
-                target_index: torch.Tensor | None = None, **kwargs):
+                target_index: torch.Tensor | None = None,
+                target_pixel: torch.Tensor | None = None,
+                target_pixel_valid: torch.Tensor | None = None, **kwargs):
         """Multimodal forward; also the step function ``generate`` calls.
 
         ``pixel_values`` (RGB in [0, 1]) are given on the prefill only; later steps reuse
@@ -398,9 +502,9 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         del position_ids
         if input_ids is None:
             raise ValueError('input_ids are required')
-        keypoints, target_features = [], []
+        keypoints, target_features, pixel_features = [], [], []
         embeds = self.embed_inputs(input_ids, pixel_values, proprio, keypoints,
-                                   target_features)
+                                   target_features, pixel_features)
         inserted = embeds.shape[1] - input_ids.shape[1]
         if labels is not None and inserted:
             ignore = labels.new_full((labels.shape[0], inserted), IGNORE_INDEX)
@@ -425,6 +529,17 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
                 out.loss = out.loss + self.config.target_probe_weight * self._target_probe_loss(
                     self.target_probe, target_features[0], object_targets, object_valid,
                     target_index)
+            if self.pixel_probe is not None and target_index is not None \
+                    and object_targets is not None and pixel_features:
+                out.loss = out.loss + self.config.pixel_probe_weight * self._target_probe_loss(
+                    self.pixel_probe, pixel_features[0], object_targets, object_valid,
+                    target_index)
+            weight = self.config.pixel_keypoint_weight
+            if weight > 0 and target_pixel is not None and pixel_features \
+                    and target_pixel_valid.any():
+                out.loss = out.loss + weight * self._keypoint_loss(
+                    pixel_features[0][:, :2], target_pixel, target_pixel_valid,
+                    pixel_values.shape[-1])
             if self.state_probe is not None and target_index is not None \
                     and object_targets is not None:
                 out.loss = out.loss + self.config.state_probe_weight * self._target_probe_loss(
@@ -433,6 +548,16 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
         return self.language_model(inputs_embeds=embeds, attention_mask=mask,
                                    position_ids=positions, cache=cache, use_cache=use_cache,
                                    logits_to_keep=logits_to_keep, **kwargs)
+
+    @staticmethod
+    def _keypoint_loss(predicted, target, valid, width: int) -> torch.Tensor:
+        """Huber loss (1 px) between predicted and true (row, col) in [-1, 1], in pixels."""
+        scale = (width - 1) / 2
+        valid = valid.to(predicted.device)
+        error = nn.functional.smooth_l1_loss(predicted[valid].float() * scale,
+                                             target.to(predicted.device)[valid] * scale,
+                                             beta=1.0, reduction='none').sum(-1)
+        return error.mean()
 
     @staticmethod
     def _target_probe_loss(probe, features, object_targets, object_valid, target_index):

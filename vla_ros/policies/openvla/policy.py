@@ -193,12 +193,16 @@ class OpenVlaPolicy(TorchPolicy):
             proprio = self.proprio_tensor(torch.as_tensor(batch['proprio']).cpu().numpy())
         objects = {}
         probes = any(getattr(self.config, f'{n}_probe_weight') > 0
-                     for n in ('object', 'target', 'state'))
+                     for n in ('object', 'target', 'state', 'pixel'))
         if probes and batch.get('object_targets') is not None:
             objects = {'object_targets': torch.as_tensor(batch['object_targets']),
                        'object_valid': torch.as_tensor(batch['object_valid'], dtype=torch.bool)}
             if batch.get('target_index') is not None:
                 objects['target_index'] = torch.as_tensor(batch['target_index'])
+        if self.config.pixel_keypoint_weight > 0 and batch.get('target_pixel') is not None:
+            objects['target_pixel'] = torch.as_tensor(batch['target_pixel'])
+            objects['target_pixel_valid'] = torch.as_tensor(batch['target_pixel_valid'],
+                                                            dtype=torch.bool)
         out = self.model(
             **objects,
             proprio=proprio,
