@@ -188,7 +188,11 @@ class OpenVlaPixelTargetReadout(nn.Module):
             nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.GELU())
         self.key = nn.Conv2d(channels, heads * key_dim, 1)
-        self.instruction_norm = nn.LayerNorm(dim, elementwise_affine=False)
+        # The mean word embedding of two prompts differs by a word or two out of ~20: the
+        # colour word is a small offset on a large common vector. Standardising each channel
+        # over the batch (running statistics at inference) removes the common part, so the
+        # query depends on the words that differ from the first step on.
+        self.instruction_norm = nn.BatchNorm1d(dim, affine=False)
         self.query = nn.Linear(dim, heads * key_dim)
         # Per-head sharpness of the pixel softmax (log scale, learned).
         self.log_sharpness = nn.Parameter(torch.zeros(heads))
