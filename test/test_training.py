@@ -173,6 +173,35 @@ def test_init_weights_starts_from_a_checkpoint_and_reports_fresh_tensors(tmp_pat
         config(tmp_path / 'x', init_weights=str(tmp_path / 'first'), model_path='y')
 
 
+def test_keep_statistics_keeps_the_source_checkpoints_bins(tmp_path, dataset):
+    import dataclasses as dc
+
+    from vla_ros.actions.normalization import load_statistics
+
+    first = tmp_path / 'first'
+    train(config(first, steps=2, checkpoint_every=0), dataset=dataset, progress=False)
+    source = load_statistics(first / 'dataset_statistics.json')
+    # Different data: actions scaled down, so recomputed statistics would differ.
+    shrunk = EpisodeDataset([dc.replace(e, actions=e.actions * 0.5)
+                             for e in dataset.episodes])
+    kept, recomputed = tmp_path / 'kept', tmp_path / 'recomputed'
+    train(config(kept, steps=2, checkpoint_every=0, init_weights=str(first),
+                 keep_statistics=True), dataset=shrunk, progress=False)
+    train(config(recomputed, steps=2, checkpoint_every=0, init_weights=str(first)),
+          dataset=shrunk, progress=False)
+    key = next(iter(source))
+    same = load_statistics(kept / 'dataset_statistics.json').select(key).action
+    other = load_statistics(recomputed / 'dataset_statistics.json').select(key).action
+    np.testing.assert_array_equal(same.q01, source.select(key).action.q01)
+    np.testing.assert_array_equal(same.q99, source.select(key).action.q99)
+    assert not np.allclose(other.q99, same.q99)
+    with pytest.raises(ValueError, match='keep_statistics needs'):
+        config(tmp_path / 'x', keep_statistics=True)
+    with pytest.raises(TrainingError, match='has no entry'):
+        train(config(tmp_path / 'y', steps=2, init_weights=str(first), keep_statistics=True,
+                     unnorm_key='elsewhere'), dataset=shrunk, progress=False)
+
+
 def test_set_changes_preset_fields_and_is_kept_for_resume(tmp_path, data_dir, capsys):
     argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
             '--steps', '4', '--batch-size', '2', '--full', '--no-progress',

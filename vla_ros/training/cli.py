@@ -7,6 +7,7 @@ Usage::
                   [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
                   [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual [RATE]]
+                  [--keep-statistics]
 
 Prints the run's JSON summary on stdout; the progress bar goes to stderr.
 """
@@ -127,6 +128,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                         '(default: the --data directory name)')
     p.add_argument('--eval-samples', type=_int_at_least(1), default=32,
                    help='fixed samples whose loss is reported before and after training')
+    p.add_argument('--keep-statistics', action='store_true',
+                   help="keep the --model-path / --init-weights checkpoint's normalization "
+                        'statistics instead of computing them from --data')
     p.add_argument('--counterfactual', type=_rate, nargs='?', const=1.0, default=0.0,
                    metavar='RATE',
                    help='add, for this fraction (default 1) of the simulated reach/pick_up '
@@ -186,7 +190,8 @@ def config_from_args(args):
                        seed=args.seed, lora=lora, checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, unnorm_key=unnorm_key,
                        device=args.device, eval_samples=args.eval_samples,
-                       counterfactual=args.counterfactual)
+                       counterfactual=args.counterfactual,
+                       keep_statistics=args.keep_statistics)
 
 
 def cmd_train(args) -> int:

@@ -48,7 +48,7 @@ SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
-               'lora', 'unnorm_key', 'counterfactual')
+               'lora', 'unnorm_key', 'counterfactual', 'keep_statistics')
 
 
 class TrainingError(RuntimeError):
@@ -86,6 +86,10 @@ class TrainConfig:
     # same images with another object named and the scripted expert's action for it
     # (vla_ros.training.counterfactual).
     counterfactual: float = 0.0
+    # Keep the normalization statistics of the --model-path / --init-weights checkpoint
+    # (entry ``unnorm_key``) instead of computing them from --data: continuing a model on
+    # more data of the same task then keeps the meaning of its action bins.
+    keep_statistics: bool = False
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -121,6 +125,12 @@ class TrainConfig:
                 or not 0.0 <= self.counterfactual <= 1.0:
             raise ValueError(f'counterfactual must be a rate in [0, 1], got '
                              f'{self.counterfactual!r}')
+        if not isinstance(self.keep_statistics, bool):
+            raise ValueError(f'keep_statistics must be true or false, got '
+                             f'{self.keep_statistics!r}')
+        if self.keep_statistics and not (self.model_path or self.init_weights):
+            raise ValueError('keep_statistics needs model_path or init_weights (the checkpoint '
+                             'whose statistics are kept)')
         if self.init_weights and self.model_path:
             raise ValueError('init_weights and model_path are exclusive (a checkpoint to '
                              'fine-tune fixes its own architecture)')
@@ -320,6 +330,21 @@ class Trainer:
                                 'with: ' + '; '.join(changed))
         return checkpoint
 
+    def _checkpoint_statistics(self):
+        """The ``unnorm_key`` entry of the source checkpoint's statistics, alone."""
+        from vla_ros.actions.normalization import DatasetStatistics, load_statistics
+        from vla_ros.policies.torch_policy import STATISTICS_FILE
+
+        c = self.config
+        path = Path(c.model_path or c.init_weights).expanduser() / STATISTICS_FILE
+        if not path.is_file():
+            raise TrainingError(f'keep_statistics: {path} does not exist')
+        saved = load_statistics(path)
+        if c.unnorm_key not in saved:
+            raise TrainingError(f'keep_statistics: {path} has no entry {c.unnorm_key!r} '
+                                f'(it has {sorted(saved.keys())}); pass --unnorm-key')
+        return DatasetStatistics({c.unnorm_key: saved.select(c.unnorm_key)})
+
     def _eval_loss(self, policy, samples, indices) -> float:
         """Mean loss over a fixed sample set, eval mode, fixed noise, RNG left untouched."""
         import torch
@@ -400,7 +425,11 @@ class Trainer:
 
             samples += counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
                                               rate=c.counterfactual, progress=self.progress)
-        statistics = bounded_statistics(dataset.statistics(c.unnorm_key), policy.action_space)
+        if c.keep_statistics:
+            statistics = self._checkpoint_statistics()
+        else:
+            statistics = bounded_statistics(dataset.statistics(c.unnorm_key),
+                                            policy.action_space)
         install_statistics(policy, statistics, c.unnorm_key)
 
         adapters = None
