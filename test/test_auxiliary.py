@@ -96,6 +96,15 @@ def test_target_probe_needs_the_readout_and_fitting_heads():
         OpenVlaConfig(**{**TINY, 'target_readout': True, 'target_probe_weight': -1.0})
 
 
+def _loss_added_by(policy, batch, key):
+    """(loss, loss without ``batch[key]``); backpropagates the first; it must be larger."""
+    with_term = policy.training_loss(batch)
+    without = policy.training_loss({**batch, key: None})
+    with_term.backward()
+    assert with_term.item() > without.item()
+    return with_term, without
+
+
 def test_pixel_probe_needs_the_pixel_readout_and_trains_it():
     torch = pytest.importorskip('torch')
     from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
@@ -107,10 +116,7 @@ def test_pixel_probe_needs_the_pixel_readout_and_trains_it():
         OpenVlaConfig(**{**TINY, 'pixel_target_readout': True, 'pixel_readout_heads': 0})
     policy = make_policy('openvla', pixel_target_readout=True, pixel_probe_weight=1.0, seed=0)
     batch = _named_target_batch(torch)
-    with_probe = policy.training_loss(batch)
-    without = policy.training_loss({**batch, 'target_index': None})
-    with_probe.backward()
-    assert with_probe.item() > without.item()
+    with_probe, without = _loss_added_by(policy, batch, 'target_index')
     assert policy.model.pixel_probe.fc1.weight.grad.abs().sum() > 0
     assert policy.model.pixel_readout.stem[0].weight.grad.abs().sum() > 0
     assert policy.model.pixel_readout.query.weight.grad.abs().sum() > 0
@@ -163,10 +169,7 @@ def test_pixel_keypoint_loss_pulls_the_first_head_onto_the_named_object():
     batch = _named_target_batch(torch)
     batch['target_pixel'] = torch.tensor([[0.5, -0.5], [0.0, 0.0]])
     batch['target_pixel_valid'] = torch.tensor([True, False])
-    with_keypoint = policy.training_loss(batch)
-    without = policy.training_loss({**batch, 'target_pixel': None})
-    with_keypoint.backward()
-    assert with_keypoint.item() > without.item()
+    with_keypoint, without = _loss_added_by(policy, batch, 'target_pixel')
     assert policy.model.pixel_readout.query.weight.grad.abs().sum() > 0
     # The term is the Huber distance of head 0's (row, col) to the valid target, in pixels.
     with torch.no_grad():
@@ -199,12 +202,9 @@ def test_target_probe_regresses_the_named_object_through_the_readout():
     policy = make_policy('openvla', target_readout=True, target_probe_weight=1.0, seed=0)
     batch = _named_target_batch(torch)
     targets, valid = batch['object_targets'], batch['object_valid']
-    with_probe = policy.training_loss(batch)
-    without = policy.training_loss({**batch, 'target_index': None})
-    with_probe.backward()
+    with_probe, without = _loss_added_by(policy, batch, 'target_index')
     assert policy.model.target_probe.fc1.weight.grad.abs().sum() > 0
     assert policy.model.target_readout.query.weight.grad.abs().sum() > 0
-    assert with_probe.item() > without.item()
     # The probe's error is against the named objects' rows only.
     with torch.no_grad():
         features = []
@@ -227,10 +227,7 @@ def test_state_probe_reads_the_llm_state_before_the_first_action_token():
 
     policy = make_policy('openvla', state_probe_weight=1.0, seed=0)
     batch = _named_target_batch(torch)
-    with_probe = policy.training_loss(batch)
-    without = policy.training_loss({**batch, 'target_index': None})
-    with_probe.backward()
-    assert with_probe.item() > without.item()
+    with_probe, without = _loss_added_by(policy, batch, 'target_index')
     assert policy.model.state_probe.fc1.weight.grad.abs().sum() > 0
     # Its gradient trains the language model itself, which is the point.
     layer = policy.model.language_model.model.layers[0].self_attn.q_proj.weight

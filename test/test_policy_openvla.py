@@ -490,6 +490,35 @@ def test_sincos_position_init_is_a_2d_code_and_optional():
         sincos_2d(4, 6)
 
 
+def _one_token_per_camera(tmp_path, out, **options):
+    """Check a front + wrist policy with ``options`` inserts one more token per camera.
+
+    Also that ``embed_inputs(out=[...])`` collects one output per camera, and that the
+    predictions and those outputs survive a save/load round trip. Returns (policy,
+    outputs, ids, pixels).
+    """
+    policy = make_policy('openvla', camera_names=['front', 'wrist'], **options)
+    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
+    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
+    ids, pixels = policy.model_inputs(obs)
+    found = []
+    with torch.no_grad():
+        embeds = policy.model.embed_inputs(ids, pixels, **{out: found})
+    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
+    assert len(found) == 2
+    before = policy.predict_chunk(obs)
+    assert before.shape == (1, 7)
+    # A loaded checkpoint computes the same outputs (nothing left uninitialised).
+    policy.save_pretrained(tmp_path)
+    loaded = make_policy('openvla', model_path=str(tmp_path))
+    again = []
+    with torch.no_grad():
+        loaded.model.embed_inputs(ids, pixels, **{out: again})
+    assert torch.equal(again[0], found[0])
+    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
+    return policy, found, ids, pixels
+
+
 def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera(tmp_path):
     from vla_ros.policies.openvla.modeling_openvla import OpenVlaKeypointReadout
 
@@ -501,25 +530,9 @@ def test_keypoint_tokens_are_soft_argmax_coordinates_one_per_camera(tmp_path):
     np.testing.assert_allclose(points.numpy(), [[-1 / 3, 1.0], [1.0, -1.0]], atol=1e-4)
     token, _ = readout(patches)
     assert token.shape == (1, 1, 2)
-    policy = make_policy('openvla', keypoint_tokens=True, camera_names=['front', 'wrist'])
-    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
-    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
-    ids, pixels = policy.model_inputs(obs)
-    found = []
-    with torch.no_grad():
-        embeds = policy.model.embed_inputs(ids, pixels, keypoints_out=found)
-    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
-    assert len(found) == 2 and found[0].shape == (1, 2 * policy.config.text_config.hidden_size)
-    before = policy.predict_chunk(obs)
-    assert before.shape == (1, 7)
-    # A loaded checkpoint computes the same keypoints (nothing left uninitialised).
-    policy.save_pretrained(tmp_path)
-    loaded = make_policy('openvla', model_path=str(tmp_path))
-    again = []
-    with torch.no_grad():
-        loaded.model.embed_inputs(ids, pixels, keypoints_out=again)
-    assert torch.equal(again[0], found[0])
-    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
+    policy, found, _, _ = _one_token_per_camera(tmp_path, 'keypoints_out',
+                                                keypoint_tokens=True)
+    assert found[0].shape == (1, 2 * policy.config.text_config.hidden_size)
 
 
 def test_target_readout_follows_the_instruction_and_survives_save_load(tmp_path):
@@ -539,13 +552,10 @@ def test_target_readout_follows_the_instruction_and_survives_save_load(tmp_path)
     np.testing.assert_allclose(first[0, -2:].numpy(), [-1 / 3, 1.0], atol=1e-3)
     np.testing.assert_allclose(second[0, -2:].numpy(), [1.0, -1.0], atol=1e-3)
 
-    policy = make_policy('openvla', target_readout=True, camera_names=['front', 'wrist'])
-    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
-    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
-    ids, pixels = policy.model_inputs(obs)
-    found = []
+    policy, found, ids, _ = _one_token_per_camera(tmp_path, 'targets_out',
+                                                  target_readout=True)
+    assert found[0].shape == (1, policy.config.text_config.hidden_size + 8)
     with torch.no_grad():
-        embeds = policy.model.embed_inputs(ids, pixels, targets_out=found)
         # Teacher-forced action tokens and padding do not change the instruction's query.
         first_action = policy.config.action_token_range[0]
         padded = torch.cat([ids, torch.tensor([[first_action + 3, first_action + 9,
@@ -553,12 +563,6 @@ def test_target_readout_follows_the_instruction_and_survives_save_load(tmp_path)
         table = policy.model.get_input_embeddings()
         assert torch.allclose(policy.model._instruction_embedding(padded, table(padded)),
                               policy.model._instruction_embedding(ids, table(ids)))
-    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
-    assert len(found) == 2 and found[0].shape == (1, policy.config.text_config.hidden_size + 8)
-    before = policy.predict_chunk(obs)
-    policy.save_pretrained(tmp_path)
-    loaded = make_policy('openvla', model_path=str(tmp_path))
-    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
 
 
 def test_pixel_readout_locates_the_named_colour_to_a_pixel_and_survives_save_load(tmp_path):
@@ -595,20 +599,10 @@ def test_pixel_readout_locates_the_named_colour_to_a_pixel_and_survives_save_loa
         blue = readout.features(image, torch.tensor([[-1.0, -1.0]]))[0]
     assert blue[4] < red[4]
 
-    policy = make_policy('openvla', pixel_target_readout=True, pixel_probe_weight=1.0,
-                         camera_names=['front', 'wrist'])
-    assert policy.config.num_inserted_tokens == policy.config.num_patches + 2
-    obs = Observation.make_example(policy.spec, instruction='reach the red cube')
-    ids, pixels = policy.model_inputs(obs)
-    found = []
-    with torch.no_grad():
-        embeds = policy.model.embed_inputs(ids, pixels, pixel_targets_out=found)
-    assert embeds.shape[1] == ids.shape[1] + policy.config.num_inserted_tokens
-    assert len(found) == 2 and found[0].shape == (1, 5 * policy.config.pixel_readout_heads)
-    before = policy.predict_chunk(obs)
-    policy.save_pretrained(tmp_path)
-    loaded = make_policy('openvla', model_path=str(tmp_path))
-    np.testing.assert_array_equal(loaded.predict_chunk(obs), before)
+    policy, found, _, _ = _one_token_per_camera(tmp_path, 'pixel_targets_out',
+                                                pixel_target_readout=True,
+                                                pixel_probe_weight=1.0)
+    assert found[0].shape == (1, 5 * policy.config.pixel_readout_heads)
 
 
 # ------------------------------------------------------------------------ full size
