@@ -130,25 +130,32 @@ COLOURS = {'red_cube': (255, 45, 40), 'blue_cylinder': (37, 106, 255),
 def test_named_object_pixels_land_on_the_named_object_in_the_rendered_frame():
     os = pytest.importorskip('os')
     os.environ.setdefault('MUJOCO_GL', 'egl')
+    from vla_ros.evaluation.rollout import proprio_vector
     from vla_ros.sim.scene import ArmSim
     from vla_ros.sim.tasks import get_task
 
-    sim = ArmSim(image_size=(64, 64), cameras=('front',))
+    sim = ArmSim(image_size=(64, 64), cameras=('front', 'wrist'))
     try:
-        for seed, task in ((3, 'reach'), (4, 'pick_up'), (5, 'reach'), (6, 'pick_up')):
+        seen = {'front': 0, 'wrist': 0}
+        for seed in range(3, 9):
+            task = ('reach', 'pick_up')[seed % 2]
             instance = get_task(task).sample(seed)
             instance.reset(sim)
-            frame = sim.render('front')
-            metadata = {'task': task, 'target': instance.target,
-                        'placements': instance.placements}
-            points, valid = named_object_pixels([{'metadata': metadata,
-                                                  'proprio': np.r_[np.zeros(7), 1.0]}],
-                                                (64, 64))
-            assert valid.tolist() == [True]
-            row, col = (int(round((v + 1) / 2 * 63)) for v in points[0])
-            colour = frame[row, col].astype(int)
-            assert np.abs(colour - COLOURS[instance.target]).max() < 40, (instance.target,
-                                                                           colour)
+            # The wrist camera's pose comes from the proprioception: move the arm first.
+            sim.set_arm_configuration(sim.HOME + 0.02 * (seed - 4), 1.0)
+            sample = {'metadata': {'task': task, 'target': instance.target,
+                                   'placements': instance.placements},
+                      'proprio': proprio_vector(sim)}
+            for camera in ('front', 'wrist'):
+                points, valid = named_object_pixels([sample], (64, 64), camera)
+                if not valid[0]:
+                    continue  # out of the wrist camera's view
+                seen[camera] += 1
+                row, col = (int(round((v + 1) / 2 * 63)) for v in points[0])
+                colour = sim.render(camera)[row, col].astype(int)
+                assert np.abs(colour - COLOURS[instance.target]).max() < 40, (
+                    seed, camera, instance.target, colour)
+        assert seen['front'] == 6 and seen['wrist'] >= 3, seen
     finally:
         sim.close()
     # A held pick-up target (gripper closed) and samples without a layout are unknown.
@@ -167,8 +174,8 @@ def test_pixel_keypoint_loss_pulls_the_first_head_onto_the_named_object():
     policy = make_policy('openvla', pixel_target_readout=True, pixel_keypoint_weight=1.0,
                          seed=0)
     batch = _named_target_batch(torch)
-    batch['target_pixel'] = torch.tensor([[0.5, -0.5], [0.0, 0.0]])
-    batch['target_pixel_valid'] = torch.tensor([True, False])
+    batch['target_pixel'] = torch.tensor([[[0.5, -0.5]], [[0.0, 0.0]]])  # (B, cameras, 2)
+    batch['target_pixel_valid'] = torch.tensor([[True], [False]])
     with_keypoint, without = _loss_added_by(policy, batch, 'target_pixel')
     assert policy.model.pixel_readout.query.weight.grad.abs().sum() > 0
     # The term is the Huber distance of head 0's (row, col) to the valid target, in pixels.
@@ -176,7 +183,7 @@ def test_pixel_keypoint_loss_pulls_the_first_head_onto_the_named_object():
         ids = torch.tensor([policy.prompts.encode(batch['instructions'][0])])
         features = []
         policy.model.embed_inputs(ids, batch['images'][:1], pixel_targets_out=features)
-        error = (features[0][0, :2] - batch['target_pixel'][0]) * 31.5
+        error = (features[0][0, :2] - batch['target_pixel'][0, 0]) * 31.5
         expected = torch.where(error.abs() < 1, 0.5 * error ** 2, error.abs() - 0.5).sum()
     assert with_keypoint.item() - without.item() == pytest.approx(expected.item(), rel=1e-4)
 

@@ -69,17 +69,18 @@ def target_indices(samples) -> np.ndarray:
                      in OBJECTS else -1 for s in samples], dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=4)
-def _camera(camera: str):
-    """Pose, field of view and the objects' resting centre heights, read off the scene once."""
+@functools.lru_cache(maxsize=1)
+def _scene():
+    """One kinematic copy of the scene (never rendered): camera poses, object heights."""
     from vla_ros.sim.scene import ArmSim
 
-    sim = ArmSim(image_size=(64, 64), cameras=(camera,))
-    try:
-        heights = {n: sim.object_half_height(n) + 1e-3 for n in OBJECTS}
-        return sim.camera_pose(camera), heights
-    finally:
-        sim.close()
+    return ArmSim(image_size=(64, 64), cameras=('front', 'wrist'))
+
+
+@functools.lru_cache(maxsize=4)
+def _fixed_camera(camera: str):
+    """Pose and field of view of a camera that does not move with the arm, read once."""
+    return _scene().camera_pose(camera)
 
 
 def named_object_pixels(samples, image_size: tuple[int, int],
@@ -88,28 +89,37 @@ def named_object_pixels(samples, image_size: tuple[int, int],
 
     Returns ``(points, valid)``: (B, 2) (row, column) in [-1, 1] on the pixel-centre grid of a
     (w, h) = ``image_size`` image (pixel ``i`` -> ``-1 + 2 i / (n - 1)``, the convention of
-    the pixel readout), and (B,) bool. Known where the episode layout names the target and it
+    the pixel readout), and (B,) bool. Known where the episode layout names the target, it
     has not been moved (as :func:`object_targets` decides) and it projects into the image.
-    None when no sample has a layout. Only a fixed camera (the front one) has a projection
-    that the layout alone determines.
+    The front camera is fixed; the wrist camera's pose is rebuilt from each sample's
+    proprioception (7 joints + gripper). None when no sample has a layout.
     """
     if not any((s.get('metadata') or {}).get('placements') for s in samples):
         return None
-    (position, rotation, fovy), heights = _camera(camera)
     from vla_ros.sim.scene import project_points
 
+    scene = _scene()
+    fixed = camera == 'front'
     w, h = image_size
     points = np.zeros((len(samples), 2), np.float32)
     valid = np.zeros(len(samples), bool)
     for i, sample in enumerate(samples):
         metadata = sample.get('metadata') or {}
-        targets, known = object_targets(metadata, sample.get('proprio'))
+        proprio = sample.get('proprio')
+        targets, known = object_targets(metadata, proprio)
         name = metadata.get('target')
         if name not in OBJECTS or not known[OBJECTS.index(name), 0]:
             continue
+        if fixed:
+            pose = _fixed_camera(camera)
+        else:
+            if proprio is None or len(proprio) != 8:
+                continue
+            scene.set_arm_configuration(proprio[:7], proprio[7])
+            pose = scene.camera_pose(camera)
         x, y = (float(v) for v in metadata['placements'][name][:2])
-        col, row = project_points([[x, y, heights[name]]], position, rotation, fovy,
-                                  (w, h))[0]
+        centre = [x, y, scene.object_half_height(name) + 1e-3]
+        col, row = project_points([centre], *pose, (w, h))[0]
         if not (0 <= col < w and 0 <= row < h):
             continue
         points[i] = (-1 + 2 * (row - 0.5) / (h - 1), -1 + 2 * (col - 0.5) / (w - 1))

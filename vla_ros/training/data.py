@@ -147,8 +147,10 @@ def collate(policy, samples: list[dict]) -> dict:
     objects = batch_object_targets(samples)
     pixels = None
     if getattr(getattr(policy, 'config', None), 'pixel_keypoint_weight', 0) > 0 \
-            and spec.camera_names[0] == 'front':
-        pixels = named_object_pixels(samples, spec.image_size)
+            and set(spec.camera_names) <= {'front', 'wrist'}:
+        found = [named_object_pixels(samples, spec.image_size, c) for c in spec.camera_names]
+        if found[0] is not None:  # (B, cameras, 2) and (B, cameras)
+            pixels = (np.stack([p for p, _ in found], 1), np.stack([v for _, v in found], 1))
     return {
         'target_pixel': None if pixels is None else torch.as_tensor(pixels[0]),
         'target_pixel_valid': None if pixels is None else torch.as_tensor(pixels[1]),

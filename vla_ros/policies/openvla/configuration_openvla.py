@@ -112,9 +112,10 @@ class OpenVlaConfig(PreTrainedConfig):
     # Training only: > 0 adds a probe (an MLP on the first camera's pixel-readout features)
     # regressing the named object's position and cube yaw, weighted by this factor.
     pixel_probe_weight: float = 0.0
-    # Training only: > 0 pulls the first camera's first pixel-readout head onto the named
-    # object where the simulator's layout says it is (Huber loss in pixels), so that head
-    # finds the object the words name instead of whatever predicts the action best.
+    # Training only: > 0 pulls each camera's first pixel-readout head onto the named object
+    # where the simulator's layout (and, for the wrist camera, the arm's pose) puts it
+    # (Huber loss in pixels), so that head finds the object the words name instead of
+    # whatever predicts the action best.
     pixel_keypoint_weight: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False

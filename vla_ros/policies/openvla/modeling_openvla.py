@@ -541,9 +541,10 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             weight = self.config.pixel_keypoint_weight
             if weight > 0 and target_pixel is not None and pixel_features \
                     and target_pixel_valid.any():
+                # Head 0 of each camera's pixel readout: (row, col) first in its features.
+                predicted = torch.stack([f[:, :2] for f in pixel_features], 1)
                 out.loss = out.loss + weight * self._keypoint_loss(
-                    pixel_features[0][:, :2], target_pixel, target_pixel_valid,
-                    pixel_values.shape[-1])
+                    predicted, target_pixel, target_pixel_valid, pixel_values.shape[-1])
             if self.state_probe is not None and target_index is not None \
                     and object_targets is not None:
                 out.loss = out.loss + self.config.state_probe_weight * self._target_probe_loss(
@@ -555,7 +556,11 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
 
     @staticmethod
     def _keypoint_loss(predicted, target, valid, width: int) -> torch.Tensor:
-        """Huber loss (1 px) between predicted and true (row, col) in [-1, 1], in pixels."""
+        """Huber loss (1 px) between predicted and true (row, col) in [-1, 1], in pixels.
+
+        ``predicted`` and ``target`` are (B, cameras, 2), ``valid`` (B, cameras); the mean
+        is over the valid (sample, camera) pairs.
+        """
         scale = (width - 1) / 2
         valid = valid.to(predicted.device)
         error = nn.functional.smooth_l1_loss(predicted[valid].float() * scale,
