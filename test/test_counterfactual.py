@@ -1,5 +1,7 @@
 """Counterfactual relabels: the recorded frame, another object named, the expert's action."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -150,3 +152,34 @@ def test_training_adds_the_relabels_and_keeps_the_setting_for_resume(tmp_path, e
     for bad in ('yes', True, 1.5, -0.1):
         with pytest.raises(ValueError, match=r'rate in \[0, 1\]'):
             config(counterfactual=bad)
+
+
+def test_reach_relabels_follow_the_state_alone_and_leave_other_episodes(sim, episodes):
+    from vla_ros.sim.expert import ExpertConfig
+    from vla_ros.training.counterfactual import relabel_reach_episodes
+
+    relabelled, count = relabel_reach_episodes(EpisodeDataset(episodes))
+    assert count == 1
+    reach, pick_up = relabelled.episodes
+    assert pick_up is episodes[1]  # pick-up labels need the recorder's memory: kept
+    assert reach.actions.shape == episodes[0].actions.shape
+    layout = episodes[0].metadata['placements'][episodes[0].metadata['target']]
+    gate = ExpertConfig().reach_tolerance
+    descending = 0
+    for t in range(len(reach)):
+        sim.set_arm_configuration(reach.proprio[t, :7], reach.proprio[t, 7])
+        ee = sim.ee_pose()[0]
+        offset = np.asarray(layout[:2]) - ee[:2]
+        if np.linalg.norm(offset) > 0.05:
+            # Far from the target, the label heads for it.
+            assert reach.actions[t, :2] @ offset > 0, t
+        elif np.linalg.norm(offset) < gate and ee[2] > 0.08:
+            # Over the target within the gate, at travel height: the label goes down.
+            assert reach.actions[t, 2] < 0, (t, reach.actions[t])
+            descending += 1
+    assert descending >= 1
+    # An episode that disturbed an object is kept as recorded.
+    wrong = dataclasses.replace(episodes[0], metadata={**episodes[0].metadata,
+                                                       'wrong_object': True})
+    kept, count = relabel_reach_episodes(EpisodeDataset([wrong]))
+    assert count == 0 and kept.episodes[0] is wrong

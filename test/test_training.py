@@ -202,6 +202,17 @@ def test_keep_statistics_keeps_the_source_checkpoints_bins(tmp_path, dataset):
                      unnorm_key='elsewhere'), dataset=shrunk, progress=False)
 
 
+def test_relabel_reach_counts_what_it_relabelled(tmp_path, dataset):
+    summary = train(config(tmp_path / 'r', steps=2, checkpoint_every=0, relabel_reach=True),
+                    dataset=dataset, progress=False)
+    assert summary['relabelled_reach_episodes'] == 0  # no simulated reach episodes here
+    plain = train(config(tmp_path / 'p', steps=2, checkpoint_every=0), dataset=dataset,
+                  progress=False)
+    assert plain['relabelled_reach_episodes'] is None
+    with pytest.raises(ValueError, match='relabel_reach must be true or false'):
+        config(tmp_path / 'x', relabel_reach=1)
+
+
 def test_set_changes_preset_fields_and_is_kept_for_resume(tmp_path, data_dir, capsys):
     argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
             '--steps', '4', '--batch-size', '2', '--full', '--no-progress',

@@ -59,6 +59,11 @@ class ExpertConfig:
     fine_step: float = 0.015      # m per period near the object
     push_step: float = 0.012      # m per period while pushing
     max_turn: float = 0.2         # rad per period (arm7 allows 0.25)
+    # reach: start down to the object once the hand is this close horizontally. Success
+    # needs the fingertips within 3 cm of the surface, so 3 cm off-centre over a 4-5 cm
+    # object still ends inside it; a tighter gate (it was 1.5 cm) taught learned policies
+    # to hover at travel height until they were more precise than they can see.
+    reach_tolerance: float = 0.03
     push_travel: float = 0.12     # aim this far past the start (success needs 0.08)
     max_retries: int = 2
 
@@ -67,6 +72,9 @@ class ExpertConfig:
             value = getattr(self, name)
             if not 0.0 < value <= 0.05:
                 raise ValueError(f'{name} must be in (0, 0.05] m per period, got {value}')
+        if not 0.0 < self.reach_tolerance <= 0.05:
+            raise ValueError(f'reach_tolerance must be in (0, 0.05] m, got '
+                             f'{self.reach_tolerance}')
         if not 0.0 < self.max_turn <= 0.25:
             raise ValueError(f'max_turn must be in (0, 0.25] rad per period, got {self.max_turn}')
 
@@ -349,7 +357,7 @@ class ScriptedExpert(Policy):
     def _step_reach(self, b, m):
         top = b.obj[2] + self._half_height()
         above = np.array([b.obj[0], b.obj[1], max(_SAFE_Z, top + 0.04)])
-        self._lined_up(b, m, above[:2], 0.015)
+        self._lined_up(b, m, above[:2], self.config.reach_tolerance)
         if m.phase == 'travel':
             # Rise to the safe height before crossing over the other objects.
             target = above if b.ee[2] >= _SAFE_Z - 0.02 else np.r_[b.ee[:2], above[2]]

@@ -28,7 +28,8 @@ import numpy as np
 from vla_ros.policies.contract import Observation
 from vla_ros.sim.tasks import SCENE_OBJECTS, TaskInstance, get_task
 
-__all__ = ['RELABEL_TASKS', 'counterfactual_samples', 'relabel_episode']
+__all__ = ['RELABEL_TASKS', 'counterfactual_samples', 'relabel_episode',
+           'relabel_reach_episodes']
 
 RELABEL_TASKS = ('reach', 'pick_up')
 _GRIPPER_OPEN = 0.9   # proprio gripper opening above which the fingers hold nothing
@@ -140,3 +141,53 @@ def counterfactual_samples(dataset, chunk_length: int, seed: int = 0,
     finally:
         sim.close()
     return samples
+
+
+def relabel_reach_episodes(dataset, progress: bool = False):
+    """A copy of ``dataset`` whose reach episodes carry the current expert's labels.
+
+    Every frame of a simulated reach episode is rebuilt from its proprioception and the
+    layout (the objects never move in a reach episode that disturbed nothing) and labelled
+    by a fresh expert: the label depends on the frame's state alone, not on what the
+    recording expert remembered, and follows the expert as it is now (its reach gate was
+    widened after the demonstrations were recorded). Other episodes are kept as they are.
+    Returns ``(dataset, relabelled episode count)``.
+    """
+    import dataclasses
+
+    from vla_ros.datasets.episodes import EpisodeDataset
+    from vla_ros.evaluation.rollout import make_sim
+    from vla_ros.sim.expert import ScriptedExpert
+
+    expert = ScriptedExpert(chunk_length=1)
+    spec = expert.spec
+    blank = {c: np.zeros((spec.image_size[1], spec.image_size[0], 3), np.uint8)
+             for c in spec.camera_names}
+    sim = make_sim()
+    episodes, changed = [], 0
+    try:
+        iterator = dataset.episodes
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, desc='reach relabels', unit='episode')
+        for episode in iterator:
+            meta = episode.metadata or {}
+            if meta.get('task') != 'reach' or meta.get('wrong_object') \
+                    or meta.get('target') not in (meta.get('placements') or {}) \
+                    or episode.proprio is None or episode.proprio.shape[1] != 8:
+                episodes.append(episode)
+                continue
+            instance = _instance(meta, meta['target'])
+            instance.reset(sim)
+            actions = np.array(episode.actions, np.float32, copy=True)
+            for t in range(len(episode)):
+                sim.set_arm_configuration(episode.proprio[t, :7], episode.proprio[t, 7])
+                expert.attach_simulator(sim, instance)  # fresh state machine
+                actions[t] = expert.predict_chunk(Observation(
+                    blank, instance.instruction, stamp=float(episode.stamps[t])))[0]
+            episodes.append(dataclasses.replace(episode, actions=actions))
+            changed += 1
+    finally:
+        sim.close()
+    return EpisodeDataset(episodes), changed

@@ -48,7 +48,7 @@ SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
-               'lora', 'unnorm_key', 'counterfactual', 'keep_statistics')
+               'lora', 'unnorm_key', 'counterfactual', 'keep_statistics', 'relabel_reach')
 
 
 class TrainingError(RuntimeError):
@@ -90,6 +90,9 @@ class TrainConfig:
     # (entry ``unnorm_key``) instead of computing them from --data: continuing a model on
     # more data of the same task then keeps the meaning of its action bins.
     keep_statistics: bool = False
+    # Label every frame of the simulated reach episodes anew with the current scripted
+    # expert, from the frame's state alone (vla_ros.training.counterfactual).
+    relabel_reach: bool = False
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -125,6 +128,8 @@ class TrainConfig:
                 or not 0.0 <= self.counterfactual <= 1.0:
             raise ValueError(f'counterfactual must be a rate in [0, 1], got '
                              f'{self.counterfactual!r}')
+        if not isinstance(self.relabel_reach, bool):
+            raise ValueError(f'relabel_reach must be true or false, got {self.relabel_reach!r}')
         if not isinstance(self.keep_statistics, bool):
             raise ValueError(f'keep_statistics must be true or false, got '
                              f'{self.keep_statistics!r}')
@@ -416,6 +421,11 @@ class Trainer:
             raise ValueError(f'stop_after must be >= 1, got {stop_after!r}')
         checkpoint = self._check_output(resume)
         dataset = self.dataset if self.dataset is not None else load_dataset(c.data)
+        relabelled = None
+        if c.relabel_reach:
+            from vla_ros.training.counterfactual import relabel_reach_episodes
+
+            dataset, relabelled = relabel_reach_episodes(dataset, progress=self.progress)
         policy = self._build_policy(checkpoint)
         samples = list(dataset.samples(policy.spec.chunk_length))
         check_compatible(policy, dataset, samples[0])
@@ -513,6 +523,7 @@ class Trainer:
             'trainable_parameters': trainable, 'total_parameters': total_params,
             'trainable_percent': round(100.0 * trainable / total_params, 4),
             'num_samples': len(samples), 'counterfactual_samples': len(samples) - recorded,
+            'relabelled_reach_episodes': relabelled,
             'statistics_key': c.unnorm_key,
             'checkpoint': None if last_checkpoint is None else str(last_checkpoint),
             'output': None, 'seconds': None, 'initialised_from': self.initialised,
