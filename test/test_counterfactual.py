@@ -154,32 +154,35 @@ def test_training_adds_the_relabels_and_keeps_the_setting_for_resume(tmp_path, e
             config(counterfactual=bad)
 
 
-def test_reach_relabels_follow_the_state_alone_and_leave_other_episodes(sim, episodes):
+def test_relabels_from_state_follow_the_frame_alone_up_to_the_grasp(sim, episodes):
     from vla_ros.sim.expert import ExpertConfig
-    from vla_ros.training.counterfactual import relabel_reach_episodes
+    from vla_ros.training.counterfactual import relabel_from_state
 
-    relabelled, count = relabel_reach_episodes(EpisodeDataset(episodes))
-    assert count == 1
+    relabelled, frames = relabel_from_state(EpisodeDataset(episodes))
     reach, pick_up = relabelled.episodes
-    assert pick_up is episodes[1]  # pick-up labels need the recorder's memory: kept
+    closing = int(np.flatnonzero(episodes[1].proprio[:, 7] <= 0.9)[0])
+    assert frames == len(reach) + closing
+    # Pick-up frames from the first closing one on keep the recorder's labels.
+    np.testing.assert_array_equal(pick_up.actions[closing:], episodes[1].actions[closing:])
     assert reach.actions.shape == episodes[0].actions.shape
-    layout = episodes[0].metadata['placements'][episodes[0].metadata['target']]
     gate = ExpertConfig().reach_tolerance
     descending = 0
-    for t in range(len(reach)):
-        sim.set_arm_configuration(reach.proprio[t, :7], reach.proprio[t, 7])
-        ee = sim.ee_pose()[0]
-        offset = np.asarray(layout[:2]) - ee[:2]
-        if np.linalg.norm(offset) > 0.05:
-            # Far from the target, the label heads for it.
-            assert reach.actions[t, :2] @ offset > 0, t
-        elif np.linalg.norm(offset) < gate and ee[2] > 0.08:
-            # Over the target within the gate, at travel height: the label goes down.
-            assert reach.actions[t, 2] < 0, (t, reach.actions[t])
-            descending += 1
+    for episode, original in zip((reach, pick_up), episodes, strict=True):
+        target = original.metadata['placements'][original.metadata['target']]
+        for t in range(len(episode) if episode is reach else closing):
+            sim.set_arm_configuration(episode.proprio[t, :7], episode.proprio[t, 7])
+            ee = sim.ee_pose()[0]
+            offset = np.asarray(target[:2]) - ee[:2]
+            if np.linalg.norm(offset) > 0.05:
+                # Far from the target, the label heads for it.
+                assert episode.actions[t, :2] @ offset > 0, t
+            elif episode is reach and np.linalg.norm(offset) < gate and ee[2] > 0.08:
+                # Over the target within the gate, at travel height: the label goes down.
+                assert episode.actions[t, 2] < 0, (t, episode.actions[t])
+                descending += 1
     assert descending >= 1
     # An episode that disturbed an object is kept as recorded.
     wrong = dataclasses.replace(episodes[0], metadata={**episodes[0].metadata,
                                                        'wrong_object': True})
-    kept, count = relabel_reach_episodes(EpisodeDataset([wrong]))
-    assert count == 0 and kept.episodes[0] is wrong
+    kept, frames = relabel_from_state(EpisodeDataset([wrong]))
+    assert frames == 0 and kept.episodes[0] is wrong

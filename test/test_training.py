@@ -202,15 +202,15 @@ def test_keep_statistics_keeps_the_source_checkpoints_bins(tmp_path, dataset):
                      unnorm_key='elsewhere'), dataset=shrunk, progress=False)
 
 
-def test_relabel_reach_counts_what_it_relabelled(tmp_path, dataset):
-    summary = train(config(tmp_path / 'r', steps=2, checkpoint_every=0, relabel_reach=True),
-                    dataset=dataset, progress=False)
-    assert summary['relabelled_reach_episodes'] == 0  # no simulated reach episodes here
+def test_relabel_from_state_counts_what_it_relabelled(tmp_path, dataset):
+    summary = train(config(tmp_path / 'r', steps=2, checkpoint_every=0,
+                           relabel_from_state=True), dataset=dataset, progress=False)
+    assert summary['relabelled_frames'] == 0  # no simulated reach / pick-up episodes here
     plain = train(config(tmp_path / 'p', steps=2, checkpoint_every=0), dataset=dataset,
                   progress=False)
-    assert plain['relabelled_reach_episodes'] is None
-    with pytest.raises(ValueError, match='relabel_reach must be true or false'):
-        config(tmp_path / 'x', relabel_reach=1)
+    assert plain['relabelled_frames'] is None
+    with pytest.raises(ValueError, match='relabel_from_state must be true or false'):
+        config(tmp_path / 'x', relabel_from_state=1)
 
 
 def test_set_changes_preset_fields_and_is_kept_for_resume(tmp_path, data_dir, capsys):

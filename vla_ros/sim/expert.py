@@ -64,6 +64,11 @@ class ExpertConfig:
     # object still ends inside it; a tighter gate (it was 1.5 cm) taught learned policies
     # to hover at travel height until they were more precise than they can see.
     reach_tolerance: float = 0.03
+    # pick_up: start down once this close horizontally and turned to within this many
+    # radians of the grasp yaw (the open fingers leave 8 cm for a 4-5 cm object). The
+    # gates were 0.8 cm and 0.05 rad: tighter than a 64 px camera lets a policy see.
+    grasp_tolerance: float = 0.012
+    grasp_yaw_tolerance: float = 0.1
     push_travel: float = 0.12     # aim this far past the start (success needs 0.08)
     max_retries: int = 2
 
@@ -72,9 +77,12 @@ class ExpertConfig:
             value = getattr(self, name)
             if not 0.0 < value <= 0.05:
                 raise ValueError(f'{name} must be in (0, 0.05] m per period, got {value}')
-        if not 0.0 < self.reach_tolerance <= 0.05:
-            raise ValueError(f'reach_tolerance must be in (0, 0.05] m, got '
-                             f'{self.reach_tolerance}')
+        for name in ('reach_tolerance', 'grasp_tolerance'):
+            if not 0.0 < getattr(self, name) <= 0.05:
+                raise ValueError(f'{name} must be in (0, 0.05] m, got {getattr(self, name)}')
+        if not 0.0 < self.grasp_yaw_tolerance <= 0.5:
+            raise ValueError(f'grasp_yaw_tolerance must be in (0, 0.5] rad, got '
+                             f'{self.grasp_yaw_tolerance}')
         if not 0.0 < self.max_turn <= 0.25:
             raise ValueError(f'max_turn must be in (0, 0.25] rad per period, got {self.max_turn}')
 
@@ -418,8 +426,8 @@ class ScriptedExpert(Policy):
         above = np.array([b.obj[0], b.obj[1], max(_SAFE_Z, b.obj[2] + self._half_height()
                                                    + 0.06)])
         if m.phase in ('travel', 'descend'):
-            aligned = abs(_angle_diff(_yaw(b.rot), yaw)) < 0.05
-            if not self._lined_up(b, m, above[:2], 0.008, aligned):
+            aligned = abs(_angle_diff(_yaw(b.rot), yaw)) < self.config.grasp_yaw_tolerance
+            if not self._lined_up(b, m, above[:2], self.config.grasp_tolerance, aligned):
                 target = above if b.ee[2] >= _SAFE_Z - 0.02 else np.r_[b.ee[:2], above[2]]
                 return self._move(b, target, yaw, 1.0, self.config.max_step), m
         if m.phase == 'descend':

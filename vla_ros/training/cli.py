@@ -7,7 +7,7 @@ Usage::
                   [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
                   [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual [RATE]]
-                  [--keep-statistics] [--relabel-reach]
+                  [--keep-statistics] [--relabel-from-state]
 
 Prints the run's JSON summary on stdout; the progress bar goes to stderr.
 """
@@ -128,9 +128,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                         '(default: the --data directory name)')
     p.add_argument('--eval-samples', type=_int_at_least(1), default=32,
                    help='fixed samples whose loss is reported before and after training')
-    p.add_argument('--relabel-reach', action='store_true',
-                   help='label every frame of the simulated reach episodes anew with the '
-                        'current scripted expert, from the frame alone')
+    p.add_argument('--relabel-from-state', action='store_true',
+                   help='label the simulated reach and pick-up approach frames anew with '
+                        'the current scripted expert, from each frame alone')
     p.add_argument('--keep-statistics', action='store_true',
                    help="keep the --model-path / --init-weights checkpoint's normalization "
                         'statistics instead of computing them from --data')
@@ -195,7 +195,7 @@ def config_from_args(args):
                        device=args.device, eval_samples=args.eval_samples,
                        counterfactual=args.counterfactual,
                        keep_statistics=args.keep_statistics,
-                       relabel_reach=args.relabel_reach)
+                       relabel_from_state=args.relabel_from_state)
 
 
 def cmd_train(args) -> int:

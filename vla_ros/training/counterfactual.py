@@ -29,7 +29,7 @@ from vla_ros.policies.contract import Observation
 from vla_ros.sim.tasks import SCENE_OBJECTS, TaskInstance, get_task
 
 __all__ = ['RELABEL_TASKS', 'counterfactual_samples', 'relabel_episode',
-           'relabel_reach_episodes']
+           'relabel_from_state']
 
 RELABEL_TASKS = ('reach', 'pick_up')
 _GRIPPER_OPEN = 0.9   # proprio gripper opening above which the fingers hold nothing
@@ -143,15 +143,18 @@ def counterfactual_samples(dataset, chunk_length: int, seed: int = 0,
     return samples
 
 
-def relabel_reach_episodes(dataset, progress: bool = False):
-    """A copy of ``dataset`` whose reach episodes carry the current expert's labels.
+def relabel_from_state(dataset, progress: bool = False):
+    """A copy of ``dataset`` whose simulated approach frames carry the current expert's labels.
 
-    Every frame of a simulated reach episode is rebuilt from its proprioception and the
-    layout (the objects never move in a reach episode that disturbed nothing) and labelled
-    by a fresh expert: the label depends on the frame's state alone, not on what the
-    recording expert remembered, and follows the expert as it is now (its reach gate was
-    widened after the demonstrations were recorded). Other episodes are kept as they are.
-    Returns ``(dataset, relabelled episode count)``.
+    Relabelled: every frame of a reach episode, and the frames of a pick-up episode before
+    the fingers start to close (opening above 0.9). Those labels follow from the frame's
+    state alone: the frame is rebuilt from its proprioception and the layout (no object
+    has moved yet in them) and a fresh expert labels it, so the label does not depend on
+    what the recording expert remembered and follows the expert as it is now (its reach
+    and grasp gates were widened after the demonstrations were recorded). Closing and
+    lifting frames need the recorder's memory (how long the fingers have been closing)
+    and keep their labels; episodes that disturbed an object are kept whole. Returns
+    ``(dataset, number of relabelled frames)``.
     """
     import dataclasses
 
@@ -164,30 +167,35 @@ def relabel_reach_episodes(dataset, progress: bool = False):
     blank = {c: np.zeros((spec.image_size[1], spec.image_size[0], 3), np.uint8)
              for c in spec.camera_names}
     sim = make_sim()
-    episodes, changed = [], 0
+    episodes, frames = [], 0
     try:
         iterator = dataset.episodes
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(iterator, desc='reach relabels', unit='episode')
+            iterator = tqdm(iterator, desc='relabel from state', unit='episode')
         for episode in iterator:
             meta = episode.metadata or {}
-            if meta.get('task') != 'reach' or meta.get('wrong_object') \
+            if meta.get('task') not in RELABEL_TASKS or meta.get('wrong_object') \
                     or meta.get('target') not in (meta.get('placements') or {}) \
                     or episode.proprio is None or episode.proprio.shape[1] != 8:
                 episodes.append(episode)
                 continue
+            if meta['task'] == 'reach':
+                chosen = np.arange(len(episode))
+            else:  # up to the first frame whose fingers are closing
+                closing = np.flatnonzero(episode.proprio[:, 7] <= _GRIPPER_OPEN)
+                chosen = np.arange(closing[0] if len(closing) else len(episode))
             instance = _instance(meta, meta['target'])
             instance.reset(sim)
             actions = np.array(episode.actions, np.float32, copy=True)
-            for t in range(len(episode)):
+            for t in chosen:
                 sim.set_arm_configuration(episode.proprio[t, :7], episode.proprio[t, 7])
                 expert.attach_simulator(sim, instance)  # fresh state machine
                 actions[t] = expert.predict_chunk(Observation(
                     blank, instance.instruction, stamp=float(episode.stamps[t])))[0]
             episodes.append(dataclasses.replace(episode, actions=actions))
-            changed += 1
+            frames += len(chosen)
     finally:
         sim.close()
-    return EpisodeDataset(episodes), changed
+    return EpisodeDataset(episodes), frames

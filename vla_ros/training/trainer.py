@@ -48,7 +48,8 @@ SUMMARY = 'training_summary.json'
 # Settings that must not change when a run is resumed (they change the result).
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
-               'lora', 'unnorm_key', 'counterfactual', 'keep_statistics', 'relabel_reach')
+               'lora', 'unnorm_key', 'counterfactual', 'keep_statistics',
+               'relabel_from_state')
 
 
 class TrainingError(RuntimeError):
@@ -90,9 +91,9 @@ class TrainConfig:
     # (entry ``unnorm_key``) instead of computing them from --data: continuing a model on
     # more data of the same task then keeps the meaning of its action bins.
     keep_statistics: bool = False
-    # Label every frame of the simulated reach episodes anew with the current scripted
-    # expert, from the frame's state alone (vla_ros.training.counterfactual).
-    relabel_reach: bool = False
+    # Label the simulated reach and pick-up approach frames anew with the current scripted
+    # expert, from each frame's state alone (vla_ros.training.counterfactual).
+    relabel_from_state: bool = False
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -128,8 +129,9 @@ class TrainConfig:
                 or not 0.0 <= self.counterfactual <= 1.0:
             raise ValueError(f'counterfactual must be a rate in [0, 1], got '
                              f'{self.counterfactual!r}')
-        if not isinstance(self.relabel_reach, bool):
-            raise ValueError(f'relabel_reach must be true or false, got {self.relabel_reach!r}')
+        if not isinstance(self.relabel_from_state, bool):
+            raise ValueError(f'relabel_from_state must be true or false, got '
+                             f'{self.relabel_from_state!r}')
         if not isinstance(self.keep_statistics, bool):
             raise ValueError(f'keep_statistics must be true or false, got '
                              f'{self.keep_statistics!r}')
@@ -422,10 +424,10 @@ class Trainer:
         checkpoint = self._check_output(resume)
         dataset = self.dataset if self.dataset is not None else load_dataset(c.data)
         relabelled = None
-        if c.relabel_reach:
-            from vla_ros.training.counterfactual import relabel_reach_episodes
+        if c.relabel_from_state:
+            from vla_ros.training.counterfactual import relabel_from_state
 
-            dataset, relabelled = relabel_reach_episodes(dataset, progress=self.progress)
+            dataset, relabelled = relabel_from_state(dataset, progress=self.progress)
         policy = self._build_policy(checkpoint)
         samples = list(dataset.samples(policy.spec.chunk_length))
         check_compatible(policy, dataset, samples[0])
@@ -523,7 +525,7 @@ class Trainer:
             'trainable_parameters': trainable, 'total_parameters': total_params,
             'trainable_percent': round(100.0 * trainable / total_params, 4),
             'num_samples': len(samples), 'counterfactual_samples': len(samples) - recorded,
-            'relabelled_reach_episodes': relabelled,
+            'relabelled_frames': relabelled,
             'statistics_key': c.unnorm_key,
             'checkpoint': None if last_checkpoint is None else str(last_checkpoint),
             'output': None, 'seconds': None, 'initialised_from': self.initialised,
