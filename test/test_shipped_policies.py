@@ -20,12 +20,11 @@ MODELS = Path(__file__).resolve().parents[1] / 'vla_ros' / 'models'
 SHIPPED = sorted(p.parent.name for p in MODELS.glob('*/config.json'))
 MAX_BYTES = 20 * 1024 * 1024
 # The first 20 of the documented evaluation seeds (docs/results.md: reach, train split,
-# seeds 5000..5049). The policies are weak and their successes cluster by layout and
-# object, so this checks that the shipped weights reproduce the documented behaviour
-# (openvla_sim 8/20, octo_sim 5/20 when written), with room for a different CPU's
-# rounding; it is not a generalization measure.
+# seeds 5000..5049). This checks that the shipped weights reproduce the documented
+# behaviour (openvla_sim 19/20, octo_sim 5/20 when written), with room for a different
+# CPU's rounding; it is not a generalization measure (that is the 50-episode eval).
 FIRST_SEED, REACH_EPISODES = 5000, 20
-MIN_REACH_SUCCESSES = 3
+MIN_REACH_SUCCESSES = {'openvla_sim': 15, 'octo_sim': 3}
 
 
 def _family(name: str) -> str:
@@ -70,5 +69,5 @@ def test_shipped_policy_reaches_named_objects_closed_loop(name):
     finally:
         policy.close()
     successes = sum(r.success for r in results)
-    assert successes >= MIN_REACH_SUCCESSES, [r.summary() for r in results]
+    assert successes >= MIN_REACH_SUCCESSES.get(name, 3), [r.summary() for r in results]
     assert not any(r.policy_errors for r in results)
