@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -603,6 +604,54 @@ def test_pixel_readout_locates_the_named_colour_to_a_pixel_and_survives_save_loa
                                                 pixel_target_readout=True,
                                                 pixel_probe_weight=1.0)
     assert found[0].shape == (1, 5 * policy.config.pixel_readout_heads)
+
+
+def _attention_on(mask: torch.Tensor) -> torch.Tensor:
+    return (mask / mask.sum())[None, None]
+
+
+def test_pixel_orientation_features_turn_with_a_square_and_start_silent():
+    from vla_ros.policies.openvla.configuration_openvla import OpenVlaConfig
+    from vla_ros.policies.openvla.modeling_openvla import OpenVlaPixelTargetReadout as Readout
+
+    line = torch.linspace(-1.0, 1.0, 64)
+    grid = torch.stack(torch.meshgrid(line, line, indexing='ij'), -1).reshape(-1, 2)
+    rows, cols = grid[:, 0] - 0.2, grid[:, 1] + 0.1
+
+    def square(yaw):
+        c, s = math.cos(yaw), math.sin(yaw)
+        u, v = rows * c + cols * s, -rows * s + cols * c
+        return Readout.orientation_features(
+            _attention_on(((u.abs() < 0.3) & (v.abs() < 0.3)).float()), grid)[0]
+
+    for yaw in (0.0, 0.17, 0.4, 0.79, 1.2):
+        # -0.6 exp(4i yaw) (a uniform square in these row/column axes), wherever it is.
+        expected = -0.6 * torch.tensor([math.cos(4 * yaw), math.sin(4 * yaw)])
+        torch.testing.assert_close(square(yaw), expected, atol=0.03, rtol=0)
+        torch.testing.assert_close(square(yaw + math.pi / 2), square(yaw), atol=0.02, rtol=0)
+    disc = Readout.orientation_features(
+        _attention_on((rows ** 2 + cols ** 2 < 0.09).float()), grid)[0]
+    assert disc.abs().max() < 0.15  # no orientation (pixelation leaves a little)
+
+    # Off by default and only with the pixel readout; grown into a model it starts at zero,
+    # so the model's behaviour is unchanged until it has learned, and it gets gradients.
+    assert not OpenVlaConfig().pixel_orientation_features
+    with pytest.raises(ValueError, match='pixel_orientation_features needs'):
+        OpenVlaConfig(pixel_orientation_features=True)
+    torch.manual_seed(0)
+    plain = Readout(dim=8, channels=4, heads=2, key_dim=4)
+    grown = Readout(dim=8, channels=4, heads=2, key_dim=4, orientation=True)
+    grown.reset_for_training()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ['orientation.bias', 'orientation.weight'] and not unexpected
+    plain.eval(), grown.eval()
+    image, instruction = torch.rand(2, 3, 16, 16), torch.randn(2, 8)
+    with torch.no_grad():
+        grown.fc2.weight.normal_()  # a trained output layer
+        plain.fc2.weight.copy_(grown.fc2.weight)
+    torch.testing.assert_close(grown(image, instruction)[0], plain(image, instruction)[0])
+    grown(image, instruction)[0].sum().backward()
+    assert grown.orientation.weight.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------------ full size

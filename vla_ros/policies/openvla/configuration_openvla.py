@@ -109,6 +109,9 @@ class OpenVlaConfig(PreTrainedConfig):
     pixel_target_readout: bool = False
     pixel_readout_channels: int = 16
     pixel_readout_heads: int = 4
+    # The pixel token also reads each head's fourth-order angular moment: a cube's yaw,
+    # relative to the hand in the wrist camera (needs pixel_target_readout).
+    pixel_orientation_features: bool = False
     # Training only: > 0 adds a probe (an MLP on the first camera's pixel-readout features)
     # regressing the named object's position and cube yaw, weighted by this factor.
     pixel_probe_weight: float = 0.0
@@ -156,7 +159,7 @@ class OpenVlaConfig(PreTrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value!r}')
         for name in ('use_proprio', 'sincos_position_init', 'keypoint_tokens',
-                     'target_readout', 'pixel_target_readout'):
+                     'target_readout', 'pixel_target_readout', 'pixel_orientation_features'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         if not self.n_action_bins <= self.text_vocab_size:
@@ -177,6 +180,8 @@ class OpenVlaConfig(PreTrainedConfig):
         if self.target_probe_weight > 0 and not self.target_readout:
             raise ValueError('target_probe_weight > 0 needs target_readout (the probe reads '
                              'its features)')
+        if self.pixel_orientation_features and not self.pixel_target_readout:
+            raise ValueError('pixel_orientation_features needs pixel_target_readout')
         for name in ('pixel_probe_weight', 'pixel_keypoint_weight'):
             if getattr(self, name) > 0 and not self.pixel_target_readout:
                 raise ValueError(f'{name} > 0 needs pixel_target_readout (it trains that '
