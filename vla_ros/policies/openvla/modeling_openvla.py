@@ -232,7 +232,7 @@ class OpenVlaPixelTargetReadout(nn.Module):
         return 5 * self.heads
 
     def _attend(self, pixels: torch.Tensor, instruction: torch.Tensor):
-        """-> pixel attention weights (B, heads, H*W) and the (row, col) grid (H*W, 2)."""
+        """-> pixel scores (B, heads, H*W) before the softmax and the (row, col) grid (H*W, 2)."""
         b, _, height, width = pixels.shape
         h, k = self.heads, self.key_dim
         keys = self.key(self.stem(_normalize(pixels, SIGLIP_MEAN, SIGLIP_STD)))
@@ -248,11 +248,11 @@ class OpenVlaPixelTargetReadout(nn.Module):
     def features(self, pixels: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1], (B, dim) instruction -> (B, 5 * heads) features."""
         scores, grid = self._attend(pixels, instruction)
-        return self._position_features(scores, grid).to(pixels.dtype)
+        return self._position_features(scores, scores.softmax(-1), grid).to(pixels.dtype)
 
     @staticmethod
-    def _position_features(scores: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        weights = scores.softmax(-1)
+    def _position_features(scores: torch.Tensor, weights: torch.Tensor,
+                           grid: torch.Tensor) -> torch.Tensor:
         mean = weights @ grid                                               # B, h, 2
         spread = (weights @ grid ** 2 - mean ** 2).clamp(min=1e-6).sqrt()
         evidence = torch.logsumexp(scores, -1, keepdim=True) - math.log(grid.shape[0])
@@ -281,11 +281,12 @@ class OpenVlaPixelTargetReadout(nn.Module):
     def forward(self, pixels: torch.Tensor, instruction: torch.Tensor):
         """-> token (B, 1, dim) and its position features (B, 5 * heads)."""
         scores, grid = self._attend(pixels, instruction)
-        features = self._position_features(scores, grid).to(pixels.dtype)
+        weights = scores.softmax(-1)  # one softmax over the pixels for both feature sets
+        features = self._position_features(scores, weights, grid).to(pixels.dtype)
         hidden = self.fc1(features)
         if self.orientation is not None:
             hidden = hidden + self.orientation(
-                self.orientation_features(scores.softmax(-1), grid).to(pixels.dtype))
+                self.orientation_features(weights, grid).to(pixels.dtype))
         return self.fc2(self.act(hidden))[:, None], features
 
 
