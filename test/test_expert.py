@@ -83,3 +83,27 @@ def test_expert_plans_from_privileged_state(sim):
     ee = sim.ee_pose()[0][:2]
     heading = chunk[:, :2].sum(0)
     assert heading @ (target - ee) > 0
+
+
+def _cube_seed_off_its_faces(min_offset=0.3):
+    """A pick-up seed naming a cube whose faces are at least ``min_offset`` rad off the hand's."""
+    task = get_task('pick_up')
+    for seed in range(3000, 3200):
+        inst = task.sample(seed, 'train')
+        yaw = inst.placements[inst.target][2]
+        offset = abs((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)  # from the nearest face
+        if 'cube' in inst.target and offset > min_offset:
+            return seed
+    raise AssertionError('no such seed')
+
+
+def test_expert_grasps_a_cube_at_the_hands_own_yaw_unless_asked_to_align(sim):
+    seed = _cube_seed_off_its_faces()
+    turned = {}
+    for align in (False, True):
+        expert = Recording(align_cube_faces=align)
+        result = rollout(expert, 'pick_up', seed, 'train', sim=sim)
+        assert result.success, (align, result.metrics)
+        turned[align] = np.abs(np.concatenate(expert.chunks)[:, 5]).sum()
+    # Holding the yaw leaves only small tilt/yaw corrections; aligning turns by > 0.3 rad.
+    assert turned[False] < 0.1 < 0.3 < turned[True]

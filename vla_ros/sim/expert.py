@@ -14,8 +14,8 @@ One state machine per task:
   hand offers without a gap the object could wedge into), go behind the object at a safe
   height, descend, then push along the line from the object to its goal, re-aiming as it
   drifts and lining up again if it slips sideways.
-- pick_up: travel above the object with the fingers turned to the cube's faces, descend,
-  close, wait for the grip, lift; if the object slips out, open and try again.
+- pick_up: travel above the object (optionally turning the fingers to a cube's faces),
+  descend, close, wait for the grip, lift; if the object slips out, open and try again.
 
 With ``chunk_length > 1`` the expert plans open loop: it rolls its state machine forward on
 a kinematic model (the hand moves exactly as commanded, a held object moves with the
@@ -69,6 +69,15 @@ class ExpertConfig:
     # gates were 0.8 cm and 0.05 rad: tighter than a 64 px camera lets a policy see.
     grasp_tolerance: float = 0.012
     grasp_yaw_tolerance: float = 0.1
+    # pick_up: turn the fingers to a cube's faces before descending. Off by default: the
+    # open fingers leave 8 cm and the cubes' diagonals are 7.1 and 5.7 cm, so a cube at
+    # any yaw fits between them and closing squares it up (40/40 lifted at the hand's
+    # own yaw, 40/40 face-aligned, seeds 0..; 39/40 vs 40/40 with the grasp 1 cm off
+    # centre). A learned policy then need not read a cube's yaw off a 64 px image,
+    # which it could not: the face-aligned label flips sign at 45 degrees.
+    align_cube_faces: bool = False
+    # pick_up: close the fingers once the hand is this close (3-D) to the grasp point.
+    close_tolerance: float = 0.006
     push_travel: float = 0.12     # aim this far past the start (success needs 0.08)
     max_retries: int = 2
 
@@ -77,7 +86,7 @@ class ExpertConfig:
             value = getattr(self, name)
             if not 0.0 < value <= 0.05:
                 raise ValueError(f'{name} must be in (0, 0.05] m per period, got {value}')
-        for name in ('reach_tolerance', 'grasp_tolerance'):
+        for name in ('reach_tolerance', 'grasp_tolerance', 'close_tolerance'):
             if not 0.0 < getattr(self, name) <= 0.05:
                 raise ValueError(f'{name} must be in (0, 0.05] m, got {getattr(self, name)}')
         if not 0.0 < self.grasp_yaw_tolerance <= 0.5:
@@ -418,7 +427,9 @@ class ScriptedExpert(Policy):
     def _grasp_yaw(self, b: _Belief) -> float:
         kind, _ = self._shape
         current = _yaw(b.rot)
-        return _nearest(b.obj_yaw, math.pi / 2, current) if kind == 'box' else current
+        if kind == 'box' and self.config.align_cube_faces:
+            return _nearest(b.obj_yaw, math.pi / 2, current)
+        return current
 
     def _step_pick_up(self, b, m):
         yaw = self._grasp_yaw(b)
@@ -432,7 +443,7 @@ class ScriptedExpert(Policy):
                 return self._move(b, target, yaw, 1.0, self.config.max_step), m
         if m.phase == 'descend':
             grasp = np.array([b.obj[0], b.obj[1], grasp_z])
-            if np.linalg.norm(b.ee - grasp) < 0.006:
+            if np.linalg.norm(b.ee - grasp) < self.config.close_tolerance:
                 self._enter(m, 'close', b.time)
                 m.anchor = grasp
             else:
