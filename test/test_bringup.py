@@ -1,6 +1,7 @@
 """One source of truth for the launch files and ``vla-ros launch``."""
 
 import ast
+import json
 import pathlib
 import subprocess
 import sys
@@ -45,6 +46,18 @@ def test_nodes_and_parameter_files():
     assert policy_file['/**/vla_inference']['ros__parameters']['policy'] == 'openvla'
 
 
+def test_sim_mode_defaults_to_the_shipped_checkpoint_with_instruction_retrieval():
+    from vla_ros.models import model_path
+
+    driver, inference = bringup.nodes('openvla_arm', {})
+    assert inference.parameters['model_path'] == model_path('openvla')
+    assert json.loads(inference.parameters['policy_params']) == {'instruction_set': 'checkpoint'}
+    assert driver.parameters['image_width'] == 64
+    # a user's checkpoint gets neither
+    _, inference = bringup.nodes('openvla_arm', {'model_path': '/models/x'})
+    assert 'policy_params' not in inference.parameters
+
+
 def test_hardware_and_overrides():
     driver, inference = bringup.nodes(
         'rt1_mobile', {'sim': 'false', 'backend': 'dry_run', 'enable_actuation': 'false',
@@ -81,8 +94,6 @@ def test_cli_launch_print_matches_bringup(ros_env, python_exe):
 
 
 def test_cli_policies_json(ros_env, python_exe):
-    import json
-
     out = subprocess.run([python_exe, '-m', 'vla_ros.cli', 'policies', '--json'],
                          capture_output=True, text=True, env=ros_env, check=True).stdout
     assert 'scripted' in {row['name'] for row in json.loads(out)}

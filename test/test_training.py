@@ -144,6 +144,9 @@ def test_full_training_lowers_loss_and_checkpoint_loads(tmp_path, dataset):
     assert summary['trainable_percent'] == 100.0
     run = tmp_path / 'run'
     assert json.loads((run / 'training_summary.json').read_text()) == summary
+    # the instructions it was trained on travel with it (for instruction retrieval)
+    assert json.loads((run / 'instructions.json').read_text()) == sorted(
+        {s['instruction'] for s in dataset.samples(1)})
     assert not [p for p in run.rglob('*') if p.suffix in ('.pt', '.pth', '.bin', '.pkl')]
     # keep_checkpoints=3 of steps 20, 40, 60
     assert [p.name for p in sorted((run / CHECKPOINTS).iterdir())] == [

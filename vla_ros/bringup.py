@@ -5,11 +5,14 @@ Both ``launch/*.launch.py`` (for ``ros2 launch`` on a full ROS 2 install) and
 argument-derived parameters from here, so the two paths cannot drift apart.
 """
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
 from vla_ros.paths import config_dir
+from vla_ros.policies.instruction_retrieval import INSTRUCTIONS_FILE
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,10 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
             inference_params['model_path'] = checkpoint
             inference_params.update(SHIPPED_SIM_INFERENCE)
             driver_params.update(SHIPPED_SIM_DRIVER)
+            if (Path(checkpoint) / INSTRUCTIONS_FILE).is_file():
+                # Paraphrases the policy never saw reach it as its nearest training
+                # instruction (vla_ros.policies.instruction_retrieval).
+                inference_params['policy_params'] = json.dumps({'instruction_set': 'checkpoint'})
     return [
         NodeSpec('driver_node', 'vla_ros.nodes.driver_node', 'vla_driver',
                  (str(config_dir('robots', f'{config.robot}.yaml')),) + extra,

@@ -355,6 +355,16 @@ class InferenceNode(Node):
             self.get_logger().warning(f'rejected {reason}; keeping the current one')
             return
         self.get_logger().info(f'instruction: {text!r}')
+        retriever = getattr(self._engine.policy, 'retriever', None)
+        if retriever is not None:  # say what the policy will actually be asked to do
+            try:
+                match = retriever.resolve(text)
+                if not match.exact:
+                    self.get_logger().info(f'policy will follow its nearest known instruction '
+                                           f'{match.instruction!r} (similarity '
+                                           f'{match.similarity:.2f})')
+            except Exception as exc:  # noqa: BLE001 - logging only; inference reports errors
+                self.get_logger().warning(f'instruction retrieval failed: {exc}')
         self._engine.set_instruction(text)
         self._worker.wake()
 

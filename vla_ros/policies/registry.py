@@ -175,7 +175,11 @@ def make_policy(name: str, **config: Any) -> Policy:
 
     Unknown name -> ValueError listing available names; import failures ->
     PolicyLoadError naming the module. Errors raised by the constructor propagate.
+    ``instruction_set`` (any policy; see
+    :func:`vla_ros.policies.instruction_retrieval.wrap_policy`) puts the policy behind
+    retrieval of the nearest known instruction.
     """
+    instruction_set = config.pop('instruction_set', None)
     factory = resolve_policy(name)
     policy = factory(**config)
     if not isinstance(policy, Policy):
@@ -183,6 +187,14 @@ def make_policy(name: str, **config: Any) -> Policy:
             f'policy {name!r}: {policy_info(name).target!r} returned '
             f'{type(policy).__name__}, not a Policy'
         )
+    if instruction_set:
+        from vla_ros.policies.instruction_retrieval import wrap_policy
+
+        try:
+            policy = wrap_policy(policy, instruction_set, config.get('model_path'))
+        except BaseException:
+            policy.close()
+            raise
     return policy
 
 

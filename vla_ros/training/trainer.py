@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_ros.policies.instruction_retrieval import write_instruction_set
 from vla_ros.training.data import (
     batch_indices,
     bounded_statistics,
@@ -535,6 +536,8 @@ class Trainer:
             if adapters is not None:
                 policy.model = adapters.merge_and_unload()
             policy.save_pretrained(self.output)
+            # What it was trained to follow: the set instruction retrieval maps onto.
+            write_instruction_set(self.output, (s['instruction'] for s in samples))
             summary['output'] = str(self.output)
         summary['seconds'] = round(time.monotonic() - started, 3)
         (self.output / SUMMARY).write_text(json.dumps(summary, indent=2) + '\n')
