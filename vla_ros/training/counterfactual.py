@@ -15,7 +15,9 @@ A relabel is kept only where it is exactly the expert's command, not a guess:
   for travel beyond 4.5 cm and cannot have closed on an object it never reached);
 - the fingers are open (an object in hand belongs to the recorded episode);
 - the newly named object has not moved: its pose is rebuilt from the layout, so a relabel
-  is only made for episodes in which no distractor was disturbed.
+  is only made for episodes in which no distractor was disturbed, and only for frames
+  before the arm first touches any object (it may push one: a finger landing on a cube's
+  edge slides it away, and the layout no longer shows where it is).
 
 Supported tasks are reach and pick_up (a pushed scene changes what "behind the object"
 means, and push has no training data yet). Only the simulator is needed; no ROS, no torch.
@@ -33,6 +35,7 @@ __all__ = ['RELABEL_TASKS', 'counterfactual_samples', 'relabel_episode',
 
 RELABEL_TASKS = ('reach', 'pick_up')
 _GRIPPER_OPEN = 0.9   # proprio gripper opening above which the fingers hold nothing
+_SUPPORTS = frozenset({'table'})  # what objects may touch without being disturbed
 
 
 def _instance(metadata: dict, target: str):
@@ -45,6 +48,21 @@ def _instance(metadata: dict, target: str):
                   for n, p in metadata['placements'].items()}
     return TaskInstance(task, int(metadata.get('seed', 0)), 'train', target, instruction,
                         template, placements, metadata.get('direction'))
+
+
+def untouched_frames(episode, sim) -> int:
+    """How many leading frames of ``episode`` the arm spends without touching an object.
+
+    ``sim`` must hold the episode's layout. Each frame's arm pose is rebuilt from its
+    proprioception and checked for contact with any object at its layout pose; from the
+    first touch on, an object may have moved.
+    """
+    placed = set((episode.metadata or {}).get('placements') or ())
+    for t in range(len(episode)):
+        sim.set_arm_configuration(episode.proprio[t, :7], episode.proprio[t, 7])
+        if any(sim.contacts(name) - placed - _SUPPORTS for name in placed):
+            return t
+    return len(episode)
 
 
 def relabel_episode(episode, sim, expert, rng: np.random.Generator,
@@ -74,6 +92,7 @@ def relabel_episode(episode, sim, expert, rng: np.random.Generator,
     instances = {name: _instance(meta, name) for name in others}
     first = next(iter(instances.values()))
     first.reset(sim)  # the layout, settled; the arm is moved per frame below
+    untouched = untouched_frames(episode, sim)
     spec = expert.spec
     chunk_length = spec.chunk_length
     blank = {c: np.zeros((spec.image_size[1], spec.image_size[0], 3), np.uint8)
@@ -81,7 +100,7 @@ def relabel_episode(episode, sim, expert, rng: np.random.Generator,
     samples = []
     for t in range(len(episode)):
         proprio = episode.proprio[t]
-        if rng.random() >= rate or proprio[7] <= _GRIPPER_OPEN:
+        if rng.random() >= rate or proprio[7] <= _GRIPPER_OPEN or t >= untouched:
             continue
         sim.set_arm_configuration(proprio[:7], proprio[7])
         ee = sim.ee_pose()[0]
@@ -146,14 +165,16 @@ def counterfactual_samples(dataset, chunk_length: int, seed: int = 0,
 def relabel_from_state(dataset, progress: bool = False):
     """A copy of ``dataset`` whose simulated approach frames carry the current expert's labels.
 
-    Relabelled: every frame of a reach episode, and the frames of a pick-up episode before
-    the fingers start to close (opening above 0.9). Those labels follow from the frame's
-    state alone: the frame is rebuilt from its proprioception and the layout (no object
-    has moved yet in them) and a fresh expert labels it, so the label does not depend on
-    what the recording expert remembered and follows the expert as it is now (its reach
-    and grasp gates were widened after the demonstrations were recorded). Closing and
-    lifting frames need the recorder's memory (how long the fingers have been closing)
-    and keep their labels; episodes that disturbed an object are kept whole. Returns
+    Relabelled: the frames before the arm first touches an object (:func:`untouched_frames`)
+    and, in a pick-up episode, before the fingers start to close (opening above 0.9).
+    Those labels follow from the frame's state alone: the frame is rebuilt from its
+    proprioception and the layout (no object has moved yet in them) and a fresh expert
+    labels it, so the label does not depend on what the recording expert remembered and
+    follows the expert as it is now (its gates were widened and its cube grasp changed
+    after the demonstrations were recorded). Closing and lifting frames need the
+    recorder's memory (how long the fingers have been closing), and after a touch the
+    layout may be out of date: those keep their labels; episodes that disturbed an
+    object are kept whole. Returns
     ``(dataset, number of relabelled frames)``.
     """
     import dataclasses
@@ -181,13 +202,13 @@ def relabel_from_state(dataset, progress: bool = False):
                     or episode.proprio is None or episode.proprio.shape[1] != 8:
                 episodes.append(episode)
                 continue
-            if meta['task'] == 'reach':
-                chosen = np.arange(len(episode))
-            else:  # up to the first frame whose fingers are closing
-                closing = np.flatnonzero(episode.proprio[:, 7] <= _GRIPPER_OPEN)
-                chosen = np.arange(closing[0] if len(closing) else len(episode))
             instance = _instance(meta, meta['target'])
             instance.reset(sim)
+            end = untouched_frames(episode, sim)
+            if meta['task'] == 'pick_up':  # and before the first frame whose fingers close
+                closing = np.flatnonzero(episode.proprio[:, 7] <= _GRIPPER_OPEN)
+                end = min(end, closing[0] if len(closing) else len(episode))
+            chosen = np.arange(end)
             actions = np.array(episode.actions, np.float32, copy=True)
             for t in chosen:
                 sim.set_arm_configuration(episode.proprio[t, :7], episode.proprio[t, 7])
