@@ -76,7 +76,7 @@ def test_shipped_policy_reaches_named_objects_closed_loop(name):
 def test_shipped_openvla_follows_unseen_paraphrases_through_instruction_retrieval():
     """Test-split reach episodes (unseen verbs and nouns) with its instructions.json.
 
-    Measured 49/50 on seeds 5000..5049 with retrieval against 12/50 without
+    Measured 50/50 on seeds 5000..5049 with retrieval against 11/50 without
     (docs/results.md); 10 seeds here, the same margin for rounding as above.
     """
     from vla_ros.evaluation.rollout import run_episodes
