@@ -52,7 +52,10 @@ def test_sim_mode_defaults_to_the_shipped_checkpoint_with_instruction_retrieval(
     driver, inference = bringup.nodes('openvla_arm', {})
     assert inference.parameters['model_path'] == model_path('openvla')
     assert json.loads(inference.parameters['policy_params']) == {'instruction_set': 'checkpoint'}
-    assert driver.parameters['image_width'] == 64
+    assert driver.parameters['image_width'] == 64 and driver.parameters['camera_rate_hz'] == 30
+    assert inference.parameters['inference_rate_hz'] == 10.0
+    _, inference = bringup.nodes('openvla_arm', {'inference_rate_hz': '5'})
+    assert inference.parameters['inference_rate_hz'] == 5  # a given argument wins
     # a user's checkpoint gets neither
     _, inference = bringup.nodes('openvla_arm', {'model_path': '/models/x'})
     assert 'policy_params' not in inference.parameters
