@@ -87,3 +87,11 @@ def test_compare_counts_uses_the_common_window():
     assert c['recorded_total'] == 7 and c['not_recorded_at_s'] == [3.0]
     assert c['not_published_at_s'] == []
     assert compare_counts([1, 2], [])['missing'] == 2
+    # The recorder got one more message as the publisher shut down: not a mismatch...
+    tail = compare_counts([2 * s, 3 * s, 4 * s], [1 * s, 2 * s, 3 * s, 4 * s, 5 * s])
+    assert (tail['published'], tail['recorded'], tail['missing']) == (2, 2, 0)
+    assert tail['recorded_after_window'] == 1
+    # ...but a bag that lost the source's last messages still is.
+    lost = compare_counts([2 * s, 3 * s, 4 * s, 5 * s], [1 * s, 2 * s, 3 * s])
+    assert (lost['published'], lost['recorded'], lost['missing']) == (3, 1, 2)
+    assert lost['not_recorded_at_s'] == [2.0, 3.0]

@@ -55,23 +55,29 @@ def compare_counts(published: list[int], recorded: list[int]) -> dict:
 
     The window starts at the later of the first recorded and the first published stamp
     (each subscriber starts receiving once discovery matched it to the publisher) and
-    takes the messages stamped strictly after it. Returns ``published`` and ``recorded``
-    in the window, ``missing`` (published minus recorded, negative if the bag holds more),
-    the bag's ``recorded_total`` and where the sides differ. With nothing recorded,
-    ``published`` is everything the source saw.
+    takes the messages stamped strictly after it, up to the source's last stamp: a
+    message sent as the publisher shuts down can reach the recorder and not the source,
+    and nothing after the source's last message can be checked (a bag missing its tail
+    still counts, since the source's last stamp is inside the window). Returns
+    ``published`` and ``recorded`` in the window, ``missing`` (published minus recorded,
+    negative if the bag holds more), the bag's ``recorded_total``, how many it holds after
+    the window (``recorded_after_window``) and where the sides differ. With nothing
+    recorded, ``published`` is everything the source saw.
     """
     if not recorded:
         return {'published': len(published), 'recorded': 0, 'missing': len(published),
                 'recorded_total': 0, 'window_start_ns': None}
     # Both subscribers join late by a discovery delay, not always in the same order.
     start = max(min(recorded), min(published)) if published else min(recorded)
+    end = max(published) if published else max(recorded)
     sent = [s for s in published if s > start]
-    kept = [s for s in recorded if s > start]
+    kept = [s for s in recorded if start < s <= end]
     # Where the two sides differ (seconds after the window start), to tell which one lost.
     only_sent = sorted(set(sent) - set(kept))
     only_kept = sorted(set(kept) - set(sent))
     return {'published': len(sent), 'recorded': len(kept), 'missing': len(sent) - len(kept),
             'recorded_total': len(recorded), 'window_start_ns': start,
+            'recorded_after_window': sum(1 for s in recorded if s > end),
             'not_recorded_at_s': [round((s - start) * 1e-9, 3) for s in only_sent[:10]],
             'not_published_at_s': [round((s - start) * 1e-9, 3) for s in only_kept[:10]]}
 
@@ -208,7 +214,8 @@ def bag_report(recording: BagRecording, received: dict[str, list[int]]) -> dict:
         'cameras_received_vs_recorded': cameras,
         'note': ('reliable topics: messages stamped after both the bag and a reliable '
                  'subscriber created before the nodes started had their first message, '
-                 'counted by that subscriber (published) and read back from the bag '
+                 'up to that subscriber\'s last one, counted by it (published) and read '
+                 'back from the bag '
                  '(recorded); both must be equal. '
                  'Cameras are best effort: the soak process and the recorder are two '
                  'independent subscribers, each may drop frames, so the counts are '
