@@ -27,6 +27,23 @@ def test_demo_moves_the_simulated_arm_as_commanded(tmp_path):
     assert json.loads((tmp_path / 'summary.json').read_text())['success']
 
 
+def test_shipped_policy_reaches_the_named_object_through_the_graph(tmp_path):
+    from matplotlib.image import imread
+
+    from vla_ros.demo import run_demo
+
+    # The `make demo` reach episode: the shipped OpenVLA checkpoint in sim mode.
+    summary = run_demo(output=tmp_path, duration=15.0, configuration='openvla_arm',
+                       task='reach', task_seed=5002, task_split='train')
+    assert summary['task_success'] and summary['seconds_to_success'] < 14.0, summary
+    assert summary['task']['target'].replace('_', ' ') in summary['instruction']
+    assert not summary['task']['wrong_object']
+    assert isinstance(summary['task_success_at_end'], bool)
+    assert summary['node_exit_codes'] == {'vla_driver': 0, 'vla_inference': 0}
+    # start, the moment of success, end
+    assert imread(tmp_path / 'camera.png').shape[1] == 1200
+
+
 def test_reverse_instruction_moves_the_arm_back(tmp_path):
     from vla_ros.demo import run_demo
 

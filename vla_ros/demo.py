@@ -41,6 +41,7 @@ class _Recorder:
         n.create_subscription(Image, 'camera/front/image_raw', self._on_image, qos.SENSOR)
         self.instruction_pub = n.create_publisher(String, 'instruction', qos.INSTRUCTION)
         self.task_status = None
+        self.success_image = None
         n.create_subscription(String, 'vla_driver/task_status', self._on_task,
                               qos.LATCHED)
 
@@ -48,6 +49,10 @@ class _Recorder:
         import json
 
         self.task_status = json.loads(m.data)
+        if self.task_status.get('success') and self.success_image is None:
+            # The newest camera frame (30 Hz) when the driver first judged the task done:
+            # the moment worth showing, since the run goes on for a while after it.
+            self.success_image = self.last_image
 
     def _t(self):
         return time.monotonic() - self.start
@@ -83,9 +88,12 @@ def _save_pictures(rec: _Recorder, out: Path, instruction: str) -> None:
     import matplotlib.pyplot as plt
 
     if rec.first_image is not None:
-        fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
-        for ax, img, title in zip(axes, (rec.first_image, rec.last_image),
-                                  ('front camera: start', 'front camera: end'), strict=True):
+        panels = [(rec.first_image, 'front camera: start')]
+        if rec.success_image is not None:
+            panels.append((rec.success_image, 'task success'))
+        panels.append((rec.last_image, 'front camera: end'))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3))
+        for ax, (img, title) in zip(axes, panels, strict=True):
             ax.imshow(img)
             ax.set_title(title)
             ax.axis('off')
@@ -194,6 +202,9 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
     if task:
         summary['task'] = rec.task_status
         summary['task_success'] = bool(rec.task_status['success'] or succeeded_at is not None)
+        # Success counts when first reached, as in `vla-ros eval`; whether the object is
+        # still held when the run stops is reported beside it.
+        summary['task_success_at_end'] = bool(rec.task_status['success'])
         summary['seconds_to_success'] = None if succeeded_at is None else round(
             succeeded_at, 2)
         summary['success'] = summary['task_success']
