@@ -70,14 +70,15 @@ test-fast: setup
 # 2) the project's own trained OpenVLA-family policy on a reach episode with an unseen
 #    layout (seed 5002, training instruction template) through the same ROS graph: must
 #    succeed too (the policy solves 100 % of such episodes, docs/results.md);
-# 3) the same policy on an unseen pick-up layout (seed 5014, "pick up the green cube").
-#    It picks up 76 % of such episodes, so this one was chosen among those it solved in
-#    evaluation and its outcome is reported, not required.
+# 3) the same policy on an unseen pick-up layout (seed 5009, "pick up the yellow sphere").
+#    It picks up 74-76 % of such episodes, so this one was chosen among those it solved
+#    in evaluation (through the graph: 3 of 3 repeats lifted the sphere and still held it
+#    at the end, docs/results.md); its outcome is reported, not required.
 demo: setup
 	$(VENV)/bin/vla-ros demo --output demo_output/runtime
 	$(VENV)/bin/vla-ros demo --configuration openvla_arm --task reach --task-seed 5002 \
 	    --task-split train --duration 15 --output demo_output/openvla_reach
-	-$(VENV)/bin/vla-ros demo --configuration openvla_arm --task pick_up --task-seed 5014 \
+	-$(VENV)/bin/vla-ros demo --configuration openvla_arm --task pick_up --task-seed 5009 \
 	    --task-split train --duration 20 --output demo_output/openvla_pick_up
 
 bench: setup
