@@ -72,7 +72,7 @@ def _show(value) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(_show(v) for v in value) + ']'
-    return f'{value:g}' if isinstance(value, float) else str(value)
+    return repr(value)
 
 
 # ---------------------------------------------------------------- lazily read choices
@@ -327,10 +327,11 @@ def spec(node: str, name: str) -> ParameterSpec:
         return specs[name]
     except KeyError:
         raise ValueError(f'{NODE_NAMES[node]} has no parameter {name!r}'
-                         f'{_did_you_mean(name, specs)}') from None
+                         f'{did_you_mean(name, specs)}') from None
 
 
-def _did_you_mean(name: str, known) -> str:
+def did_you_mean(name: str, known) -> str:
+    """' (did you mean a, b?)' for names close to ``name`` ('' if none)."""
     import difflib
 
     close = difflib.get_close_matches(name, list(known), n=3)
