@@ -92,6 +92,8 @@ def resolve_parameters(recorded: dict, configuration: str | None = None,
         for path in spec.param_files:
             params.update(parameters_from_file(path))
         params.update(spec.parameters)
+        for path in spec.final_param_files:
+            params.update(parameters_from_file(path))
     for path in params_files:
         params.update(parameters_from_file(path))
     unknown = sorted(set(overrides or {}) - set(params))
