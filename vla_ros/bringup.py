@@ -53,7 +53,8 @@ class NodeSpec:
     """One node to start: executable, name, parameter files, overrides, remappings.
 
     Parameters apply in this order: ``param_files``, ``parameters``, ``final_param_files``
-    (the user's ``params_file``, so its values win).
+    (the user's ``params_file``, so its values win). ``replaced``: launch-derived values
+    left out because the user's file sets them (name -> the value it replaced).
     """
 
     executable: str
@@ -63,6 +64,7 @@ class NodeSpec:
     parameters: dict = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     final_param_files: tuple[str, ...] = ()
+    replaced: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -352,30 +354,65 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
                 inference_params['policy_params'] = json.dumps({'instruction_set': 'checkpoint'})
     robot_file = str(config_dir('robots', f'{args["robot"]}.yaml'))
     family_file = policy_file(policy)
-    return [
-        NodeSpec('driver_node', 'vla_ros.nodes.driver_node', schema.NODE_NAMES[schema.DRIVER],
-                 (robot_file,), driver_params, final_param_files=final),
-        NodeSpec('inference_node', 'vla_ros.nodes.inference_node',
-                 schema.NODE_NAMES[schema.INFERENCE],
-                 (robot_file,) + ((str(family_file),) if family_file else ()),
-                 inference_params, final_param_files=final),
-    ]
+    namespace = '/' + args['namespace'].strip('/') if args['namespace'].strip('/') else ''
+    specs = []
+    for node, module, files, params in (
+            (schema.DRIVER, 'driver_node', (robot_file,), driver_params),
+            (schema.INFERENCE, 'inference_node',
+             (robot_file,) + ((str(family_file),) if family_file else ()), inference_params)):
+        name = schema.NODE_NAMES[node]
+        kept, replaced = _leave_to_params_file(params, final, f'{namespace}/{name}')
+        specs.append(NodeSpec(module, f'vla_ros.nodes.{module}', name, files, kept,
+                              final_param_files=final, replaced=replaced))
+    return specs
+
+
+def _section_matches(section: str, fully_qualified: str) -> bool:
+    """Whether a parameter-file section (``/**/name``, ``/ns/*``, ``name``) is for a node.
+
+    As rcl reads them: ``**`` spans any number of namespace tokens, ``*`` one token, a key
+    without a leading slash is relative to the root.
+    """
+    import re
+
+    tokens = [t for t in section.split('/') if t] or ['**']
+    pattern = ''.join('(/[^/]+)*' if t == '**' else '/[^/]+' if t == '*'
+                      else '/' + re.escape(t).replace(r'\*', '[^/]*') for t in tokens)
+    return re.fullmatch(pattern, fully_qualified) is not None
+
+
+def _file_values(path: str, fully_qualified: str) -> dict:
+    """The values a parameter file gives the node ``fully_qualified`` (last one wins)."""
+    out = {}
+    for section, values in _sections(yaml.safe_load(Path(path).read_text())):
+        if isinstance(values, dict) and _section_matches(section, fully_qualified):
+            out.update(values)
+    return out
+
+
+def _leave_to_params_file(parameters: dict, final_files, fully_qualified: str):
+    """Drop launch-derived values the user's file sets: (kept, replaced).
+
+    rcl resolves parameter files by node key in the order the keys first appeared, not in
+    argument order, so a later file whose key came first (e.g. ``/**/vla_driver`` after an
+    override keyed ``/**``, as ``-p`` and launch_ros write them) would lose. Leaving the
+    value out makes the user's file the only source of it, under either launcher.
+    """
+    user = {}
+    for path in final_files:
+        user.update(_file_values(path, fully_qualified))
+    kept = {k: v for k, v in parameters.items() if k not in user}
+    replaced = {k: v for k, v in parameters.items() if k in user and user[k] != v}
+    return kept, replaced
 
 
 def overridden_by_params_file(specs: list[NodeSpec]) -> list[str]:
-    """Launch-derived values the user's params_file replaces (to say so at start)."""
+    """Launch-derived values the user's params_file replaced (said at start)."""
     notes = []
     for spec in specs:
-        node_values = {}
-        for path in spec.final_param_files:
-            for where, values in _sections(yaml.safe_load(Path(path).read_text())):
-                last = where.split('/')[-1] if where else '**'
-                if isinstance(values, dict) and (last == spec.name or '*' in last):
-                    node_values.update(values)
-        for name, value in spec.parameters.items():
-            if name in node_values and node_values[name] != value:
-                notes.append(f'{spec.name}: params_file sets {name}: '
-                             f'{node_values[name]!r} (instead of {value!r})')
+        for name, value in spec.replaced.items():
+            notes.append(f'{spec.name}: params_file sets {name} (launch value {value!r} '
+                         'not used)')
     return notes
 
 
@@ -434,6 +471,6 @@ def describe_arguments(configuration: str, width: int = 92) -> list[str]:
     for a in arguments(configuration):
         default = f' (default {a.default!r})' if a.default else ''
         lines.append(f'  {a.name}{default}')
-        lines += textwrap.wrap(a.description, width, initial_indent=' ' * 6,
-                               subsequent_indent=' ' * 6)
+        lines += textwrap.wrap(a.description, width, break_on_hyphens=False,
+                               initial_indent=' ' * 6, subsequent_indent=' ' * 6)
     return lines
