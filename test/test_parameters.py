@@ -261,3 +261,46 @@ def test_integer_launch_value_for_a_double_reaches_the_node_as_a_double(ros_cont
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_worked_example_a_new_chunk_strategy(monkeypatch, ros_context):
+    """Adding a strategy: its class in chunk_buffer.py and its knob in parameters.py."""
+    from rclpy.parameter import Parameter
+
+    from vla_ros import bringup
+    from vla_ros.actions import chunk_buffer
+    from vla_ros.inference_config import engine_config
+    from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.runtime.engine import InferenceEngine
+
+    class ShortHorizon(chunk_buffer.RecedingHorizon):
+        """Receding horizon with its own step count (the example's new strategy)."""
+
+        name = 'short_horizon'
+        node_parameters = {'execute_steps': 'short_horizon_steps'}
+
+    # the two edits: chunk_buffer.STRATEGIES and parameters.INFERENCE_PARAMETERS
+    monkeypatch.setitem(chunk_buffer.STRATEGIES, ShortHorizon.name, ShortHorizon)
+    monkeypatch.setitem(schema.INFERENCE_PARAMETERS, 'short_horizon_steps',
+                        schema.ParameterSpec('short_horizon_steps', schema.INT, 2,
+                                             'short horizon: actions executed per chunk',
+                                             INFERENCE, range=(1, 8)))
+    # launch conversion, validation and --help follow
+    _, inference = bringup.nodes('sim_arm', {'chunk_strategy': 'short_horizon'})
+    assert inference.parameters['chunk_strategy'] == 'short_horizon'
+    assert 'short_horizon' in bringup.help_text()
+    # the engine builds it with the knob's value (the node and bag regress use this)
+    p = {**schema.defaults(INFERENCE), 'chunk_strategy': 'short_horizon'}
+    assert engine_config(p).strategy_params == {'execute_steps': 2}
+    InferenceEngine(engine_config(p))
+    # the node declares the knob and accepts the strategy at run time
+    node = InferenceNode(context=ros_context)
+    try:
+        assert node.get_parameter('short_horizon_steps').value == 2
+        result = node.set_parameters([Parameter('chunk_strategy', value='short_horizon'),
+                                      Parameter('short_horizon_steps', value=3)])
+        assert all(r.successful for r in result), result
+        refused = node.set_parameters([Parameter('short_horizon_steps', value=9)])[0]
+        assert not refused.successful  # the range comes from the schema
+    finally:
+        node.destroy_node()
