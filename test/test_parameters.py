@@ -304,3 +304,17 @@ def test_worked_example_a_new_chunk_strategy(monkeypatch, ros_context):
         assert not refused.successful  # the range comes from the schema
     finally:
         node.destroy_node()
+
+
+def test_engine_config_defaults_match_the_schema():
+    """EngineConfig (runtime/engine.py) keeps dataclass defaults for library use; same values."""
+    import dataclasses
+
+    from vla_ros.runtime.engine import EngineConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(EngineConfig)
+              if f.default is not dataclasses.MISSING}
+    for name in ('control_rate_hz', 'inference_rate_hz', 'low_queue_depth',
+                 'stale_image_timeout', 'inference_timeout', 'chunk_strategy',
+                 'swap_behavior', 'chunk_timing'):
+        assert fields[name] == spec(INFERENCE, name).default, name

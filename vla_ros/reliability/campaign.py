@@ -360,7 +360,9 @@ class ProcessRig:
         self.limits = SafetyLimits()  # the driver's defaults (vla_ros.parameters)
         self.graph = SpinningGraph(context)
         self.monitor = self.graph.add(CommandMonitor(
-            context, Envelope(0.25, 1.0), Envelope.from_limits(self.limits),
+            context,
+            Envelope(self.limits.max_linear_velocity, self.limits.max_angular_velocity),
+            Envelope.from_limits(self.limits),
             1.0 / DRIVER_RATE_HZ, namespace=namespace))
         self.peer = rclpy.create_node('vla_fault_camera', namespace=namespace, context=context)
         self.image_pub = self.peer.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)

@@ -166,7 +166,8 @@ def run_soak(context, env, config: SoakConfig = SoakConfig(), recorder=None,
     limits = SafetyLimits()  # the driver's defaults (vla_ros.parameters)
     graph = SpinningGraph(context)
     monitor = graph.add(CommandMonitor(
-        context, Envelope(0.25, 1.0), Envelope.from_limits(limits),
+        context, Envelope(limits.max_linear_velocity, limits.max_angular_velocity),
+        Envelope.from_limits(limits),
         1.0 / config.driver_rate_hz, namespace=config.namespace))
     peer = rclpy.create_node('vla_soak_peer', namespace=config.namespace, context=context)
     counter = _Counter(peer)
