@@ -328,6 +328,14 @@ def test_params_file_is_applied_last(tmp_path, driver_key, inference_key, namesp
         in notes
 
 
+def test_a_checkpoint_in_the_params_file_turns_off_the_shipped_sim_profile(tmp_path):
+    path = tmp_path / 'mine.yaml'
+    path.write_text(f'/**/vla_inference:\n  ros__parameters:\n    model_path: {tmp_path}\n')
+    driver, inference = bringup.nodes('openvla_arm', {'params_file': str(path)})
+    assert driver.parameters == {'backend': 'mujoco'}
+    assert inference.parameters == {'policy': 'openvla'}
+
+
 def test_params_file_for_another_namespace_leaves_the_launch_values(tmp_path):
     path = tmp_path / 'mine.yaml'
     path.write_text('/robot2/vla_driver:\n  ros__parameters:\n    max_linear_velocity: 0.1\n')

@@ -336,10 +336,13 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
         raise LaunchError('invalid launch arguments:\n  - ' + '\n  - '.join(problems))
 
     policy = typed[schema.INFERENCE]['policy']
+    namespace = '/' + args['namespace'].strip('/') if args['namespace'].strip('/') else ''
     driver_params = {'backend': 'mujoco' if sim else args['backend']}
     driver_params.update(typed[schema.DRIVER])
     inference_params = dict(typed[schema.INFERENCE])
-    if sim and not args['model_path']:
+    user_checkpoint = any('model_path' in _file_values(path, f'{namespace}/vla_inference')
+                          for path in final)
+    if sim and not args['model_path'] and not user_checkpoint:
         # Sim mode defaults to the checkpoint this project trained in the same simulator.
         checkpoint = shipped_checkpoint(policy)
         if checkpoint:
@@ -354,7 +357,6 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
                 inference_params['policy_params'] = json.dumps({'instruction_set': 'checkpoint'})
     robot_file = str(config_dir('robots', f'{args["robot"]}.yaml'))
     family_file = policy_file(policy)
-    namespace = '/' + args['namespace'].strip('/') if args['namespace'].strip('/') else ''
     specs = []
     for node, module, files, params in (
             (schema.DRIVER, 'driver_node', (robot_file,), driver_params),
