@@ -6,6 +6,8 @@ Everything that decides something (argument conversion and validation, parameter
 the DDS profile) is a pure function in bringup / vla_ros.dds, tested without launch.
 """
 
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
@@ -29,7 +31,8 @@ def generate_for(configuration: str) -> LaunchDescription:
         # Raises bringup.LaunchError listing every bad value before any node starts.
         specs = bringup.nodes(configuration, given)
         actions = []
-        profile = profile_to_set(context.environment)
+        # launch >= Iron keeps a scoped environment on the context; older ones use os.environ.
+        profile = profile_to_set(getattr(context, 'environment', os.environ))
         if profile:
             actions.append(SetEnvironmentVariable(PROFILE_VARIABLE, profile))
         actions += [
