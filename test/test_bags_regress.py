@@ -187,3 +187,15 @@ def test_failing_policy_is_a_regression_with_the_reason():
     assert any('ScriptedPolicyFault' in note for note in result.notes)
     # after the failure the engine holds (zero twist), as the live node would
     assert np.all(result.replayed[-5:, 0] == 0.0) and np.all(result.recorded[-5:, 0] > 0)
+
+
+def test_regress_overrides_are_typed_by_the_schema():
+    from vla_ros.bags.regress import parse_assignment
+
+    assert parse_assignment('inference_rate_hz:=0') == ('inference_rate_hz', 0.0)
+    assert type(parse_assignment('inference_rate_hz:=0')[1]) is float
+    assert parse_assignment('model_path:=123') == ('model_path', '123')
+    with pytest.raises(RegressionError, match='is not a number'):
+        parse_assignment('control_rate_hz:=abc')
+    with pytest.raises(RegressionError, match='no parameter'):
+        parse_assignment('contrl_rate_hz:=10')

@@ -72,11 +72,15 @@ def parameters_from_file(path: str | Path, node_name: str = NODE_NAME) -> dict:
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
-    """``name:=value`` (value read as YAML, like ``-p`` on a ROS command line)."""
+    """``name:=value``, converted to the inference parameter's declared type (as at launch)."""
     if ':=' not in text:
         raise RegressionError(f'expected name:=value, got {text!r}')
     name, value = text.split(':=', 1)
-    return name.strip(), yaml.safe_load(value) if value.strip() else ''
+    name = name.strip()
+    try:
+        return name, parameters.convert(parameters.spec(parameters.INFERENCE, name), value)
+    except ValueError as exc:
+        raise RegressionError(str(exc)) from None
 
 
 def resolve_parameters(recorded: dict, configuration: str | None = None,
