@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics, Normalizer
+from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics
 from vla_ros.datasets.episodes import EpisodeDataset
 from vla_ros.nodes.image_conversion import prepare_image
 from vla_ros.policies.contract import Observation
@@ -66,21 +66,15 @@ def bounded_statistics(statistics: DatasetStatistics, space) -> DatasetStatistic
 def install_statistics(policy, statistics: DatasetStatistics, unnorm_key: str) -> None:
     """Make ``statistics`` the policy's normalization (saved with every checkpoint).
 
-    A family may define ``set_statistics(statistics, unnorm_key)`` to do more (e.g. keep
-    proprio statistics); otherwise the normalizer is rebuilt in the policy's own mode.
+    Through the contract's ``set_statistics`` (``TorchPolicy`` rebuilds its normalizer in
+    its own mode; a family may do more, e.g. keep proprio statistics).
     """
     entry = statistics.select(unnorm_key)
-    if entry.action.dim != policy.action_space.dim:
+    dim = policy.spec.action_space.dim
+    if entry.action.dim != dim:
         raise ValueError(f'dataset actions have {entry.action.dim} dimensions, policy '
-                         f'{policy.spec.name!r} has {policy.action_space.dim}')
-    hook = getattr(policy, 'set_statistics', None)
-    if callable(hook):
-        hook(statistics, unnorm_key)
-        return
-    mode = getattr(getattr(policy, 'normalizer', None), 'mode', 'bounds_q99')
-    policy.statistics = statistics
-    policy.unnorm_key = unnorm_key
-    policy.normalizer = Normalizer(entry.action, mode=mode)
+                         f'{policy.spec.name!r} has {dim}')
+    policy.set_statistics(statistics, unnorm_key)
 
 
 def check_compatible(policy, dataset, first_sample: dict) -> None:
@@ -116,19 +110,25 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np
 
 
 def collate(policy, samples: list[dict]) -> dict:
-    """Samples -> the shared batch convention (on the policy's device).
+    """Samples -> the policy's training batch (on its device).
 
     Images are first resized with ``prepare_image`` to the spec's size, as the inference
-    node does. Then the family's own ``collate`` is used if it has one; otherwise the
-    images are preprocessed by the policy's own ``images_tensor``, so training sees
-    exactly what inference sees.
+    node does; then the policy's ``collate`` (the contract's training hook) builds the
+    batch: :func:`default_collate` for every ``TorchPolicy`` unless the family has its own.
     """
     spec = policy.spec
     samples = [dict(s, images={c: prepare_image(s['images'][c], spec.image_size)
                                for c in spec.camera_names}) for s in samples]
-    own = getattr(policy, 'collate', None)
-    if callable(own):
-        return own(samples)
+    return policy.collate(samples)
+
+
+def default_collate(policy, samples: list[dict]) -> dict:
+    """Prepared samples -> the shared batch convention.
+
+    Images go through the policy's own ``images_tensor``, so training sees exactly what
+    inference sees; actions are normalized with the policy's normalizer.
+    """
+    spec = policy.spec
     import torch
 
     from vla_ros.training.auxiliary import (
