@@ -133,6 +133,14 @@ def test_optional_members_are_declared_with_their_documented_defaults(built, nam
     assert policy.needs_images is True
     assert isinstance(policy.action_head, str) and isinstance(policy.action_type, str)
     assert policy.retriever is None  # no instruction_set given
+    window = policy.history_window
+    assert isinstance(window, int) and window >= 1
+    if name == 'octo':
+        assert window == policy.config.history_window > 1
+    elif name == 'rt1':
+        assert window == policy.config.history_length > 1
+    else:  # the other families predict from the newest frame alone
+        assert window == 1
     # attach_simulator defaults to ignoring the simulator: predictions do not change.
     obs = example(policy)
     before = first_chunk(policy, obs)

@@ -40,12 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.actions.chunk_buffer import make_strategy
 from vla_ros.datasets.episodes import Episode
 from vla_ros.policies.contract import Observation, Policy
 from vla_ros.runtime.commands import ActionToCommand
 from vla_ros.runtime.engine import EngineConfig, InferenceEngine
-from vla_ros.runtime.lockstep import LockstepInference
+from vla_ros.runtime.lockstep import LockstepInference, default_inference_interval
 from vla_ros.sim.tasks import Task, TaskInstance, get_task
 
 __all__ = ['RolloutResult', 'rollout', 'run_episodes', 'collect_demonstrations',
@@ -179,13 +178,6 @@ def _render_frame(frame: '_SimFrame', size) -> np.ndarray:
     return frame.image(size)
 
 
-def _default_replan(strategy: str, strategy_params: dict, chunk_length: int) -> int:
-    if strategy == 'receding_horizon':
-        execute_steps = make_strategy(strategy, **strategy_params).execute_steps
-        return max(1, min(execute_steps, chunk_length))
-    return 1
-
-
 def eval_engine_config(spec, control_period: float | None = None,
                        strategy: str = 'receding_horizon', strategy_params: dict | None = None,
                        replan_every: int | None = None, inference_rate_hz: float | None = None,
@@ -207,7 +199,7 @@ def eval_engine_config(spec, control_period: float | None = None,
     if replan_every is not None and inference_rate_hz is not None:
         raise ValueError('give replan_every or inference_rate_hz, not both')
     if inference_rate_hz is None:
-        replan = _default_replan(strategy, params, spec.chunk_length) \
+        replan = default_inference_interval(spec.chunk_length, strategy, params) \
             if replan_every is None else int(replan_every)
         if replan < 1:
             raise ValueError(f'replan_every must be >= 1, got {replan_every!r}')

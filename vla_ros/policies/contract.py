@@ -255,6 +255,11 @@ class Policy(abc.ABC):
       instructions through (see ``instruction_retrieval``), so the node can say which
       known instruction it will follow.
     - ``model`` (default None): the neural network behind the policy, if any.
+    - ``history_window`` (default 1): frames one prediction sees, the newest included. A
+      family with history (Octo, RT-1) keeps the frames of its last predictions within
+      the episode and pads at the episode start by its own rule; training gives every
+      sample the real earlier frames of its episode (``EpisodeDataset.samples``), and
+      the family's ``collate`` pads them by that same rule.
     - ``action_head`` / ``action_type`` (class attributes, default ''): how the family
       produces actions, for the policy table (``'diffusion'``, ``'continuous'``, ...).
     - ``set_statistics(statistics, unnorm_key)`` and ``collate(samples)``: the training
@@ -265,6 +270,7 @@ class Policy(abc.ABC):
     needs_images: bool = True
     retriever: Any = None
     model: Any = None
+    history_window: int = 1
     action_head: str = ''
     action_type: str = ''
 

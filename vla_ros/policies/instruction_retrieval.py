@@ -163,6 +163,11 @@ class InstructionRetrievalPolicy(Policy):
         return self.policy.model
 
     @property
+    def history_window(self) -> int:
+        """As the wrapped policy."""
+        return self.policy.history_window
+
+    @property
     def action_head(self) -> str:
         """As the wrapped policy."""
         return self.policy.action_head

@@ -16,11 +16,26 @@ import math
 import time
 from dataclasses import dataclass
 
+from vla_ros.actions.chunk_buffer import make_strategy
 from vla_ros.runtime.commands import Command
 from vla_ros.runtime.engine import InferenceEngine, InferenceJob
 
 # Slack for "the chunk has arrived": tick times come from arithmetic, latencies from users.
 _ARRIVAL_SLACK = 1e-9
+
+
+def default_inference_interval(chunk_length: int, strategy: str = 'receding_horizon',
+                               strategy_params: dict | None = None) -> int:
+    """Control ticks between inferences of ``vla-ros eval``'s default schedule.
+
+    A receding horizon replans after ``execute_steps`` (capped at the chunk length);
+    other strategies infer every tick. Training uses it as the default spacing of a
+    history window's frames, which are the frames earlier inferences looked at.
+    """
+    if strategy == 'receding_horizon':
+        execute_steps = make_strategy(strategy, **(strategy_params or {})).execute_steps
+        return max(1, min(execute_steps, int(chunk_length)))
+    return 1
 
 
 @dataclass

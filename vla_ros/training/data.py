@@ -96,6 +96,23 @@ def check_compatible(policy, dataset, first_sample: dict) -> None:
               f'policy {spec.name!r} control period {spec.control_period} s', file=sys.stderr)
 
 
+def history_sampling(policy, stride: int = 0) -> dict:
+    """``EpisodeDataset.samples`` arguments giving each sample its run-time history.
+
+    A policy seeing ``history_window`` frames gets the ``history_window - 1`` earlier
+    frames of the episode, ``stride`` control ticks apart (0: the default inference
+    interval of ``vla-ros eval``, see ``default_inference_interval``).
+    """
+    from vla_ros.runtime.lockstep import default_inference_interval
+
+    history = int(policy.history_window) - 1
+    if history < 1:
+        return {}
+    if not stride:
+        stride = default_inference_interval(policy.spec.chunk_length)
+    return {'history': history, 'stride': int(stride)}
+
+
 def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np.ndarray:
     """Sample indices of training step ``step``: a pure function of its arguments.
 
@@ -112,13 +129,20 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np
 def collate(policy, samples: list[dict]) -> dict:
     """Samples -> the policy's training batch (on its device).
 
-    Images are first resized with ``prepare_image`` to the spec's size, as the inference
-    node does; then the policy's ``collate`` (the contract's training hook) builds the
+    Images (and the frames of a sample's ``history``) are first resized with
+    ``prepare_image`` to the spec's size, as the inference node does; then the policy's
+    ``collate`` (the contract's training hook) builds the
     batch: :func:`default_collate` for every ``TorchPolicy`` unless the family has its own.
     """
     spec = policy.spec
-    samples = [dict(s, images={c: prepare_image(s['images'][c], spec.image_size)
-                               for c in spec.camera_names}) for s in samples]
+
+    def prepared(images: dict) -> dict:
+        return {c: prepare_image(images[c], spec.image_size) for c in spec.camera_names}
+
+    samples = [dict(s, images=prepared(s['images'])) for s in samples]
+    for s in samples:
+        if s.get('history'):  # earlier frames of the episode, for a history window
+            s['history'] = [dict(f, images=prepared(f['images'])) for f in s['history']]
     return policy.collate(samples)
 
 
