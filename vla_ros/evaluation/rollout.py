@@ -270,6 +270,10 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     instance = _instance(task, seed, split)
     if ActionToCommand(spec.action_space).has_base:
         raise ValueError('the sim tasks use a fixed-base arm; base actions are not supported')
+    if float(inference_latency) > engine_config.inference_timeout:
+        raise ValueError(f'inference latency {inference_latency} s exceeds the engine\'s '
+                         f'inference_timeout ({engine_config.inference_timeout} s): every '
+                         f'inference would be overdue and the robot would hold')
     engine = InferenceEngine(engine_config, preprocess=_render_frame)
     scheduler = LockstepInference(engine, inference_latency)
     own_sim = sim is None
