@@ -425,3 +425,95 @@ def test_train_reads_recorded_bags_directly():
     episode = dataset.episodes[0]
     assert episode.instruction and len(episode) > 10
     assert 'front' in episode.images and episode.images['front'].dtype.name == 'uint8'
+
+
+# --- history windows: trained as they run --------------------------------------------------
+
+
+def _capture_windows(policy, family):
+    """Record the window each prediction or loss feeds the model (the families' own path)."""
+    windows = []
+    model = policy.model
+    if family == 'octo':
+        original = model.condition
+
+        def condition(images, text, valid, proprio=None):
+            windows.append((images.detach().clone(), valid.detach().clone(),
+                            None if proprio is None else proprio.detach().clone()))
+            return original(images, text, valid, proprio)
+
+        model.condition = condition
+    else:  # rt1: the per-frame token history the transformer decodes
+        original = model.decode
+
+        def decode(history):
+            windows.append((history.detach().clone(),))
+            return original(history)
+
+        model.decode = decode
+    return windows
+
+
+@pytest.mark.parametrize('family, options', [
+    ('octo', {'uses_proprio': True, 'proprio_dim': 8, 'history_window': 3}),
+    ('rt1', {'action_space': 'arm7'}),
+])
+@pytest.mark.parametrize('stride', [1, 3])
+def test_training_history_window_is_the_one_inference_builds(family, options, stride):
+    """A training sample's window equals what the policy gets at run time at that step."""
+    import torch
+
+    from vla_ros.training.data import history_sampling
+
+    policy = make_policy(family, seed=0, **options)
+    spec = policy.spec
+    assert policy.history_window > 1
+    steps, instruction = stride * (policy.history_window + 1), 'pick up the red cube'
+    rng = np.random.default_rng(stride)
+    raw = {c: rng.integers(0, 256, (steps, 40, 48, 3), dtype=np.uint8) for c in spec.camera_names}
+    proprio = rng.uniform(-1, 1, (steps, 8)).astype(np.float32)
+    space = spec.action_space
+    actions = np.tile((space.low + space.high) / 2, (steps, 1))
+    episode = Episode(instruction, space.name, spec.control_period, raw, actions,
+                      np.arange(steps) * spec.control_period, proprio=proprio)
+    samples = list(EpisodeDataset([episode]).samples(
+        spec.chunk_length, **history_sampling(policy, stride)))
+    windows = _capture_windows(policy, family)
+    # Run time: the robot infers every `stride` ticks; the policy keeps its own history.
+    policy.reset()
+    runtime = {}
+    for t in range(0, steps, stride):
+        images = {c: prepare_image(raw[c][t], spec.image_size) for c in spec.camera_names}
+        policy.predict_chunk(Observation(images, instruction, t * spec.control_period,
+                                         proprio[t] if spec.uses_proprio else None))
+        runtime[t] = windows.pop()
+    assert len(runtime) > policy.history_window  # past the padded episode start
+    for t, expected in runtime.items():
+        policy.training_loss(collate(policy, [samples[t]]))
+        trained = windows.pop()
+        for got, want in zip(trained, expected, strict=True):
+            if want is None:
+                assert got is None
+            elif want.dtype == torch.bool:
+                assert torch.equal(got, want), (t, got, want)
+            else:
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        if t >= stride:  # real history matters: the padded window is a different input
+            policy.training_loss(collate(policy, [dict(samples[t], history=[])]))
+            padded = windows.pop()
+            assert not torch.allclose(padded[0], expected[0], atol=1e-4)
+
+
+def test_samples_carry_the_episodes_earlier_frames():
+    dataset = make_dataset(steps=7)
+    plain = next(dataset.samples(4))
+    assert 'history' not in plain
+    samples = list(dataset.samples(4, history=2, stride=3))[:7]
+    frames = dataset.episodes[0].images['front']
+    assert [len(s['history']) for s in samples] == [0, 0, 0, 1, 1, 1, 2]
+    np.testing.assert_array_equal(samples[6]['history'][0]['images']['front'], frames[0])
+    np.testing.assert_array_equal(samples[6]['history'][1]['images']['front'], frames[3])
+    with pytest.raises(ValueError, match='stride'):
+        next(dataset.samples(4, history=1, stride=0))
+    with pytest.raises(ValueError, match='history'):
+        next(dataset.samples(4, history=-1))

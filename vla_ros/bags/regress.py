@@ -39,6 +39,7 @@ from vla_ros.inference_config import (
 )
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import Frame, InferenceEngine
+from vla_ros.runtime.lockstep import LockstepInference
 
 NODE_NAME = 'vla_inference'
 EE_DIMS = ('vx', 'vy', 'vz', 'wx', 'wy', 'wz')
@@ -360,22 +361,15 @@ class LockstepReplay:
             events.append((t, 4, 'tick', i))
         events.sort(key=lambda e: (e[0], e[1]))
         rows = np.full((len(tick_times), len(DIMENSIONS)), np.nan)
-        pending = None
+        scheduler = LockstepInference(self.engine, self.virtual_latency)  # as vla-ros eval
         for t, _, kind, value in events:
-            if pending is not None and pending[3] <= t:
-                job, chunk, error, finish = pending
-                if self.engine.finish_inference(job, chunk, error, finish) is not None:
-                    self.chunks_replayed += 1
-                pending = None
+            scheduler.deliver(t)
             if kind == 'tick':
                 rows[value] = self._tick(t)
             else:
                 self._apply_input(kind, value, t)
-            if pending is None and self.engine.inference_due(t):
-                job = self.engine.begin_inference(t)
-                if job is not None:
-                    chunk, error = self.engine.compute_chunk(job)
-                    pending = (job, chunk, error, t + self.virtual_latency)
+            scheduler.maybe_infer(t)
+        self.chunks_replayed += scheduler.chunks_buffered
         return rows
 
 

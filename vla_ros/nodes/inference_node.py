@@ -218,7 +218,8 @@ class InferenceNode(Node):
             self.get_logger().warning(f'rejected {reason}; keeping the current one')
             return
         self.get_logger().info(f'instruction: {text!r}')
-        retriever = getattr(self._engine.policy, 'retriever', None)
+        policy = self._engine.policy
+        retriever = policy.retriever if policy is not None else None
         if retriever is not None:  # say what the policy will actually be asked to do
             try:
                 match = retriever.resolve(text)

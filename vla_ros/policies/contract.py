@@ -241,7 +241,38 @@ class Policy(abc.ABC):
 
     Implementations must be safe to call from one worker thread at a time; the runtime
     never calls ``predict_chunk`` concurrently on the same instance.
+
+    Besides ``spec`` and ``predict_chunk`` every policy has the members below; their
+    defaults are right for an ordinary image-conditioned policy, and a family overrides
+    only what it needs. Callers use them directly (never ``getattr`` probing):
+
+    - ``needs_images`` (class attribute, default True): False promises the policy never
+      looks at pixels (a privileged simulation expert), so offline rollouts may hand it
+      blank frames of the declared size instead of rendering.
+    - ``attach_simulator(sim, instance)``: privileged simulator access before a simulated
+      episode; the default ignores it (a real policy sees observations only).
+    - ``retriever`` (default None): an instruction retriever the policy maps unknown
+      instructions through (see ``instruction_retrieval``), so the node can say which
+      known instruction it will follow.
+    - ``model`` (default None): the neural network behind the policy, if any.
+    - ``history_window`` (default 1): frames one prediction sees, the newest included. A
+      family with history (Octo, RT-1) keeps the frames of its last predictions within
+      the episode and pads at the episode start by its own rule; training gives every
+      sample the real earlier frames of its episode (``EpisodeDataset.samples``), and
+      the family's ``collate`` pads them by that same rule.
+    - ``action_head`` / ``action_type`` (class attributes, default ''): how the family
+      produces actions, for the policy table (``'diffusion'``, ``'continuous'``, ...).
+    - ``set_statistics(statistics, unnorm_key)`` and ``collate(samples)``: the training
+      hooks; the default says the policy is not trainable. ``TorchPolicy`` implements
+      both (the shared batch convention), a family overrides ``collate`` for its own.
     """
+
+    needs_images: bool = True
+    retriever: Any = None
+    model: Any = None
+    history_window: int = 1
+    action_head: str = ''
+    action_type: str = ''
 
     @property
     @abc.abstractmethod
@@ -262,6 +293,22 @@ class Policy(abc.ABC):
     def check_chunk(self, actions: Any) -> np.ndarray:
         """Return ``actions`` as a validated float32 chunk, else raise InvalidChunkError."""
         return check_chunk(self.spec, actions)
+
+    def attach_simulator(self, sim: Any, instance: Any) -> None:  # noqa: B027 - optional
+        """Take privileged access to ``sim`` for the episode ``instance`` (default: ignore)."""
+
+    def set_statistics(self, statistics: Any, unnorm_key: str) -> None:
+        """Install dataset statistics before training (default: not trainable, raises)."""
+        raise NotImplementedError(f'policy {self.spec.name!r} is not trainable: it takes no '
+                                  f'dataset statistics')
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Training samples (images already prepared) -> a batch for ``training_loss``.
+
+        The default says the policy is not trainable.
+        """
+        raise NotImplementedError(f'policy {self.spec.name!r} is not trainable: it has no '
+                                  f'training batch format')
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (GPU memory, threads); the default does nothing."""

@@ -177,7 +177,7 @@ class TorchPolicy(Policy, abc.ABC):
         :meth:`_statistics_changed`; otherwise a trained model would see raw inputs in
         training and normalized ones once loaded from its checkpoint, or the reverse.
         """
-        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
+        mode = self.normalizer.mode
         self.statistics = statistics
         self.unnorm_key = unnorm_key
         self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
@@ -185,6 +185,12 @@ class TorchPolicy(Policy, abc.ABC):
 
     def _statistics_changed(self) -> None:
         """Hook: rebuild whatever derives from ``self.statistics`` (default: nothing)."""
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Prepared training samples -> the shared batch convention (a family may override)."""
+        from vla_ros.training.data import default_collate
+
+        return default_collate(self, samples)
 
     # --------------------------------------------------------------- contract
     @property

@@ -7,7 +7,7 @@ Usage::
                   [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
                   [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual [RATE]]
-                  [--keep-statistics] [--relabel-from-state]
+                  [--keep-statistics] [--relabel-from-state] [--history-stride TICKS]
 
 Prints the run's JSON summary on stdout; the progress bar goes to stderr.
 """
@@ -139,6 +139,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help='add, for this fraction (default 1) of the simulated reach/pick_up '
                         'frames, the same images with another object named and the scripted '
                         'expert\'s action for it')
+    p.add_argument('--history-stride', type=_int_at_least(0), default=0, metavar='TICKS',
+                   help='policies with a history window (Octo, RT-1): control ticks between '
+                        'its frames, i.e. between two inferences at run time (default 0: '
+                        "vla-ros eval's schedule, min(5, chunk length))")
     p.add_argument('--device', default='cpu')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
                    help='run at most this many steps now, checkpoint, and exit '
@@ -195,7 +199,8 @@ def config_from_args(args):
                        device=args.device, eval_samples=args.eval_samples,
                        counterfactual=args.counterfactual,
                        keep_statistics=args.keep_statistics,
-                       relabel_from_state=args.relabel_from_state)
+                       relabel_from_state=args.relabel_from_state,
+                       history_stride=args.history_stride)
 
 
 def cmd_train(args) -> int:

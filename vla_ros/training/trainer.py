@@ -35,6 +35,7 @@ from vla_ros.training.data import (
     bounded_statistics,
     check_compatible,
     collate,
+    history_sampling,
     install_statistics,
     load_dataset,
 )
@@ -50,7 +51,7 @@ SUMMARY = 'training_summary.json'
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
                'lora', 'unnorm_key', 'counterfactual', 'keep_statistics',
-               'relabel_from_state')
+               'relabel_from_state', 'history_stride')
 
 
 class TrainingError(RuntimeError):
@@ -95,6 +96,10 @@ class TrainConfig:
     # Label the simulated reach and pick-up approach frames anew with the current scripted
     # expert, from each frame's state alone (vla_ros.training.counterfactual).
     relabel_from_state: bool = False
+    # Control ticks between the frames of a history window (policies that see several
+    # frames, e.g. Octo, RT-1): the ticks between two inferences at run time. 0 -> the
+    # default schedule of ``vla-ros eval`` (receding horizon: min(5, chunk_length)).
+    history_stride: int = 0
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -112,6 +117,7 @@ class TrainConfig:
         positive_int('keep_checkpoints', 0)
         positive_int('eval_samples')
         positive_int('seed', 0)
+        positive_int('history_stride', 0)
         if self.warmup_steps is None:
             self.warmup_steps = int(0.05 * self.steps)
         positive_int('warmup_steps', 0)
@@ -430,7 +436,8 @@ class Trainer:
 
             dataset, relabelled = relabel_from_state(dataset, progress=self.progress)
         policy = self._build_policy(checkpoint)
-        samples = list(dataset.samples(policy.spec.chunk_length))
+        samples = list(dataset.samples(policy.spec.chunk_length, **history_sampling(
+            policy, c.history_stride)))
         check_compatible(policy, dataset, samples[0])
         recorded = len(samples)
         if c.counterfactual:
