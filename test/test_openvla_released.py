@@ -424,3 +424,32 @@ def test_the_engine_resizes_the_way_the_policy_declares():
                           prepare_image(frame, (224, 224)))
     with pytest.raises(ValueError, match='square'):
         prepare_image(frame, (224, 112), method='resize-naive')
+
+
+# ------------------------------------------------------------------ through the runtime
+def test_the_engine_runs_a_released_checkpoint_from_a_full_camera_frame(released_dir, native):
+    """What the inference node does: make_policy from parameters, predict on a raw frame."""
+    from vla_ros.policies.registry import make_policy
+    from vla_ros.runtime.engine import Frame, predict_chunk
+
+    policy = make_policy('openvla', model_path=str(released_dir[0]), unnorm_key='bridge_orig',
+                         device='cpu', dtype='float32')
+    frame = camera_frame(5)
+    chunk, error = predict_chunk(policy, 'openvla', {'front': Frame(frame, 1.0)}, INSTRUCTION,
+                                 None, _default_preprocess)
+    assert error == ''
+    expected = native.predict_chunk(observation(native, frame))
+    np.testing.assert_array_equal(chunk.actions, expected)
+
+
+def test_launch_arguments_reach_the_inference_node():
+    from vla_ros import bringup
+
+    _, inference = bringup.nodes('openvla_arm', {
+        'model_path': '/models/openvla-7b', 'unnorm_key': 'bridge_orig', 'device': 'cuda:0',
+        'dtype': 'bfloat16'})
+    assert {k: inference.parameters[k] for k in ('model_path', 'unnorm_key', 'device', 'dtype')} \
+        == {'model_path': '/models/openvla-7b', 'unnorm_key': 'bridge_orig', 'device': 'cuda:0',
+            'dtype': 'bfloat16'}
+    with pytest.raises(ValueError, match='is not one of'):
+        bringup.nodes('openvla_arm', {'dtype': 'float8'})

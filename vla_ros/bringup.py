@@ -77,6 +77,8 @@ ARGUMENTS = (
     LaunchArgument('model_path', '', 'checkpoint directory or file of the policy'),
     LaunchArgument('unnorm_key', '', 'dataset key of the normalization statistics'),
     LaunchArgument('device', '', 'torch device (empty: the configuration default)'),
+    LaunchArgument('dtype', '', 'weights dtype: float32, bfloat16 or float16 (empty: the '
+                   'configuration default)', ('', 'float32', 'bfloat16', 'float16')),
     LaunchArgument('chunk_strategy', '', 'receding_horizon, temporal_ensemble or '
                    'latency_aware (empty: the configuration default)'),
     LaunchArgument('control_rate_hz', '', 'command rate of the inference node'),
@@ -93,8 +95,8 @@ ARGUMENTS = (
 )
 
 # Launch argument -> inference node parameter, applied only when the argument is set.
-_INFERENCE_OVERRIDES = ('policy', 'model_path', 'unnorm_key', 'device', 'chunk_strategy',
-                        'control_rate_hz', 'inference_rate_hz')
+_INFERENCE_OVERRIDES = ('policy', 'model_path', 'unnorm_key', 'device', 'dtype',
+                        'chunk_strategy', 'control_rate_hz', 'inference_rate_hz')
 
 
 def arguments(configuration: str) -> tuple[LaunchArgument, ...]:
@@ -184,7 +186,7 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
         driver_params['enable_actuation'] = args['enable_actuation'] == 'true'
     inference_params = {name: _typed(args[name]) for name in _INFERENCE_OVERRIDES
                         if args[name] != ''}
-    for name in ('policy', 'model_path', 'unnorm_key', 'device', 'chunk_strategy'):
+    for name in ('policy', 'model_path', 'unnorm_key', 'device', 'dtype', 'chunk_strategy'):
         if name in inference_params:
             inference_params[name] = str(args[name])  # keep strings strings ('1e-3', 'on')
     if args['sim'] == 'true' and not args['model_path']:
