@@ -154,37 +154,47 @@ def read_tensor(entry: TensorEntry) -> torch.Tensor:
     return raw.view(entry.dtype).reshape(entry.shape)
 
 
-def write_shards(tensors: dict[str, torch.Tensor], directory: Path,
-                 max_shard_bytes: int) -> list[Path]:
-    """Write ``tensors`` (in order) as shards of at most ``max_shard_bytes`` + an index.
+def write_shards(tensors, directory: Path, max_shard_bytes: int) -> list[Path]:
+    """Write ``tensors`` (a dict, or an iterable of (name, tensor)) as shards + an index.
 
-    One tensor larger than the limit gets a shard of its own. A single shard is written as
+    Shards hold at most ``max_shard_bytes`` (one larger tensor gets a shard of its own) and
+    are written as soon as they fill, so an iterable that makes its tensors one by one never
+    needs the whole checkpoint in memory. A single shard is written as
     ``model.safetensors`` without an index, as transformers does.
     """
     from safetensors.torch import save_file
 
-    groups: list[list[str]] = [[]]
-    size = 0
-    for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if groups[-1] and size + nbytes > max_shard_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(name)
-        size += nbytes
     directory.mkdir(parents=True, exist_ok=True)
-    if len(groups) == 1:
-        save_file({n: tensors[n].contiguous() for n in groups[0]}, str(directory / SINGLE_FILE),
-                  metadata={'format': 'pt'})
+    items = tensors.items() if isinstance(tensors, dict) else tensors
+    parts: list[Path] = []
+    weight_map: dict[str, int] = {}
+    pending: dict[str, torch.Tensor] = {}
+    size = total = 0
+
+    def flush():
+        part = directory / f'.part-{len(parts):05d}.safetensors'
+        save_file(pending, str(part), metadata={'format': 'pt'})
+        weight_map.update({name: len(parts) for name in pending})
+        parts.append(part)
+        pending.clear()
+
+    for name, tensor in items:
+        nbytes = tensor.numel() * tensor.element_size()
+        if pending and size + nbytes > max_shard_bytes:
+            flush()
+            size = 0
+        pending[name] = tensor.contiguous()
+        size += nbytes
+        total += nbytes
+    if pending or not parts:
+        flush()
+    if len(parts) == 1:
+        parts[0].rename(directory / SINGLE_FILE)
         return [directory / SINGLE_FILE]
-    files, weight_map = [], {}
-    for number, names in enumerate(groups, 1):
-        file = directory / f'model-{number:05d}-of-{len(groups):05d}.safetensors'
-        save_file({n: tensors[n].contiguous() for n in names}, str(file),
-                  metadata={'format': 'pt'})
-        files.append(file)
-        weight_map.update({n: file.name for n in names})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    names = [f'model-{k + 1:05d}-of-{len(parts):05d}.safetensors' for k in range(len(parts))]
+    for part, name in zip(parts, names, strict=True):
+        part.rename(directory / name)
     (directory / INDEX_FILE).write_text(json.dumps(
-        {'metadata': {'total_size': total}, 'weight_map': weight_map}, indent=2) + '\n')
-    return files
+        {'metadata': {'total_size': total},
+         'weight_map': {n: names[k] for n, k in weight_map.items()}}, indent=2) + '\n')
+    return [directory / name for name in names]
