@@ -146,8 +146,9 @@ def measure_family(family: str, preset: str, device, batch: int, runs: int,
            'param_devices': sorted({str(p.device) for p in params}),
            'param_dtypes': sorted({str(p.dtype) for p in params})}
     obs = Observation.make_example(policy.spec, instruction='pick up the red cube')
-    out['predict_chunk_ms_batch1'] = _median_ms(lambda: policy.predict_chunk(obs), device,
-                                                runs, warmup)
+    predict = policy.predict_chunk
+    out['predict_chunk_ms_batch1'] = _median_ms(lambda: predict(obs), device, runs, warmup)
+    # The policy is freed when this function returns (next family, empty cache).
     out['chunk_shape'] = list(policy.spec.chunk_shape)
     if family == 'openvla':
         out['decoder'] = [openvla_steps(policy, b, device, runs, warmup)
@@ -156,7 +157,6 @@ def measure_family(family: str, preset: str, device, batch: int, runs: int,
         out['peak_device_bytes'] = torch.cuda.max_memory_allocated(device)
     else:
         out['peak_rss_bytes_so_far'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    del policy, params
     return out
 
 

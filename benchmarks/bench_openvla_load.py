@@ -170,7 +170,7 @@ def write_fixtures(root: Path, hidden: int, layers: int) -> dict:
     def native_tensors():
         for mapping in plan:
             tensors = mapping.to_native([read_tensor(stored[n]) for n in mapping.released])
-            yield from zip(mapping.native, tensors)
+            yield from zip(mapping.native, tensors, strict=True)
         for name in NATIVE_ONLY:
             yield name, torch.zeros(native_shapes[name], dtype=torch.bfloat16)
 
