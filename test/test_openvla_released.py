@@ -453,3 +453,25 @@ def test_launch_arguments_reach_the_inference_node():
             'dtype': 'bfloat16'}
     with pytest.raises(ValueError, match='is not one of'):
         bringup.nodes('openvla_arm', {'dtype': 'float8'})
+
+
+def test_a_preprocessor_config_that_disagrees_is_refused(released_dir, tmp_path):
+    path = _copy(released_dir[0], tmp_path)
+    from vla_ros.policies.openvla.released_format import released_preprocessor_config
+
+    preprocessor = released_preprocessor_config('resize-naive', ref.IMAGE)
+    (path / 'preprocessor_config.json').write_text(json.dumps(preprocessor))
+    OpenVlaPolicy.from_pretrained(path, unnorm_key='bridge_orig')  # agrees: loads
+    preprocessor['means'] = [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]
+    (path / 'preprocessor_config.json').write_text(json.dumps(preprocessor))
+    with pytest.raises(PolicyLoadError, match='preprocessor_config.json: means'):
+        OpenVlaPolicy.from_pretrained(path, unnorm_key='bridge_orig')
+
+
+def test_statistics_that_disagree_between_the_two_files_are_refused(released_dir, tmp_path):
+    path = _copy(released_dir[0], tmp_path)
+    stats = ref.norm_stats()
+    stats['bridge_orig']['action']['q99'][0] = 0.5
+    (path / 'dataset_statistics.json').write_text(json.dumps(stats))
+    with pytest.raises(PolicyLoadError, match="'bridge_orig' differ"):
+        OpenVlaPolicy.from_pretrained(path, unnorm_key='bridge_orig')

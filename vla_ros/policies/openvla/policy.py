@@ -323,6 +323,7 @@ class OpenVlaPolicy(TorchPolicy):
         if preprocessor is not None:
             check_preprocessor_config(preprocessor, released.image_resize_strategy, size)
         statistics = released_statistics(path, released.norm_stats)
+        statistics.select(unnorm_key)  # a wrong or missing key fails before the weights load
         tokenizer = load_checkpoint_tokenizer(path)
         model = load_released_weights(build_on_meta(released.config), path,
                                       resolve_dtype(dtype), resolve_device(device))

@@ -95,7 +95,9 @@ def _text_config(text: dict, pad_to_multiple_of: int) -> dict:
     if text.get('model_type', 'llama') != 'llama':
         raise _refuse('text_config.model_type', text.get('model_type'), ['llama'])
     values = {**LLAMA_DEFAULTS, **{k: v for k, v in text.items() if k in LLAMA_DEFAULTS}}
-    for key in set(LLAMA_DEFAULTS) - set(LLAMA_HONOURED):
+    if values['head_dim'] == values['hidden_size'] // values['num_attention_heads']:
+        values['head_dim'] = None  # later transformers write the derived value out
+    for key in sorted(set(LLAMA_DEFAULTS) - set(LLAMA_HONOURED)):
         if values[key] != LLAMA_DEFAULTS[key]:
             raise _refuse(f'text_config.{key}', values[key], [LLAMA_DEFAULTS[key]])
     out = {k: values[k] for k in LLAMA_HONOURED}
