@@ -475,3 +475,36 @@ def test_statistics_that_disagree_between_the_two_files_are_refused(released_dir
     (path / 'dataset_statistics.json').write_text(json.dumps(stats))
     with pytest.raises(PolicyLoadError, match="'bridge_orig' differ"):
         OpenVlaPolicy.from_pretrained(path, unnorm_key='bridge_orig')
+
+
+def test_prompt_ids_equal_the_raw_tokenizer_json_of_a_released_style_tokenizer(tmp_path):
+    """Prompt ids equal those of the released tokenizer.json read as written.
+
+    openvla-7b's tokenizer.json (transformers 4.40) normalizes with Prepend + Replace and
+    its processor's fast tokenizer used that file as written; transformers 5 rebuilds the
+    pipeline (Metaspace). The ids must not change: here for the 32k tokenizer rewritten in
+    that style, the checkpoint loader's ids equal the ``tokenizers`` library's on the file.
+    """
+    from tokenizers import Tokenizer
+
+    from vla_ros.policies.openvla.processing_openvla import PromptEncoder, build_prompt
+    from vla_ros.policies.openvla.released_loader import load_checkpoint_tokenizer
+
+    data = json.loads((tokenizer_dir() / 'tokenizer.json').read_text())
+    data['normalizer'] = {'type': 'Sequence', 'normalizers': [
+        {'type': 'Prepend', 'prepend': '\u2581'},
+        {'type': 'Replace', 'pattern': {'String': ' '}, 'content': '\u2581'}]}
+    data['pre_tokenizer'] = None
+    (tmp_path / 'tokenizer.json').write_text(json.dumps(data))
+    (tmp_path / 'tokenizer_config.json').write_text(json.dumps({
+        'add_bos_token': True, 'add_eos_token': False, 'bos_token': '<s>', 'eos_token': '</s>',
+        'unk_token': '<unk>', 'legacy': False, 'tokenizer_class': 'LlamaTokenizer',
+        'model_max_length': 2048, 'padding_side': 'right'}))
+    (tmp_path / 'config.json').write_text(json.dumps(ref.released_config_json()))
+    raw = Tokenizer.from_file(str(tmp_path / 'tokenizer.json'))
+    prompts = PromptEncoder(load_checkpoint_tokenizer(tmp_path))
+    for instruction in ('pick up the red cube', 'Put  the 3 cups in the sink',
+                        'move the "blue" block\tleft, then stop'):
+        expected = raw.encode(build_prompt(instruction)).ids
+        assert expected[0] == 1
+        assert prompts.encode(instruction) == expected + [prompts.space_id]
