@@ -119,9 +119,9 @@ def collate(policy, samples: list[dict]) -> dict:
     """Samples -> the shared batch convention (on the policy's device).
 
     Images are first resized with ``prepare_image`` to the spec's size the spec's way
-    (``image_resize``), as the inference node does. Then the family's own ``collate`` is used if it has one; otherwise the
-    images are preprocessed by the policy's own ``images_tensor``, so training sees
-    exactly what inference sees.
+    (``image_resize``), as the inference node does. Then the family's own ``collate`` is
+    used if it has one; otherwise the images are preprocessed by the policy's own
+    ``images_tensor``, so training sees exactly what inference sees.
     """
     spec = policy.spec
     samples = [dict(s, images={c: prepare_image(s['images'][c], spec.image_size,
