@@ -4,7 +4,10 @@ Hot path: one raw subscription per topic (``raw=True``: the callback receives th
 bytes, nothing is deserialized) whose callback only appends ``(topic, receive time,
 bytes)`` to a queue. A writer thread drains the queue into :class:`BagWriter` and flushes
 every ``flush_interval`` (the crash-safety guarantee is in :mod:`vla_ros.bags.writer`).
-Topic discovery (names, types, offered QoS) runs in a slow timer, never per message.
+Topic discovery (names, types, offered QoS) runs in a 100 ms timer, never per message.
+A topic is subscribed once it has a publisher, with the QoS its publishers offer
+(transient local included, so a latched instruction published before or while recording
+is in the bag), and re-subscribed when publishers come or go with other QoS.
 The bag timestamp is the middleware's receive time, as rosbag2 records it.
 
 The inference node's parameters are fetched once (``<ns>/vla_inference``, if it runs) and
@@ -19,6 +22,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +77,45 @@ class TopicSelection:
         return topic in self._names or any(p.fullmatch(topic) for p in self._patterns)
 
 
+class _RecentKeys:
+    """The last ``size`` keys added (a bounded set)."""
+
+    def __init__(self, size: int = 1024):
+        self._order: deque = deque()
+        self._keys: set = set()
+        self._size = size
+
+    def add(self, key) -> bool:
+        """Add ``key``; False if it was already there."""
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self._size:
+            self._keys.discard(self._order.popleft())
+        return True
+
+
+@dataclass
+class _TopicState:
+    """A recorded topic: bag index, type, its current subscription and QoS."""
+
+    index: int
+    msgtype: str
+    cls: type
+    subscription: object = None
+    profile: object = None
+    seen: _RecentKeys = field(default_factory=_RecentKeys)
+
+
+def _qos_key(profile) -> tuple:
+    return (profile.reliability, profile.durability)
+
+
+def _describe(profile) -> str:
+    return f'{profile.reliability.name.lower()}/{profile.durability.name.lower()}'
+
+
 @dataclass
 class RecordSummary:
     """What a recording wrote."""
@@ -92,7 +135,8 @@ class Recorder:
                  storage: str = 'sqlite3', version: int = 9, max_file_bytes: int = 0,
                  max_file_duration: float = 0.0, flush_interval: float = 0.5,
                  queue_depth: int = 1000, parameters_node: str | None = 'vla_inference',
-                 registry: TypeRegistry | None = None, log=None, compress: bool = False):
+                 registry: TypeRegistry | None = None, log=None, compress: bool = False,
+                 discovery_interval: float = 0.1):
         """Create the bag now (so a bad path fails before anything is subscribed)."""
         import rclpy
 
@@ -106,8 +150,7 @@ class Recorder:
         self.log = log or (lambda text: None)
         self.node = rclpy.create_node('vla_bag_recorder', context=context)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._subscribed: dict[str, int] = {}
-        self._subscriptions = []
+        self._topics: dict[str, _TopicState] = {}
         self.summary = RecordSummary(str(output))
         self._counts: list[int] = []
         self._names: list[str] = []
@@ -119,44 +162,85 @@ class Recorder:
         self._parameters_node = parameters_node
         self._param_future = None
         self._param_client = None
-        self.node.create_timer(0.5, self._discover)
+        self.node.create_timer(discovery_interval, self._discover)
         if parameters_node:
             self.node.create_timer(0.25, self._fetch_parameters)
         self._discover()
 
     # -------------------------------------------------------------- discovery
     def _discover(self) -> None:
+        """Subscribe to new topics, re-subscribe where the publishers changed.
+
+        As ``ros2 bag record``: a topic is subscribed once it has a publisher, whose
+        offered QoS decides the subscription's; it is re-subscribed when the publishers
+        present need another reliability or durability (a latched publisher appearing
+        next to best-effort ones, or a best-effort one that a reliable subscription would
+        not match). Polled every ``discovery_interval`` (rosbag2 polls every 100 ms).
+        """
         for topic, types in self.node.get_topic_names_and_types():
-            if topic in self._subscribed or topic in self.summary.skipped_topics \
-                    or not self.selection.wants(topic):
+            if topic in self.summary.skipped_topics or not self.selection.wants(topic):
                 continue
-            msgtype = types[0]
-            if len(types) > 1:
-                self.log(f'{topic} has several types {types}; recording {msgtype}')
-            try:
-                cls = rclpy_message_class(msgtype)
-            except UnknownTypeError as exc:
-                self.summary.skipped_topics[topic] = str(exc)
-                self.log(f'not recording {topic}: {exc}')
-                continue
+            state = self._topics.get(topic)
+            msgtype = state.msgtype if state is not None else types[0]
             infos = self.node.get_publishers_info_by_topic(topic)
             offered = [offered_qos(i.qos_profile) for i in infos if i.topic_type == msgtype]
-            index = len(self._names)
-            self._names.append(topic)
-            self._counts.append(0)
-            self._subscribed[topic] = index
-            # Registration goes through the queue so the writer sees it before any message.
-            self._queue.put(('topic', index, topic, msgtype, offered))
-            put = self._queue.put
+            if not offered:
+                continue  # no publisher (yet): its offered QoS decides ours; keep any sub
+            profile = subscription_qos(offered, self.queue_depth)
+            if state is None:
+                state = self._register(topic, types, offered)
+                if state is None:
+                    continue
+            elif _qos_key(profile) == _qos_key(state.profile):
+                continue
+            else:
+                self.log(f'{topic}: publishers changed, re-subscribing '
+                         f'{_describe(state.profile)} -> {_describe(profile)}')
+            self._subscribe(state, profile)
 
-            def on_message(data, info, index=index, put=put):
-                stamp = info.get('received_timestamp') or time.time_ns()
-                put((index, stamp, data))
+    def _register(self, topic: str, types: list[str], offered) -> _TopicState | None:
+        msgtype = types[0]
+        if len(types) > 1:
+            self.log(f'{topic} has several types {types}; recording {msgtype}')
+        try:
+            cls = rclpy_message_class(msgtype)
+        except UnknownTypeError as exc:
+            self.summary.skipped_topics[topic] = str(exc)
+            self.log(f'not recording {topic}: {exc}')
+            return None
+        state = _TopicState(len(self._names), msgtype, cls)
+        self._names.append(topic)
+        self._counts.append(0)
+        self._topics[topic] = state
+        # Registration goes through the queue so the writer sees it before any message.
+        self._queue.put(('topic', state.index, topic, msgtype, offered))
+        self.log(f'recording {topic} [{msgtype}]')
+        return state
 
-            self._subscriptions.append(self.node.create_subscription(
-                cls, topic, on_message, subscription_qos(offered, self.queue_depth),
-                raw=True))
-            self.log(f'recording {topic} [{msgtype}]')
+    def _subscribe(self, state: _TopicState, profile) -> None:
+        """(Re-)subscribe; the new subscription exists before the old one goes.
+
+        A transient-local subscription receives the publishers' history again, and both
+        subscriptions may deliver a sample while they overlap: samples already seen (same
+        source time stamp, sequence number and size) are dropped.
+        """
+        put = self._queue.put
+        index, seen = state.index, state.seen
+
+        def on_message(data, info, index=index, put=put, seen=seen):
+            key = (info.get('source_timestamp'), info.get('publication_sequence_number'),
+                   len(data))
+            if key[0] and not seen.add(key):
+                return  # delivered twice (re-subscription overlap, latched history)
+            stamp = info.get('received_timestamp') or time.time_ns()
+            put((index, stamp, data))
+
+        topic = self._names[index]
+        subscription = self.node.create_subscription(state.cls, topic, on_message, profile,
+                                                     raw=True)
+        if state.subscription is not None:
+            self.node.destroy_subscription(state.subscription)
+        state.subscription, state.profile = subscription, profile
 
     def _fetch_parameters(self) -> None:
         """Store the inference node's parameters once (regression rebuilds its config).
@@ -236,9 +320,10 @@ class Recorder:
 
     def stop(self) -> RecordSummary:
         """Stop receiving, write what is queued, close the bag; raise a writer error."""
-        for sub in self._subscriptions:
-            self.node.destroy_subscription(sub)
-        self._subscriptions = []
+        for state in self._topics.values():
+            if state.subscription is not None:
+                self.node.destroy_subscription(state.subscription)
+                state.subscription = None
         self._stop.set()
         self._thread.join()
         self.node.destroy_node()
