@@ -126,12 +126,11 @@ def _wait_for_node(context, name, proc, timeout=60.0):
      'vla_instruct', 0),
 ])
 def test_ctrl_c_stops_cleanly(command, node, code, ros_env, ros_context):
+    import rclpy
     from std_msgs.msg import String
     from vla_ros_msgs.msg import PolicyStatus
 
     from vla_ros.nodes import qos
-
-    import rclpy
 
     # status: a publisher that never publishes, so it waits; instruct --keep: a
     # subscriber, so it gets to the serving loop.
@@ -201,8 +200,8 @@ def test_policy_swaps_across_families_and_reports_failed_loads(inference_node, r
     # scripted's policy_params ({"pattern": ...}) must not reach octo
     out = policy('octo')
     assert out.returncode == 0, out.stderr
+    assert _status(ros_env)['policy'] == 'octo'  # loaded, not just requested
     assert "policy 'octo' loaded" in out.stdout
-    assert _status(ros_env)['policy'] == 'octo'
     # a load that fails: non-zero, with the node's reason; the old policy stays
     out = policy('octo', '--params', '{"bogus_argument": 1}')
     assert out.returncode == 1 and 'bogus_argument' in out.stderr, out

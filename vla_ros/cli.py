@@ -70,15 +70,32 @@ class _RosSession:
         self.rclpy.try_shutdown()
 
 
+# Nodes that record sessions: instruct waits until they matched, when the graph shows them.
+RECORDER_NODES = ('vla_bag_recorder', 'rosbag2_recorder')
+
+
+def _instruction_delivered(pub, node, topic: str, wanted_nodes: set[str]) -> bool:
+    """Every subscription the graph shows matched and acknowledged, wanted nodes among them."""
+    from rclpy.duration import Duration
+
+    infos = node.get_subscriptions_info_by_topic(topic)
+    subscribers = {i.node_name for i in infos}
+    return (pub.get_subscription_count() >= max(len(infos), 1)
+            and wanted_nodes <= subscribers
+            and pub.wait_for_all_acked(Duration(seconds=0.1)))
+
+
 def cmd_instruct(args) -> int:
-    """Publish the instruction (latched) and stay until every subscriber has it.
+    """Publish the instruction (latched) and stay until its subscribers have it.
 
     A transient-local sample reaches a late subscriber only while its publisher lives,
-    so this waits until the inference node matched, then until every subscription the
-    graph shows (recorders included) matched and acknowledged it, at least ``--linger``
-    seconds. ``--keep`` serves it to late joiners until Ctrl-C.
+    so this stays until the inference node (``--node``) and any recorder the graph shows
+    matched and acknowledged it, at least ``--linger`` seconds and until no new
+    subscriber matched for a second (discovery of other processes can take that long
+    on a busy machine). ``--keep`` serves it to late joiners until Ctrl-C.
     """
-    from rclpy.duration import Duration
+    import os
+
     from std_msgs.msg import String
 
     from vla_ros.nodes import qos
@@ -92,22 +109,26 @@ def cmd_instruct(args) -> int:
         pub = node.create_publisher(String, topic, qos.INSTRUCTION)
         pub.publish(String(data=args.text))
         start = time.monotonic()
-        while pub.get_subscription_count() == 0 and time.monotonic() < start + args.timeout:
+        deadline = start + args.timeout
+        matched, last_change = 0, start
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if pub.get_subscription_count() != matched:
+                matched, last_change = pub.get_subscription_count(), now
+            recorders = {n for n in node.get_node_names() if n in RECORDER_NODES}
+            if (matched and now >= start + args.linger and now >= last_change + 1.0
+                    and _instruction_delivered(pub, node, topic, {args.node} | recorders)):
+                break
             time.sleep(0.05)
-        if pub.get_subscription_count() == 0:
-            import os
-
+        subscribers = {i.node_name for i in node.get_subscriptions_info_by_topic(topic)}
+        if not pub.get_subscription_count():
             print(f'vla-ros instruct: nothing subscribes to {topic} after {args.timeout:g} s '
                   f'(no inference node found; {discovery_settings(os.environ)}; '
                   f'--namespace must match the launch namespace)', file=sys.stderr)
             return 1
-        settle_end = min(start + args.timeout, time.monotonic() + 3.0)
-        while time.monotonic() < settle_end:
-            everyone = pub.get_subscription_count() >= node.count_subscribers(topic)
-            if everyone and pub.wait_for_all_acked(Duration(seconds=0.1)) \
-                    and time.monotonic() >= start + args.linger:
-                break
-            time.sleep(0.05)
+        if args.node not in subscribers:
+            print(f'vla-ros instruct: warning: delivered to {sorted(subscribers)}, but no '
+                  f'{args.node!r} subscribed within {args.timeout:g} s', file=sys.stderr)
         if args.keep:
             print(f'serving {args.text!r} on {topic} until Ctrl-C', file=sys.stderr,
                   flush=True)
@@ -294,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--namespace', default='')
     p.add_argument('--timeout', type=float, default=10.0,
                    help='seconds to wait for a subscriber (the inference node)')
-    p.add_argument('--linger', type=float, default=1.0,
+    p.add_argument('--node', default='vla_inference',
+                   help='the inference node to wait for (its name, without namespace)')
+    p.add_argument('--linger', type=float, default=1.5,
                    help='stay at least this long after publishing, so subscribers that '
                         'appear meanwhile (a recorder) still receive the latched sample')
     p.add_argument('--keep', action='store_true',

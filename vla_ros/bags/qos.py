@@ -66,6 +66,27 @@ def subscription_qos(offered: list[Qos], depth: int = 1000):
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
+def latched_probe_qos(depth: int = 1000):
+    """Subscription for a topic with no publisher yet: matches latched publishers only.
+
+    Reliable and transient local, so a latched sample reaches the recorder even if its
+    publisher exits before a discovery poll would have seen it.
+    """
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 1),
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def presumed_offer(profile) -> Qos:
+    """What a publisher matched by subscription ``profile`` offers at least (for metadata)."""
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, _enum(QosReliability, profile.reliability, 0),
+               _enum(QosDurability, profile.durability, 0), zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
+
+
 def replay_qos(offered: list[Qos], depth: int = 1000, reliable: bool = True):
     """The replay publisher for a topic recorded with ``offered`` profiles.
 

@@ -26,7 +26,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vla_ros.bags.qos import offered_qos, subscription_qos
+from vla_ros.bags.qos import (
+    latched_probe_qos,
+    offered_qos,
+    presumed_offer,
+    subscription_qos,
+)
 from vla_ros.bags.typestore import TypeRegistry, UnknownTypeError, rclpy_message_class
 from vla_ros.bags.writer import BagWriter
 
@@ -35,6 +40,10 @@ DEFAULT_TOPICS = ('instruction', 'cmd/ee_twist', 'cmd/gripper', 'cmd_vel', 'cmd/
                   'vla/action_chunk', 'vla/status', 'joint_states', 'ee_pose',
                   'vla_driver/applied_twist')
 DEFAULT_PATTERNS = (r'camera/[^/]+/image_raw(/compressed)?',)
+# Types known in advance: these topics are subscribed before anything in the graph names
+# them, so a latched instruction published while recording is received even when its
+# publisher exits before the next discovery poll.
+DEFAULT_TYPES = {'instruction': 'std_msgs/msg/String'}
 PARAMETERS_KEY = 'vla_ros/inference_parameters'
 
 
@@ -54,11 +63,13 @@ class TopicSelection:
     all_topics: bool = False
     exclude: tuple[str, ...] = ()
     namespace: str = ''
+    types: dict[str, str] = field(default_factory=dict)  # name -> type, known in advance
 
     @classmethod
     def vla_default(cls, namespace: str = '') -> TopicSelection:
         """Cameras, instruction, commands, chunks, status, joint states."""
-        return cls(DEFAULT_TOPICS, DEFAULT_PATTERNS, namespace=namespace)
+        return cls(DEFAULT_TOPICS, DEFAULT_PATTERNS, namespace=namespace,
+                   types=dict(DEFAULT_TYPES))
 
     def __post_init__(self):
         ns = self.namespace.strip('/')
@@ -67,6 +78,8 @@ class TopicSelection:
         self._patterns = [re.compile(p if p.startswith('/') else f'{prefix}/{p}')
                           for p in self.patterns]
         self._exclude = [re.compile(p) for p in self.exclude]
+        self.known_types = {_absolute(n, self.namespace): t for n, t in self.types.items()
+                            if self.wants(_absolute(n, self.namespace))}
 
     def wants(self, topic: str) -> bool:
         """Whether ``topic`` (absolute) is selected."""
@@ -106,6 +119,7 @@ class _TopicState:
     subscription: object = None
     profile: object = None
     seen: _RecentKeys = field(default_factory=_RecentKeys)
+    in_bag: bool = False  # announced to the writer (with the offered QoS)
 
 
 def _qos_key(profile) -> tuple:
@@ -171,34 +185,48 @@ class Recorder:
     def _discover(self) -> None:
         """Subscribe to new topics, re-subscribe where the publishers changed.
 
-        As ``ros2 bag record``: a topic is subscribed once it has a publisher, whose
-        offered QoS decides the subscription's; it is re-subscribed when the publishers
-        present need another reliability or durability (a latched publisher appearing
-        next to best-effort ones, or a best-effort one that a reliable subscription would
-        not match). Polled every ``discovery_interval`` (rosbag2 polls every 100 ms).
+        As ``ros2 bag record``: a topic's subscription takes the QoS its publishers
+        offer, and is re-created when the publishers present need another reliability
+        or durability (a latched publisher appearing next to best-effort ones, or a
+        best-effort one that a reliable subscription would not match). A selected topic
+        whose type is known but that has no publisher yet is subscribed reliable and
+        transient local: the middleware then matches a latched publisher (the
+        instruction) as soon as it appears and delivers its sample, however briefly it
+        lives; any other publisher triggers the re-subscription. Polled every
+        ``discovery_interval`` (rosbag2 polls every 100 ms).
         """
-        for topic, types in self.node.get_topic_names_and_types():
+        graph = dict(self.node.get_topic_names_and_types())
+        for topic in list(graph) + [t for t in self.selection.known_types if t not in graph]:
             if topic in self.summary.skipped_topics or not self.selection.wants(topic):
                 continue
             state = self._topics.get(topic)
+            types = graph.get(topic) or [self.selection.known_types[topic]]
             msgtype = state.msgtype if state is not None else types[0]
-            infos = self.node.get_publishers_info_by_topic(topic)
-            offered = [offered_qos(i.qos_profile) for i in infos if i.topic_type == msgtype]
-            if not offered:
-                continue  # no publisher (yet): its offered QoS decides ours; keep any sub
-            profile = subscription_qos(offered, self.queue_depth)
+            offered = self._offered(topic, msgtype) if topic in graph else []
+            if offered:
+                profile = subscription_qos(offered, self.queue_depth)
+            elif state is None or state.subscription is None:
+                profile = latched_probe_qos(self.queue_depth)
+            else:
+                continue  # publishers gone: keep the subscription for their return
             if state is None:
-                state = self._register(topic, types, offered)
+                state = self._register(topic, types)
                 if state is None:
                     continue
-            elif _qos_key(profile) == _qos_key(state.profile):
+            if offered and not state.in_bag:
+                self._announce(state, offered)
+            if state.profile is not None and _qos_key(profile) == _qos_key(state.profile):
                 continue
-            else:
+            if state.profile is not None:
                 self.log(f'{topic}: publishers changed, re-subscribing '
                          f'{_describe(state.profile)} -> {_describe(profile)}')
             self._subscribe(state, profile)
 
-    def _register(self, topic: str, types: list[str], offered) -> _TopicState | None:
+    def _offered(self, topic: str, msgtype: str) -> list:
+        return [offered_qos(i.qos_profile) for i in self.node.get_publishers_info_by_topic(topic)
+                if i.topic_type == msgtype]
+
+    def _register(self, topic: str, types: list[str]) -> _TopicState | None:
         msgtype = types[0]
         if len(types) > 1:
             self.log(f'{topic} has several types {types}; recording {msgtype}')
@@ -212,10 +240,14 @@ class Recorder:
         self._names.append(topic)
         self._counts.append(0)
         self._topics[topic] = state
-        # Registration goes through the queue so the writer sees it before any message.
-        self._queue.put(('topic', state.index, topic, msgtype, offered))
         self.log(f'recording {topic} [{msgtype}]')
         return state
+
+    def _announce(self, state: _TopicState, offered: list) -> None:
+        """Add the topic to the bag; through the queue, so before any of its messages."""
+        self._queue.put(('topic', state.index, self._names[state.index], state.msgtype,
+                         offered))
+        state.in_bag = True
 
     def _subscribe(self, state: _TopicState, profile) -> None:
         """(Re-)subscribe; the new subscription exists before the old one goes.
@@ -225,17 +257,21 @@ class Recorder:
         source time stamp, sequence number and size) are dropped.
         """
         put = self._queue.put
-        index, seen = state.index, state.seen
+        index, seen, topic = state.index, state.seen, self._names[state.index]
 
-        def on_message(data, info, index=index, put=put, seen=seen):
+        def on_message(data, info, index=index, put=put, seen=seen, state=state):
             key = (info.get('source_timestamp'), info.get('publication_sequence_number'),
                    len(data))
             if key[0] and not seen.add(key):
                 return  # delivered twice (re-subscription overlap, latched history)
+            if not state.in_bag:
+                # Matched before a discovery poll saw the publisher: it offers what the
+                # subscription asked for (a reliable, transient-local probe) or more.
+                self._announce(state, self._offered(topic, state.msgtype)
+                               or [presumed_offer(state.profile)])
             stamp = info.get('received_timestamp') or time.time_ns()
             put((index, stamp, data))
 
-        topic = self._names[index]
         subscription = self.node.create_subscription(state.cls, topic, on_message, profile,
                                                      raw=True)
         if state.subscription is not None:
@@ -327,7 +363,8 @@ class Recorder:
         self._stop.set()
         self._thread.join()
         self.node.destroy_node()
-        self.summary.counts = {n: c for n, c in zip(self._names, self._counts, strict=True)}
+        self.summary.counts = {n: c for n, c in zip(self._names, self._counts, strict=True)
+                               if self._topics[n].in_bag}
         meta = self.writer.metadata()
         self.summary.duration_s = meta.duration_ns * 1e-9
         if self._error is not None:
