@@ -74,28 +74,27 @@ class _RosSession:
 RECORDER_NODES = ('vla_bag_recorder', 'rosbag2_recorder')
 
 
-def _instruction_delivered(pub, node, topic: str, wanted_nodes: set[str]) -> bool:
-    """Every subscription the graph shows matched and acknowledged, wanted nodes among them."""
-    from rclpy.duration import Duration
-
+def _everyone_matched(pub, node, topic: str, wanted_nodes: set[str]) -> bool:
+    """Every subscription the graph shows is matched, the wanted nodes among them."""
     infos = node.get_subscriptions_info_by_topic(topic)
-    subscribers = {i.node_name for i in infos}
     return (pub.get_subscription_count() >= max(len(infos), 1)
-            and wanted_nodes <= subscribers
-            and pub.wait_for_all_acked(Duration(seconds=0.1)))
+            and wanted_nodes <= {i.node_name for i in infos})
 
 
 def cmd_instruct(args) -> int:
-    """Publish the instruction (latched) and stay until its subscribers have it.
+    """Publish the instruction (latched) once its subscribers are matched; stay until acked.
 
-    A transient-local sample reaches a late subscriber only while its publisher lives,
-    so this stays until the inference node (``--node``) and any recorder the graph shows
-    matched and acknowledged it, at least ``--linger`` seconds and until no new
-    subscriber matched for a second (discovery of other processes can take that long
-    on a busy machine). ``--keep`` serves it to late joiners until Ctrl-C.
+    Publishing after the inference node (``--node``) and any recorder the graph shows
+    have matched gives them the sample at the same moment (a bag then dates it as the
+    node saw it). It is transient local, so a subscriber that matches later still gets
+    it while this process lives: it stays until every match acknowledged it, at least
+    ``--linger`` seconds and one second after the last new match (discovering another
+    process can take that long on a busy machine). ``--keep`` serves late joiners until
+    Ctrl-C.
     """
     import os
 
+    from rclpy.duration import Duration
     from std_msgs.msg import String
 
     from vla_ros.nodes import qos
@@ -107,19 +106,27 @@ def cmd_instruct(args) -> int:
     topic = _topic(args.namespace, 'instruction')
     with _RosSession('vla_instruct') as node:
         pub = node.create_publisher(String, topic, qos.INSTRUCTION)
+        matched, last_change = 0, time.monotonic()
+
+        def wait(until: float, ready) -> None:
+            nonlocal matched, last_change
+            while time.monotonic() < until:
+                now = time.monotonic()
+                if pub.get_subscription_count() != matched:
+                    matched, last_change = pub.get_subscription_count(), now
+                recorders = {n for n in node.get_node_names() if n in RECORDER_NODES}
+                if matched and now >= last_change + 0.5 and ready(now) and _everyone_matched(
+                        pub, node, topic, {args.node} | recorders):
+                    return
+                time.sleep(0.05)
+
+        wait(time.monotonic() + args.timeout, lambda now: True)
         pub.publish(String(data=args.text))
-        start = time.monotonic()
-        deadline = start + args.timeout
-        matched, last_change = 0, start
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            if pub.get_subscription_count() != matched:
-                matched, last_change = pub.get_subscription_count(), now
-            recorders = {n for n in node.get_node_names() if n in RECORDER_NODES}
-            if (matched and now >= start + args.linger and now >= last_change + 1.0
-                    and _instruction_delivered(pub, node, topic, {args.node} | recorders)):
-                break
-            time.sleep(0.05)
+        published = time.monotonic()
+        if matched:
+            wait(published + max(args.linger, 5.0),
+                 lambda now: now >= published + args.linger and now >= last_change + 1.0
+                 and pub.wait_for_all_acked(Duration(seconds=0.1)))
         subscribers = {i.node_name for i in node.get_subscriptions_info_by_topic(topic)}
         if not pub.get_subscription_count():
             print(f'vla-ros instruct: nothing subscribes to {topic} after {args.timeout:g} s '
@@ -317,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seconds to wait for a subscriber (the inference node)')
     p.add_argument('--node', default='vla_inference',
                    help='the inference node to wait for (its name, without namespace)')
-    p.add_argument('--linger', type=float, default=1.5,
+    p.add_argument('--linger', type=float, default=1.0,
                    help='stay at least this long after publishing, so subscribers that '
-                        'appear meanwhile (a recorder) still receive the latched sample')
+                        'appear meanwhile still receive the latched sample')
     p.add_argument('--keep', action='store_true',
                    help='keep serving the latched instruction to late joiners until Ctrl-C')
     p.set_defaults(func=cmd_instruct)
