@@ -39,10 +39,10 @@ class _Recording:
         except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
             self.result['error'] = exc
 
-    def wait_log(self, text, timeout=30.0):
+    def wait_log(self, text, since=0, timeout=30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
+            if any(text in line for line in self.lines[since:]):
                 return
             time.sleep(0.02)
         raise AssertionError(f'{text!r} not logged; log: {self.lines}')
@@ -146,6 +146,32 @@ def test_recorder_started_after_the_instruction_gets_it(tmp_path, ros_context):
     assert _instructions(tmp_path / 'bag') == ['stack the blocks']
 
 
+def test_a_sample_both_probes_receive_is_written_once(tmp_path, ros_context):
+    """Before any publisher exists the recorder has two subscriptions on the topic."""
+    import rclpy
+    from rclpy.duration import Duration
+    from std_msgs.msg import String
+
+    from vla_ros.nodes import qos
+
+    node = rclpy.create_node('after_match', context=ros_context)
+    try:
+        recording = _Recording(tmp_path / 'bag')
+        recording.wait_log('recording /instruction')
+        pub = node.create_publisher(String, '/instruction', qos.INSTRUCTION)
+        deadline = time.monotonic() + 30
+        while pub.get_subscription_count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pub.get_subscription_count() == 2  # the best-effort and the latched probe
+        pub.publish(String(data='once'))
+        assert pub.wait_for_all_acked(Duration(seconds=10))
+        summary = recording.finish()
+    finally:
+        node.destroy_node()
+    assert _instructions(tmp_path / 'bag') == ['once']
+    assert summary.counts['/instruction'] == 1
+
+
 def test_publishers_coming_and_going_with_other_qos(tmp_path, ros_context):
     """Latched + best-effort publishers on one topic: re-subscribed, nothing lost or doubled."""
     import rclpy
@@ -163,8 +189,9 @@ def test_publishers_coming_and_going_with_other_qos(tmp_path, ros_context):
         while latched.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         # A best-effort publisher appears: a reliable subscription would not match it.
+        mark = len(recording.lines)
         best_effort = node.create_publisher(String, '/instruction', BEST_EFFORT)
-        recording.wait_log('best_effort/volatile')
+        recording.wait_log('-> best_effort/volatile', since=mark)
         deadline = time.monotonic() + 30
         while best_effort.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -173,8 +200,9 @@ def test_publishers_coming_and_going_with_other_qos(tmp_path, ros_context):
             time.sleep(0.05)
         # It exits: the recorder goes back to reliable transient local; the latched
         # sample it already has is delivered again and must not be written twice.
+        mark = len(recording.lines)
         node.destroy_publisher(best_effort)
-        recording.wait_log('best_effort/volatile -> reliable/transient_local')
+        recording.wait_log('best_effort/volatile -> reliable/transient_local', since=mark)
         time.sleep(1.0)
         summary = recording.finish()
     finally:

@@ -66,17 +66,20 @@ def subscription_qos(offered: list[Qos], depth: int = 1000):
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
-def latched_probe_qos(depth: int = 1000):
-    """Subscription for a topic with no publisher yet: matches latched publishers only.
+def probe_qos(depth: int = 1000) -> tuple:
+    """Subscriptions for a topic with no publisher yet, matching whatever comes.
 
-    Reliable and transient local, so a latched sample reaches the recorder even if its
-    publisher exits before a discovery poll would have seen it.
+    Best effort + volatile matches every publisher; reliable + transient local also gets
+    a latched publisher's history, even if it exits before a discovery poll sees it.
     """
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 1),
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    def profile(reliability, durability):
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 1),
+                          reliability=reliability, durability=durability)
+
+    return (profile(ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),
+            profile(ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL))
 
 
 def presumed_offer(profile) -> Qos:

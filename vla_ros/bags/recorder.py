@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vla_ros.bags.qos import (
-    latched_probe_qos,
     offered_qos,
     presumed_offer,
+    probe_qos,
     subscription_qos,
 )
 from vla_ros.bags.typestore import TypeRegistry, UnknownTypeError, rclpy_message_class
@@ -111,23 +111,24 @@ class _RecentKeys:
 
 @dataclass
 class _TopicState:
-    """A recorded topic: bag index, type, its current subscription and QoS."""
+    """A recorded topic: bag index, type, its current subscriptions and their QoS."""
 
     index: int
     msgtype: str
     cls: type
-    subscription: object = None
-    profile: object = None
+    subscriptions: list = field(default_factory=list)
+    profiles: tuple = ()
     seen: _RecentKeys = field(default_factory=_RecentKeys)
     in_bag: bool = False  # announced to the writer (with the offered QoS)
 
 
-def _qos_key(profile) -> tuple:
-    return (profile.reliability, profile.durability)
+def _qos_key(profiles) -> tuple:
+    return tuple((p.reliability, p.durability) for p in profiles)
 
 
-def _describe(profile) -> str:
-    return f'{profile.reliability.name.lower()}/{profile.durability.name.lower()}'
+def _describe(profiles) -> str:
+    return ' + '.join(f'{p.reliability.name.lower()}/{p.durability.name.lower()}'
+                      for p in profiles)
 
 
 @dataclass
@@ -189,11 +190,12 @@ class Recorder:
         offer, and is re-created when the publishers present need another reliability
         or durability (a latched publisher appearing next to best-effort ones, or a
         best-effort one that a reliable subscription would not match). A selected topic
-        whose type is known but that has no publisher yet is subscribed reliable and
-        transient local: the middleware then matches a latched publisher (the
-        instruction) as soon as it appears and delivers its sample, however briefly it
-        lives; any other publisher triggers the re-subscription. Polled every
-        ``discovery_interval`` (rosbag2 polls every 100 ms).
+        whose type is known but that has no publisher yet gets a pair of probes, best
+        effort + volatile (matches any publisher) and reliable + transient local (gets a
+        latched publisher's history): the middleware matches a publisher as soon as it
+        appears, before the next poll, so even a latched instruction from a publisher
+        that lives a moment is recorded. Polled every ``discovery_interval`` (rosbag2
+        polls every 100 ms).
         """
         graph = dict(self.node.get_topic_names_and_types())
         for topic in list(graph) + [t for t in self.selection.known_types if t not in graph]:
@@ -204,9 +206,9 @@ class Recorder:
             msgtype = state.msgtype if state is not None else types[0]
             offered = self._offered(topic, msgtype) if topic in graph else []
             if offered:
-                profile = subscription_qos(offered, self.queue_depth)
-            elif state is None or state.subscription is None:
-                profile = latched_probe_qos(self.queue_depth)
+                profiles = (subscription_qos(offered, self.queue_depth),)
+            elif state is None or not state.subscriptions:
+                profiles = probe_qos(self.queue_depth)
             else:
                 continue  # publishers gone: keep the subscription for their return
             if state is None:
@@ -215,12 +217,12 @@ class Recorder:
                     continue
             if offered and not state.in_bag:
                 self._announce(state, offered)
-            if state.profile is not None and _qos_key(profile) == _qos_key(state.profile):
+            if _qos_key(profiles) == _qos_key(state.profiles):
                 continue
-            if state.profile is not None:
+            if state.profiles:
                 self.log(f'{topic}: publishers changed, re-subscribing '
-                         f'{_describe(state.profile)} -> {_describe(profile)}')
-            self._subscribe(state, profile)
+                         f'{_describe(state.profiles)} -> {_describe(profiles)}')
+            self._subscribe(state, profiles)
 
     def _offered(self, topic: str, msgtype: str) -> list:
         return [offered_qos(i.qos_profile) for i in self.node.get_publishers_info_by_topic(topic)
@@ -249,34 +251,36 @@ class Recorder:
                          offered))
         state.in_bag = True
 
-    def _subscribe(self, state: _TopicState, profile) -> None:
-        """(Re-)subscribe; the new subscription exists before the old one goes.
+    def _subscribe(self, state: _TopicState, profiles: tuple) -> None:
+        """(Re-)subscribe; the new subscriptions exist before the old ones go.
 
-        A transient-local subscription receives the publishers' history again, and both
-        subscriptions may deliver a sample while they overlap: samples already seen (same
-        source time stamp, sequence number and size) are dropped.
+        A transient-local subscription receives the publishers' history again, and two
+        subscriptions (overlap, or the probe pair) may deliver the same sample: samples
+        already seen (same source time stamp, sequence number and size) are dropped.
         """
         put = self._queue.put
         index, seen, topic = state.index, state.seen, self._names[state.index]
 
-        def on_message(data, info, index=index, put=put, seen=seen, state=state):
-            key = (info.get('source_timestamp'), info.get('publication_sequence_number'),
-                   len(data))
-            if key[0] and not seen.add(key):
-                return  # delivered twice (re-subscription overlap, latched history)
-            if not state.in_bag:
-                # Matched before a discovery poll saw the publisher: it offers what the
-                # subscription asked for (a reliable, transient-local probe) or more.
-                self._announce(state, self._offered(topic, state.msgtype)
-                               or [presumed_offer(state.profile)])
-            stamp = info.get('received_timestamp') or time.time_ns()
-            put((index, stamp, data))
+        def receiver(profile):
+            def on_message(data, info):
+                key = (info.get('source_timestamp'), info.get('publication_sequence_number'),
+                       len(data))
+                if key[0] and not seen.add(key):
+                    return  # delivered twice (overlap, probe pair, latched history)
+                if not state.in_bag:
+                    # Matched before a discovery poll saw the publisher: it offers at
+                    # least what this subscription asked for.
+                    self._announce(state, self._offered(topic, state.msgtype)
+                                   or [presumed_offer(profile)])
+                stamp = info.get('received_timestamp') or time.time_ns()
+                put((index, stamp, data))
+            return on_message
 
-        subscription = self.node.create_subscription(state.cls, topic, on_message, profile,
-                                                     raw=True)
-        if state.subscription is not None:
-            self.node.destroy_subscription(state.subscription)
-        state.subscription, state.profile = subscription, profile
+        new = [self.node.create_subscription(state.cls, topic, receiver(profile), profile,
+                                             raw=True) for profile in profiles]
+        for old in state.subscriptions:
+            self.node.destroy_subscription(old)
+        state.subscriptions, state.profiles = new, profiles
 
     def _fetch_parameters(self) -> None:
         """Store the inference node's parameters once (regression rebuilds its config).
@@ -357,9 +361,9 @@ class Recorder:
     def stop(self) -> RecordSummary:
         """Stop receiving, write what is queued, close the bag; raise a writer error."""
         for state in self._topics.values():
-            if state.subscription is not None:
-                self.node.destroy_subscription(state.subscription)
-                state.subscription = None
+            for subscription in state.subscriptions:
+                self.node.destroy_subscription(subscription)
+            state.subscriptions = []
         self._stop.set()
         self._thread.join()
         self.node.destroy_node()
