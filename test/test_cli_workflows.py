@@ -143,9 +143,15 @@ def test_ctrl_c_stops_cleanly(command, node, code, ros_env, ros_context):
                             stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_node(ros_context, node, proc)
-        time.sleep(1.5)  # inside the wait (or the --keep loop)
+        early = ''
+        if '--keep' in command:  # Ctrl-C once it serves the instruction
+            while 'serving' not in early and proc.poll() is None:
+                early += proc.stderr.readline()
+        else:
+            time.sleep(1.5)  # inside the wait
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
+        stderr = early + stderr
     finally:
         if proc.poll() is None:
             proc.kill()
