@@ -191,7 +191,8 @@ def inference_node(ros_env):
 
 
 def _status(ros_env):
-    out = subprocess.run(_cli('status', '--json', '--namespace', 'swap'), env=ros_env,
+    out = subprocess.run(_cli('status', '--json', '--namespace', 'swap',
+                              '--discovery-timeout', '10'), env=ros_env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

@@ -236,8 +236,9 @@ def cmd_status(args) -> int:
     with _RosSession('vla_status_cli') as node:
         received = _subscribe_status(node, topic)
         deadline = start + args.timeout
-        # Local discovery takes well under a second: without any publisher after
-        # --discovery-timeout there is no inference node to wait for.
+        # Discovery of another process takes up to a few seconds (Fast DDS announces a
+        # participant every 3 s after its first few announcements): without any
+        # publisher after --discovery-timeout there is no inference node to wait for.
         give_up_alone = start + min(args.timeout, args.discovery_timeout)
         while not received and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.1)
@@ -359,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true')
     p.add_argument('--timeout', type=float, default=10.0,
                    help='seconds to wait for a status message')
-    p.add_argument('--discovery-timeout', type=float, default=3.0,
-                   help='give up after this many seconds if nothing publishes vla/status')
+    p.add_argument('--discovery-timeout', type=float, default=5.0,
+                   help='give up after this many seconds if nothing publishes vla/status '
+                        '(discovering another process takes up to ~3 s on a busy machine)')
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser('policies', help='list registered policies')
