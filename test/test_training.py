@@ -386,8 +386,12 @@ def test_cli_trains_and_prints_a_json_summary(tmp_path, data_dir, capsys):
     (['--warmup-steps', '9'], r'warmup_steps (9) must be < steps (5)'),
     (['--policy', 'nope'], "unknown policy 'nope'; available:"),
     (['--policy', 'scripted'], "policy 'scripted' has no trainable model"),
-    ([], 'pass --lora-targets with some of its Linear layers: fuse, head, image_proj'),
-    (['--lora-targets', 'q_proj'], "LoRA targets ['q_proj'] match no Linear layer"),
+    (['--allow-untrained-base'],
+     'pass --lora-targets with some of its Linear layers: fuse, head, image_proj'),
+    (['--lora-targets', 'q_proj', '--allow-untrained-base'],
+     "LoRA targets ['q_proj'] match no Linear layer"),
+    ([], 'without --model-path (or --init-weights) the test_tiny_mlp'),
+    (['--full', '--allow-untrained-base'], '--allow-untrained-base applies to LoRA'),
     (['--resume'], '--resume: no checkpoint in'),
     (['--size', 'huge'], "unknown size 'huge'"),
     (['--init-weights', 'a', '--model-path', 'b'], 'init_weights and model_path are exclusive'),
@@ -403,6 +407,50 @@ def test_cli_errors_are_clear(tmp_path, data_dir, capsys, extra, message):
     code, out, err = run_cli(argv + extra, capsys)
     assert code == 2 and out == ''
     assert message in err, err
+
+
+def test_lora_on_a_random_preset_is_refused_unless_asked_for(tmp_path, data_dir, capsys):
+    # The README's own example once LoRA-tuned a randomly initialised OpenVLA in silence.
+    argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
+            '--steps', '1', '--batch-size', '2', '--no-progress', '--eval-samples', '2']
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ''
+    for part in ('random weights', '--full', '--model-path', '--allow-untrained-base'):
+        assert part in err, err
+    code, out, err = run_cli(argv + ['--allow-untrained-base'], capsys)
+    assert code == 0, err
+    assert 'WARNING' in err and 'random weights' in err, err
+    # adapting a trained checkpoint is the normal case: no warning
+    code, out, err = run_cli(['--model-path', str(tmp_path / 'o'), '--data', str(data_dir),
+                              '--output', str(tmp_path / 'ft'), '--steps', '1',
+                              '--batch-size', '2', '--no-progress', '--eval-samples', '2'],
+                             capsys)
+    assert code == 0 and 'WARNING' not in err, err
+
+
+def test_written_weights_are_readable_as_the_umask_allows(tmp_path, data_dir, capsys):
+    # safetensors writes through a 0600 temporary file; a checkpoint must be shareable.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli(['--policy', 'openvla', '--data', str(data_dir), '--output',
+                                str(tmp_path / 'o'), '--steps', '2', '--batch-size', '2',
+                                '--full', '--no-progress', '--eval-samples', '2',
+                                '--checkpoint-every', '1'], capsys)
+        assert code == 0, err
+        code, _, err = run_cli(['--policy', NAME, '--data', str(data_dir), '--output',
+                                str(tmp_path / 'mlp'), '--steps', '1', '--full',
+                                '--no-progress'], capsys)
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob('*') if p.is_file()]
+    assert any(p.name == 'model.safetensors' for p in files)
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in files}
+    assert set(modes.values()) == {'0o644'}, modes
 
 
 def test_cli_rejects_bad_data(tmp_path, capsys):

@@ -173,8 +173,11 @@ class _SimFrame:
         return image
 
 
-def _render_frame(frame: '_SimFrame', size) -> np.ndarray:
-    """The engine's preprocess step for simulated frames (rendered at the policy's size)."""
+def _render_frame(frame: '_SimFrame', size, method: str = 'default') -> np.ndarray:
+    """The engine's preprocess step for simulated frames.
+
+    They are rendered at the policy's size directly, so there is no resize (``method``).
+    """
     return frame.image(size)
 
 

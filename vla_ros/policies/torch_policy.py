@@ -240,6 +240,8 @@ class TorchPolicy(Policy, abc.ABC):
         """Write config.json, model.safetensors and dataset_statistics.json."""
         from safetensors.torch import save_file
 
+        from vla_ros.file_modes import respect_umask
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {'family': self.family, 'config': dataclasses.asdict(self.config)}
@@ -247,6 +249,7 @@ class TorchPolicy(Policy, abc.ABC):
         state = {k: v.detach().to('cpu').contiguous()
                  for k, v in self.model.state_dict().items()}
         save_file(_untie(state), str(path / WEIGHTS_FILE))
+        respect_umask(path / WEIGHTS_FILE)  # save_file writes 0600
         save_statistics(path / STATISTICS_FILE, self.statistics)
         return path
 

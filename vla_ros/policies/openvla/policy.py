@@ -264,9 +264,12 @@ class OpenVlaPolicy(TorchPolicy):
         """Write the model (safetensors via transformers), the statistics and the tokenizer."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        from vla_ros.file_modes import respect_umask
+
         self.model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
         save_statistics(path / STATISTICS_FILE, self.statistics)
+        respect_umask(path)  # safetensors writes 0600
         return path
 
     @classmethod
