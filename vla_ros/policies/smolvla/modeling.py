@@ -273,7 +273,7 @@ class FlowMatching(nn.Module):
             starts.append(torch.zeros(x.shape[1], dtype=torch.bool, device=device))
 
         ones = torch.ones
-        for pixels, ok in zip(images, image_valid):
+        for pixels, ok in zip(images, image_valid, strict=True):
             if self.config.add_image_special_tokens:
                 fake, global_img = self.special_tokens
                 add(self._special([fake, global_img], batch, device),

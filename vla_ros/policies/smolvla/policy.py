@@ -50,8 +50,10 @@ def stamp_seed(seed: int, stamp: float) -> int:
 
 
 def resize_with_pad(images, width: int, height: int):
-    """(B, C, h, w) -> (B, C, height, width): bilinear resize keeping the aspect ratio,
-    zeros padded on the left and top (SmolVLA's convention)."""
+    """Resize (B, C, h, w) to (B, C, height, width) keeping the aspect ratio.
+
+    Bilinear (no antialiasing), zeros padded on the left and top (SmolVLA's convention).
+    """
     import torch.nn.functional as F  # noqa: N812
 
     h, w = images.shape[2:]
@@ -290,7 +292,7 @@ class SmolVLAPolicy(TorchPolicy):
         self.validate_observation(observation)
         with torch.inference_mode():
             normalized = self.predict_normalized(observation, noise)
-            raw = self.post.apply(self.config.action_key, normalized.float())
+            raw = self.post.apply(self.config.action_key, normalized.float(), inverse=True)
         chunk = self.action_space.clip(raw.cpu().numpy().astype(np.float64))
         return self.check_chunk(chunk.astype(np.float32))
 
