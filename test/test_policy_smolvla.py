@@ -278,3 +278,93 @@ def test_saved_checkpoint_has_lerobots_layout_and_reloads(policy, tmp_path, file
     again = make_policy('smolvla', model_path=str(tmp_path))  # VLM files saved alongside
     obs = observation(policy)
     np.testing.assert_array_equal(policy.predict_chunk(obs), again.predict_chunk(obs))
+
+
+# ------------------------------------------- the cached path equals one joint pass
+
+
+def _rope(x, positions):
+    """Rotary embedding written from the formula: pairs (i, i + D/2), theta_i = 1e4^(-2i/D)."""
+    half = x.shape[-1] // 2
+    theta = 10_000.0 ** (-2.0 * torch.arange(half, dtype=torch.float64) / x.shape[-1])
+    angle = positions.double()[:, None, None] * theta
+    a, b = x[..., :half].double(), x[..., half:].double()
+    return torch.cat([a * angle.cos() - b * angle.sin(), b * angle.cos() + a * angle.sin()],
+                     -1).float()
+
+
+def _attention(q, k, v, mask):
+    """Attention of q (L, H, D) over k/v (M, Hkv, D) under mask (L, M); masked = float min."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    logits = torch.einsum('lhd,mhd->hlm', q, k) / math.sqrt(q.shape[-1])
+    logits = torch.where(mask[None], logits, torch.finfo(torch.float32).min)
+    return torch.einsum('hlm,mhd->lhd', logits.softmax(-1), v).reshape(q.shape[0], -1)
+
+
+def _qkv(layer, hidden):
+    x = layer.input_layernorm(hidden)
+    d = layer.self_attn.head_dim
+    return [p(x).view(x.shape[0], -1, d) for p in (layer.self_attn.q_proj,
+                                                   layer.self_attn.k_proj,
+                                                   layer.self_attn.v_proj)]
+
+
+def _out(layer, hidden, attended):
+    h = layer.self_attn.o_proj(attended) + hidden
+    return layer.mlp(layer.post_attention_layernorm(h)) + h
+
+
+def joint_velocity(policy, obs, x, time):
+    """LeRobot's training-mode pass: prefix and suffix together, no cache (batch of 1)."""
+    flow = policy.model.model
+    pixels, valid = policy.model_images(policy.images_tensor(obs))
+    ids, ids_valid = policy.tokenize([obs.instruction])
+    prefix, prefix_valid, starts = flow.embed_prefix(pixels, valid, ids, ids_valid,
+                                                     policy.model_state(obs.proprio[None]))
+    suffix = flow.embed_suffix(x, time)
+    n_prefix, n_suffix = prefix.shape[1], suffix.shape[1]
+    valid_all = torch.cat([prefix_valid[0], torch.ones(n_suffix, dtype=torch.bool)])
+    blocks = torch.cumsum(torch.cat([starts[0].long(), torch.ones(n_suffix, dtype=torch.long)]),
+                          0)
+    mask = (blocks[None, :] <= blocks[:, None]) & valid_all[None, :] & valid_all[:, None]
+    positions = torch.cumsum(valid_all.long(), 0) - 1
+    vlm = flow.vlm_with_expert.vlm.model.text_model.layers
+    expert = flow.vlm_with_expert.lm_expert.layers
+    hp, hs = prefix[0], suffix[0]
+    for i in range(len(vlm)):
+        qp, kp, vp = _qkv(vlm[i], hp)
+        kp = _rope(kp, positions[:n_prefix])
+        if i % 2 == 0:  # self-attention over [prefix; suffix]
+            qs, ks, vs = _qkv(expert[i], hs)
+            q = _rope(torch.cat([qp, qs]), positions)
+            k = torch.cat([kp, _rope(ks, positions[n_prefix:])])
+            out = _attention(q, k, torch.cat([vp, vs]), mask)
+            hp, hs = _out(vlm[i], hp, out[:n_prefix]), _out(expert[i], hs, out[n_prefix:])
+        else:  # the expert cross-attends to this layer's (rotated) prefix keys and values
+            out_p = _attention(_rope(qp, positions[:n_prefix]), kp, vp,
+                               mask[:n_prefix, :n_prefix])
+            attn = expert[i].self_attn
+            qs = attn.q_proj(expert[i].input_layernorm(hs)).view(n_suffix, -1, attn.head_dim)
+            ks = attn.k_proj(kp.reshape(n_prefix, -1)).view(n_prefix, -1, attn.head_dim)
+            vs = attn.v_proj(vp.reshape(n_prefix, -1)).view(n_prefix, -1, attn.head_dim)
+            out_s = _attention(_rope(qs, torch.arange(n_suffix)), ks, vs,
+                               mask[n_prefix:, :n_prefix])
+            hp, hs = _out(vlm[i], hp, out_p), _out(expert[i], hs, out_s)
+    return flow.action_out_proj(flow.vlm_with_expert.lm_expert.norm(hs))[None]
+
+
+def test_cached_sampling_path_equals_the_joint_pass(policy):
+    obs = observation(policy)
+    flow = policy.model.model
+    x = torch.randn(1, fixture.CHUNK, fixture.MAX_ACTION, generator=torch.Generator()
+                    .manual_seed(5))
+    time = torch.tensor([0.35])
+    with torch.no_grad():
+        pixels, valid = policy.model_images(policy.images_tensor(obs))
+        ids, ids_valid = policy.tokenize([obs.instruction])
+        cache, prefix_valid = flow.encode_prefix(pixels, valid, ids, ids_valid,
+                                                 policy.model_state(obs.proprio[None]))
+        cached = flow.velocity(cache, prefix_valid, x, time)
+        joint = joint_velocity(policy, obs, x, time)
+    torch.testing.assert_close(cached, joint, rtol=1e-4, atol=1e-5)

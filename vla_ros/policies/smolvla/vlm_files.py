@@ -85,10 +85,17 @@ def load_tokenizer(path: Path):
 
 
 def image_token_ids(tokenizer) -> tuple[int, int]:
-    """Ids of ``<fake_token_around_image>`` and ``<global-img>`` (looked up, not assumed)."""
+    """Ids of the fake-image and global-image tokens (looked up, never assumed).
+
+    SmolVLM's tokenizer exposes them as ``fake_image_token_id`` / ``global_image_token_id``
+    (what LeRobot reads); otherwise the token strings are looked up in the vocabulary.
+    """
     ids = []
-    for token in (FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN):
-        index = tokenizer.convert_tokens_to_ids(token)
+    for attr, token in (('fake_image_token_id', FAKE_IMAGE_TOKEN),
+                        ('global_image_token_id', GLOBAL_IMAGE_TOKEN)):
+        index = getattr(tokenizer, attr, None)
+        if index is None:
+            index = tokenizer.convert_tokens_to_ids(token)
         if index is None or index == tokenizer.unk_token_id:
             raise PolicyLoadError(f'smolvla: add_image_special_tokens needs {token!r}, which '
                                   f'the tokenizer lacks')
