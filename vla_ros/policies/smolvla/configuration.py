@@ -26,7 +26,7 @@ IGNORED_KEYS = frozenset({
     'train_expert_only', 'train_state_proj', 'optimizer_lr', 'optimizer_betas',
     'optimizer_eps', 'optimizer_weight_decay', 'optimizer_grad_clip_norm',
     'scheduler_warmup_steps', 'scheduler_decay_steps', 'scheduler_decay_lr',
-    'load_vlm_weights', 'compile_model', 'compile_mode', 'vlm_model_name',
+    'load_vlm_weights', 'compile_model', 'compile_mode',
 })
 
 
@@ -60,6 +60,7 @@ class SmolVLAConfig:
     min_period: float = 4e-3
     max_period: float = 4.0
     rtc_config: Any = None
+    vlm_model_name: str = 'HuggingFaceTB/SmolVLM2-500M-Video-Instruct'  # never downloaded
     # --- vla_ros's fields ---------------------------------------------------------------
     action_space: str = 'arm7'
     camera_names: tuple = ()

@@ -339,16 +339,18 @@ class SmolVLAPolicy(TorchPolicy):
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, path) -> Path:
-        """Write LeRobot's layout (config.json, model.safetensors, processors) + ``vlm/``."""
+        """Write LeRobot's layout (config.json, model.safetensors, processors) + ``vlm/``.
+
+        ``vlm/`` (the VLM config and tokenizer this policy was built with) is vla_ros's
+        addition, so that the directory reloads without ``vlm_path``; LeRobot ignores it.
+        """
         from vla_ros.policies.smolvla.checkpoint import save_weights
         from vla_ros.policies.smolvla.processors import write_pipelines
         from vla_ros.policies.smolvla.vlm_files import VLM_DIR, save_vlm
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        data = self.config.lerobot_dict()
-        data['vlm_model_name'] = VLM_DIR
-        (path / CONFIG_FILE).write_text(json.dumps(data, indent=2))
+        (path / CONFIG_FILE).write_text(json.dumps(self.config.lerobot_dict(), indent=2))
         save_weights(self.model, path / WEIGHTS_FILE)
         write_pipelines(path, self.config, self.pre, self.post, self.tokenizer_settings)
         save_vlm(path / VLM_DIR, self.vlm_config, self.tokenizer)

@@ -97,7 +97,7 @@ class FeatureNormalizer:
 
     def flat_state(self) -> dict:
         """The ``"<feature>.<stat>"`` tensors LeRobot saves for this step."""
-        return {f'{k}.{s}': v.float().contiguous() for k, d in self.stats.items()
+        return {f'{k}.{s}': v.float().clone().contiguous() for k, d in self.stats.items()
                 for s, v in d.items()}
 
     def step_config(self) -> dict:
