@@ -368,3 +368,28 @@ def test_cached_sampling_path_equals_the_joint_pass(policy):
         cached = flow.velocity(cache, prefix_valid, x, time)
         joint = joint_velocity(policy, obs, x, time)
     torch.testing.assert_close(cached, joint, rtol=1e-4, atol=1e-5)
+
+
+def test_a_tokenizer_artifact_in_the_checkpoint_is_used(files, checkpoint, tmp_path):
+    """Newer LeRobot saves the tokenizer under tokenizer/ and declares it; LeRobot uses it."""
+    import shutil
+
+    from vla_ros.policies.smolvla.vlm_files import tiny_tokenizer
+
+    path = tmp_path / 'ck'
+    shutil.copytree(checkpoint, path)
+    own = tiny_tokenizer()
+    own.add_tokens(['cube'])  # one token here, four bytes in the VLM directory's tokenizer
+    own.save_pretrained(str(path / 'tokenizer'))
+    data = json.loads((path / 'policy_preprocessor.json').read_text())
+    step = next(s for s in data['steps'] if s['registry_name'] == 'tokenizer_processor')
+    step['config']['tokenizer_name'] = 'tokenizer'
+    step['artifacts'] = {'tokenizer_name': 'tokenizer'}
+    (path / 'policy_preprocessor.json').write_text(json.dumps(data))
+    ids, valid = load(files, path).tokenize(['pick up the cube'])
+    expected = own('pick up the cube\n')['input_ids']
+    assert len(expected) == int(valid.sum()) and ids[0, :len(expected)].tolist() == expected
+    step['artifacts'] = {'tokenizer_name': '../elsewhere'}
+    (path / 'policy_preprocessor.json').write_text(json.dumps(data))
+    with pytest.raises(PolicyLoadError, match='leaves the checkpoint'):
+        load(files, path)

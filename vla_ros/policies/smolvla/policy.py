@@ -352,7 +352,8 @@ class SmolVLAPolicy(TorchPolicy):
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_FILE).write_text(json.dumps(self.config.lerobot_dict(), indent=2))
         save_weights(self.model, path / WEIGHTS_FILE)
-        write_pipelines(path, self.config, self.pre, self.post, self.tokenizer_settings)
+        write_pipelines(path, self.config, self.pre, self.post, self.tokenizer_settings,
+                        self.tokenizer)
         save_vlm(path / VLM_DIR, self.vlm_config, self.tokenizer)
         return path
 
@@ -362,7 +363,9 @@ class SmolVLAPolicy(TorchPolicy):
         """Load a LeRobot SmolVLA checkpoint directory strictly (see ``checkpoint``).
 
         ``vlm_path`` names the local SmolVLM directory (config + tokenizer); without it,
-        ``<model_path>/vlm`` (written by :meth:`save_pretrained`) is used if present.
+        ``<model_path>/vlm`` (written by :meth:`save_pretrained`) is used if present. A
+        tokenizer the preprocessor declares as an artifact inside the checkpoint
+        (``tokenizer/``, newer LeRobot) is used instead of the VLM directory's.
         ``overrides`` set vla_ros fields (``action_space``, ``camera_names``,
         ``control_period``) or inference settings (``num_steps``).
         """
@@ -387,10 +390,12 @@ class SmolVLAPolicy(TorchPolicy):
         config = read_config(path / CONFIG_FILE, overrides)
         vlm_dir = resolve_vlm_path(vlm_path, path)
         vlm_config = load_vlm_config(vlm_dir)
-        tokenizer = load_tokenizer(vlm_dir)
-        special = image_token_ids(tokenizer) if config.add_image_special_tokens else None
         pre = read_pipeline(path, PREPROCESSOR, NORMALIZER)
         post = read_pipeline(path, POSTPROCESSOR, UNNORMALIZER)
+        # The checkpoint's own tokenizer artifact (newer LeRobot) wins, as in LeRobot.
+        tokenizer_dir = (pre.tokenizer or {}).get('tokenizer_dir') or vlm_dir
+        tokenizer = load_tokenizer(Path(tokenizer_dir))
+        special = image_token_ids(tokenizer) if config.add_image_special_tokens else None
         target = resolve_device(device)
         with torch.device('meta'):
             model = cls.build_model(config, vlm_config, special)

@@ -131,6 +131,16 @@ def _read_stats(path: Path) -> dict:
     return stats
 
 
+def _artifact(directory: Path, relative: str, where: Path) -> Path:
+    """A declared artifact path, which must stay inside the checkpoint and exist."""
+    rel = Path(relative)
+    if rel.is_absolute() or '..' in rel.parts:
+        raise PolicyLoadError(f'{where}: artifact path {relative!r} leaves the checkpoint')
+    if not (directory / rel).exists():
+        raise PolicyLoadError(f'{where}: declared artifact {relative!r} is missing')
+    return directory / rel
+
+
 @dataclass
 class Pipeline:
     """What vla_ros uses of one saved pipeline: its normalizer and tokenizer settings."""
@@ -160,7 +170,10 @@ def read_pipeline(directory: Path, name: str, normalizer_step: str) -> Pipeline:
                                            float(config.get('eps', 1e-8)))
             normalizer.check(f'{path.name} step {index}')
         elif step_name == TOKENIZER and normalizer_step == NORMALIZER:
-            tokenizer = config
+            tokenizer = dict(config)
+            artifact = (step.get('artifacts') or {}).get('tokenizer_name')
+            if artifact:  # newer LeRobot saves the tokenizer inside the checkpoint
+                tokenizer['tokenizer_dir'] = str(_artifact(directory, artifact, path))
         elif step_name not in PASSIVE_STEPS:
             raise PolicyLoadError(f'{path}: step {index} {step_name!r} is not supported by '
                                   f'vla_ros (its effect would be lost)')
@@ -168,9 +181,20 @@ def read_pipeline(directory: Path, name: str, normalizer_step: str) -> Pipeline:
 
 
 def write_pipelines(directory: Path, config, pre: FeatureNormalizer,
-                    post: FeatureNormalizer, tokenizer: dict) -> None:
-    """Write both pipelines as LeRobot's ``make_smolvla_pre_post_processors`` saves them."""
+                    post: FeatureNormalizer, tokenizer: dict, tokenizer_object=None) -> None:
+    """Write both pipelines as LeRobot's ``make_smolvla_pre_post_processors`` saves them.
+
+    With ``tokenizer_object``, the tokenizer is saved under ``tokenizer/`` and declared as
+    the tokenizer step's artifact, as current LeRobot does.
+    """
     from safetensors.torch import save_file
+
+    tokenizer_step = {'registry_name': TOKENIZER,
+                      'config': {k: v for k, v in tokenizer.items() if k != 'tokenizer_dir'}}
+    if tokenizer_object is not None:
+        tokenizer_object.save_pretrained(str(directory / 'tokenizer'))
+        tokenizer_step['config']['tokenizer_name'] = 'tokenizer'
+        tokenizer_step['artifacts'] = {'tokenizer_name': 'tokenizer'}
 
     pre_state = f'{PREPROCESSOR}_step_5_{NORMALIZER}.safetensors'
     post_state = f'{POSTPROCESSOR}_step_0_{UNNORMALIZER}.safetensors'
@@ -178,7 +202,7 @@ def write_pipelines(directory: Path, config, pre: FeatureNormalizer,
         {'registry_name': 'rename_observations_processor', 'config': {'rename_map': {}}},
         {'registry_name': 'to_batch_processor', 'config': {}},
         {'registry_name': 'smolvla_new_line_processor', 'config': {}},
-        {'registry_name': TOKENIZER, 'config': tokenizer},
+        tokenizer_step,
         {'registry_name': 'device_processor', 'config': {'device': 'cpu',
                                                          'float_dtype': None}},
         {'registry_name': NORMALIZER, 'config': pre.step_config(), 'state_file': pre_state},
