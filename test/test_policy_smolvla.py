@@ -393,3 +393,31 @@ def test_a_tokenizer_artifact_in_the_checkpoint_is_used(files, checkpoint, tmp_p
     (path / 'policy_preprocessor.json').write_text(json.dumps(data))
     with pytest.raises(PolicyLoadError, match='leaves the checkpoint'):
         load(files, path)
+
+
+def test_sampling_runs_from_t1_to_t0_in_num_steps(policy, monkeypatch):
+    flow = policy.model.model
+    seen = []
+    original = flow.velocity
+
+    def record(cache, prefix_valid, x, time):
+        seen.append(float(time[0]))
+        return original(cache, prefix_valid, x, time)
+
+    monkeypatch.setattr(flow, 'velocity', record)
+    policy.predict_chunk(observation(policy))
+    assert seen == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # num_steps 5, dt = -0.2
+
+
+def test_vlm_names_are_transformers_smolvlm_names(policy):
+    """The VLM part is named as SmolVLMForConditionalGeneration (LeRobot's ``vlm``)."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    with torch.device('meta'):
+        vlm = SmolVLMForConditionalGeneration(SmolVLMConfig(**fixture.vlm_config()))
+    vlm.model.text_model.layers = vlm.model.text_model.layers[:fixture.VLM_LAYERS]
+    reference = {f'model.vlm_with_expert.vlm.{k}': tuple(v.shape)
+                 for k, v in vlm.state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in policy.model.state_dict().items()
+            if k.startswith('model.vlm_with_expert.vlm.')}
+    assert ours == reference
