@@ -153,8 +153,10 @@ def read_pipeline(directory: Path, name: str, normalizer_step: str) -> Pipeline:
     """Read ``<name>.json`` and its normalizer statistics from a checkpoint directory."""
     path = directory / f'{name}.json'
     if not path.is_file():
-        raise PolicyLoadError(f'{directory}: {path.name} is missing (LeRobot checkpoints '
-                              f'carry their normalization there)')
+        raise PolicyLoadError(f'{directory}: {path.name} is missing (LeRobot >= 0.4 '
+                              f'checkpoints carry their normalization there; older ones keep '
+                              f'it inside model.safetensors: convert them with LeRobot\'s '
+                              f'processor/migrate_policy_normalization.py)')
     data = _read_json(path)
     normalizer, tokenizer = None, None
     for index, step in enumerate(data['steps']):
