@@ -23,7 +23,8 @@ ATTENTION_MODES = ('cross_attn', 'self_attn')
 IGNORED_KEYS = frozenset({
     'type', 'n_obs_steps', 'device', 'use_amp', 'use_peft', 'push_to_hub', 'repo_id',
     'private', 'tags', 'license', 'pretrained_path', 'pretrained_revision', 'use_cache',
-    'freeze_vision_encoder', 'train_expert_only', 'train_state_proj', 'optimizer_lr', 'optimizer_betas',
+    'freeze_vision_encoder', 'train_expert_only', 'train_state_proj', 'optimizer_lr',
+    'optimizer_betas',
     'optimizer_eps', 'optimizer_weight_decay', 'optimizer_grad_clip_norm',
     'scheduler_warmup_steps', 'scheduler_decay_steps', 'scheduler_decay_lr',
     'load_vlm_weights', 'compile_model', 'compile_mode',
