@@ -53,8 +53,12 @@ def write_vlm_dir(path: Path) -> Path:
     return path
 
 
-def tensor_shapes() -> dict:
-    """Every tensor of the tiny checkpoint with its shape, named as LeRobot saves them."""
+def tensor_shapes(attention_mode: str = 'cross_attn', expert_layers: int = VLM_LAYERS) -> dict:
+    """Every tensor of the tiny checkpoint with its shape, named as LeRobot saves them.
+
+    Self-attention every 2nd layer; ``expert_layers`` (LeRobot's num_expert_layers) may be
+    fewer than the VLM's, expert layer j then pairing with VLM layer j * stride.
+    """
     shapes = {}
     vis = 'model.vlm_with_expert.vlm.model.vision_model.'
     shapes[vis + 'embeddings.patch_embedding.weight'] = (VISION, 3, PATCH, PATCH)
@@ -92,11 +96,11 @@ def tensor_shapes() -> dict:
         shapes[layer + 'post_attention_layernorm.weight'] = (TEXT,)
     expert = 'model.vlm_with_expert.lm_expert.'
     shapes[expert + 'norm.weight'] = (EXPERT,)
-    for i in range(VLM_LAYERS):
+    for i in range(expert_layers):
         layer = f'{expert}layers.{i}.'
-        # cross_attn with self-attention every 2nd layer: odd layers read the VLM's keys
-        # and values (bias=attention_bias, False for Llama)
-        cross = i % 2 != 0
+        # in cross_attn mode, expert layers whose own index is odd read the VLM's keys and
+        # values (LeRobot tests the expert layer index; bias=attention_bias, False for Llama)
+        cross = attention_mode == 'cross_attn' and i % 2 != 0
         shapes[layer + 'self_attn.q_proj.weight'] = (HEADS * HEAD_DIM, EXPERT)
         shapes[layer + 'self_attn.k_proj.weight'] = (kv, kv if cross else EXPERT)
         shapes[layer + 'self_attn.v_proj.weight'] = (kv, kv if cross else EXPERT)
@@ -115,11 +119,11 @@ def tensor_shapes() -> dict:
     return shapes
 
 
-def make_weights(seed: int = 0) -> dict:
+def make_weights(seed: int = 0, **layout) -> dict:
     """Random weights (std 0.2; norms near 1) for every tensor of :func:`tensor_shapes`."""
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for name, shape in tensor_shapes().items():
+    for name, shape in tensor_shapes(**layout).items():
         value = torch.randn(shape, generator=gen) * 0.2
         if 'norm' in name and name.endswith('weight'):
             value = value + 1.0

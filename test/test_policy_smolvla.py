@@ -315,8 +315,12 @@ def _out(layer, hidden, attended):
     return layer.mlp(layer.post_attention_layernorm(h)) + h
 
 
-def joint_velocity(policy, obs, x, time):
-    """LeRobot's training-mode pass: prefix and suffix together, no cache (batch of 1)."""
+def joint_velocity(policy, obs, x, time, mode='cross_attn'):
+    """LeRobot's training-mode pass: prefix and suffix together, no cache (batch of 1).
+
+    Self-attention on VLM layers i % 2 == 0 (or all in self_attn mode); VLM layer i runs
+    expert layer i // stride, none between them (the suffix passes unchanged).
+    """
     flow = policy.model.model
     pixels, valid = policy.model_images(policy.images_tensor(obs))
     ids, ids_valid = policy.tokenize([obs.instruction])
@@ -330,31 +334,39 @@ def joint_velocity(policy, obs, x, time):
     mask = (blocks[None, :] <= blocks[:, None]) & valid_all[None, :] & valid_all[:, None]
     positions = torch.cumsum(valid_all.long(), 0) - 1
     vlm = flow.vlm_with_expert.vlm.model.text_model.layers
-    expert = flow.vlm_with_expert.lm_expert.layers
+    experts = flow.vlm_with_expert.lm_expert.layers
+    stride = len(vlm) // len(experts)
     hp, hs = prefix[0], suffix[0]
     for i in range(len(vlm)):
+        expert = experts[i // stride] if i % stride == 0 else None
         qp, kp, vp = _qkv(vlm[i], hp)
         kp = _rope(kp, positions[:n_prefix])
-        if i % 2 == 0:  # self-attention over [prefix; suffix]
-            qs, ks, vs = _qkv(expert[i], hs)
+        if expert is not None and (mode == 'self_attn' or i % 2 == 0):
+            qs, ks, vs = _qkv(expert, hs)  # self-attention over [prefix; suffix]
             q = _rope(torch.cat([qp, qs]), positions)
             k = torch.cat([kp, _rope(ks, positions[n_prefix:])])
             out = _attention(q, k, torch.cat([vp, vs]), mask)
-            hp, hs = _out(vlm[i], hp, out[:n_prefix]), _out(expert[i], hs, out[n_prefix:])
-        else:  # the expert cross-attends to this layer's (rotated) prefix keys and values
-            out_p = _attention(_rope(qp, positions[:n_prefix]), kp, vp,
-                               mask[:n_prefix, :n_prefix])
-            attn = expert[i].self_attn
-            qs = attn.q_proj(expert[i].input_layernorm(hs)).view(n_suffix, -1, attn.head_dim)
+            hp, hs = _out(vlm[i], hp, out[:n_prefix]), _out(expert, hs, out[n_prefix:])
+            continue
+        out_p = _attention(_rope(qp, positions[:n_prefix]), kp, vp, mask[:n_prefix, :n_prefix])
+        if expert is not None:  # cross-attention to this layer's rotated prefix keys/values
+            attn = expert.self_attn
+            qs = attn.q_proj(expert.input_layernorm(hs)).view(n_suffix, -1, attn.head_dim)
             ks = attn.k_proj(kp.reshape(n_prefix, -1)).view(n_prefix, -1, attn.head_dim)
             vs = attn.v_proj(vp.reshape(n_prefix, -1)).view(n_prefix, -1, attn.head_dim)
             out_s = _attention(_rope(qs, torch.arange(n_suffix)), ks, vs,
                                mask[n_prefix:, :n_prefix])
-            hp, hs = _out(vlm[i], hp, out_p), _out(expert[i], hs, out_s)
+            hs = _out(expert, hs, out_s)
+        hp = _out(vlm[i], hp, out_p)
     return flow.action_out_proj(flow.vlm_with_expert.lm_expert.norm(hs))[None]
 
 
-def test_cached_sampling_path_equals_the_joint_pass(policy):
+@pytest.mark.parametrize('mode, expert_layers', [
+    ('cross_attn', fixture.VLM_LAYERS), ('self_attn', fixture.VLM_LAYERS), ('self_attn', 2)])
+def test_cached_sampling_path_equals_the_joint_pass(files, tmp_path, mode, expert_layers):
+    config = fixture.lerobot_config(attention_mode=mode, num_expert_layers=expert_layers)
+    weights = fixture.make_weights(attention_mode=mode, expert_layers=expert_layers)
+    policy = load(files, fixture.write_checkpoint(tmp_path / 'ck', weights, config))
     obs = observation(policy)
     flow = policy.model.model
     x = torch.randn(1, fixture.CHUNK, fixture.MAX_ACTION, generator=torch.Generator()
@@ -366,8 +378,15 @@ def test_cached_sampling_path_equals_the_joint_pass(policy):
         cache, prefix_valid = flow.encode_prefix(pixels, valid, ids, ids_valid,
                                                  policy.model_state(obs.proprio[None]))
         cached = flow.velocity(cache, prefix_valid, x, time)
-        joint = joint_velocity(policy, obs, x, time)
+        joint = joint_velocity(policy, obs, x, time, mode)
     torch.testing.assert_close(cached, joint, rtol=1e-4, atol=1e-5)
+
+
+def test_an_expert_layout_lerobot_cannot_run_is_refused(files, tmp_path):
+    config = fixture.lerobot_config(num_expert_layers=2)  # expert 1 shaped cross, runs self
+    weights = fixture.make_weights(expert_layers=2)
+    with pytest.raises(PolicyLoadError, match='shaped for cross-attention'):
+        load(files, fixture.write_checkpoint(tmp_path / 'ck', weights, config))
 
 
 def test_a_tokenizer_artifact_in_the_checkpoint_is_used(files, checkpoint, tmp_path):

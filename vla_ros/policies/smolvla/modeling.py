@@ -168,6 +168,18 @@ class VLMWithExpert(nn.Module):
         self.heads, self.kv_heads = text.num_attention_heads, text.num_key_value_heads
         self.head_dim = text.head_dim
         self.stride = self.num_vlm_layers // len(self.lm_expert.layers)
+        # LeRobot shapes expert layer j by j's parity but runs it by its VLM layer's: with
+        # fewer expert layers the two can disagree, which LeRobot cannot run either.
+        for index in range(self.num_vlm_layers):
+            layer = self.expert_layer(index)
+            if layer is not None:
+                built = self._self_attention(index // self.stride)
+                if built != self._self_attention(index):
+                    raise ValueError(f'smolvla: expert layer {index // self.stride} is shaped '
+                                     f'for {"self" if built else "cross"}-attention but runs '
+                                     f'with VLM layer {index}, which is not (num_expert_layers'
+                                     f'={config.num_expert_layers}, self_attn_every_n_layers='
+                                     f'{self.every})')
 
     def _self_attention(self, index: int) -> bool:
         return not self.cross or (self.every > 0 and index % self.every == 0)

@@ -397,8 +397,11 @@ class SmolVLAPolicy(TorchPolicy):
         tokenizer = load_tokenizer(Path(tokenizer_dir))
         special = image_token_ids(tokenizer) if config.add_image_special_tokens else None
         target = resolve_device(device)
-        with torch.device('meta'):
-            model = cls.build_model(config, vlm_config, special)
+        try:
+            with torch.device('meta'):
+                model = cls.build_model(config, vlm_config, special)
+        except ValueError as exc:
+            raise PolicyLoadError(f'{path}: {exc}') from exc
         tied = {}
         if getattr(vlm_config, 'tie_word_embeddings', False) or \
                 getattr(vlm_config.text_config, 'tie_word_embeddings', False):
