@@ -440,3 +440,14 @@ def test_vlm_names_are_transformers_smolvlm_names(policy):
     ours = {k: tuple(v.shape) for k, v in policy.model.state_dict().items()
             if k.startswith('model.vlm_with_expert.vlm.')}
     assert ours == reference
+
+
+def test_empty_cameras_are_blank_masked_images_after_the_real_ones(files, tmp_path):
+    config = fixture.lerobot_config(empty_cameras=1)
+    config['input_features']['observation.images.empty_camera_0'] = {  # as LeRobot saves it
+        'type': 'VISUAL', 'shape': [3, 480, 640]}
+    policy = load(files, fixture.write_checkpoint(tmp_path / 'ck', config=config))
+    assert policy.spec.camera_names == ('front',)
+    pixels, valid = policy.model_images(policy.images_tensor(observation(policy)))
+    assert len(pixels) == 2 and valid[1].tolist() == [False] and (pixels[1] == -1).all()
+    assert np.isfinite(policy.predict_chunk(observation(policy))).all()

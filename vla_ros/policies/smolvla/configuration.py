@@ -110,8 +110,14 @@ class SmolVLAConfig:
 
     @property
     def image_keys(self) -> list[str]:
-        """The VISUAL input features, in config order (the order the prefix sees them)."""
-        return self._keys(self.input_features, 'VISUAL')
+        """The camera features, in config order (the order the prefix sees them).
+
+        LeRobot adds ``observation.images.empty_camera_<i>`` (i < ``empty_cameras``) to
+        the features it saves; those are the blank images appended after the cameras,
+        not cameras.
+        """
+        blanks = {f'observation.images.empty_camera_{i}' for i in range(self.empty_cameras)}
+        return [k for k in self._keys(self.input_features, 'VISUAL') if k not in blanks]
 
     @property
     def state_key(self) -> str | None:

@@ -3,8 +3,8 @@
 Inference reproduces LeRobot's SmolVLA pipeline (huggingface/lerobot at commit
 7427f31801f944f5ec9ce53cda02862ce7d1638b): images to float [0, 1], the preprocessor's
 VISUAL normalization, resize-with-pad (aspect kept, zero padding on the left/top) to
-``resize_imgs_with_padding``, then ``x * 2 - 1``; ``max(1, empty_cameras)``-style blank
-cameras (-1, masked out) for ``empty_cameras``; the state normalized and zero-padded to
+``resize_imgs_with_padding``, then ``x * 2 - 1``; ``empty_cameras`` extra blank images
+(all -1, masked out); the state normalized and zero-padded to
 ``max_state_dim``; the task text with a trailing newline, tokenized by the VLM's
 tokenizer with the preprocessor's padding/truncation settings; flow sampling from
 seeded noise; the first ``action_dim`` columns unnormalized by the postprocessor.

@@ -38,6 +38,7 @@ TOKENIZER = 'tokenizer_processor'
 # (renaming keys, adding a batch dimension, moving tensors between devices, the newline).
 PASSIVE_STEPS = frozenset({'rename_observations_processor', 'to_batch_processor',
                            'device_processor', 'smolvla_new_line_processor'})
+BLANK_CAMERA = 'observation.images.empty_camera_'
 RANGE_STATS = {'MIN_MAX': ('min', 'max'), 'QUANTILES': ('q01', 'q99'),
                'QUANTILE10': ('q10', 'q90')}
 
@@ -58,6 +59,8 @@ class FeatureNormalizer:
     def check(self, where: str) -> None:
         """Raise unless every feature has the statistics its mode needs, of its width."""
         for key in self.features:
+            if key.startswith(BLANK_CAMERA):
+                continue  # LeRobot's placeholder images: never data, never normalized
             mode = self.mode(key)
             need = ('mean', 'std') if mode == 'MEAN_STD' else RANGE_STATS.get(mode, ())
             have = self.stats.get(key, {})
