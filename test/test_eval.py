@@ -156,7 +156,7 @@ def test_eval_engine_config_reproduces_the_replan_schedule():
 
 def test_eval_cli_takes_the_schedule_from_a_node_parameter_file(capsys):
     from vla_ros.bags.regress import default_parameters, parameters_from_file
-    from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.inference_config import engine_config
 
     code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--seed', '3',
                      '--tasks', 'reach', '--json', '--no-progress',
@@ -164,7 +164,7 @@ def test_eval_cli_takes_the_schedule_from_a_node_parameter_file(capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     params = {**default_parameters(), **parameters_from_file('config/policies/openvla.yaml')}
-    node = InferenceNode._engine_config(params)
+    node = engine_config(params)
     assert report['schedule']['inference_rate_hz'] == node.inference_rate_hz == 5.0
     assert report['schedule']['chunk_timing'] == node.chunk_timing == 'arrival'
     assert report['schedule']['low_queue_depth'] == node.low_queue_depth

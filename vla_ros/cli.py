@@ -32,17 +32,27 @@ def _topic(namespace: str, name: str) -> str:
 
 def cmd_launch(args) -> int:
     """Start a bringup configuration and stop it cleanly on Ctrl-C."""
+    from vla_ros import bringup
     from vla_ros.launcher import ProcessLauncher
 
+    if args.show_args:
+        try:
+            print('\n'.join(bringup.describe_arguments(args.configuration)))
+        except ValueError as exc:
+            print(f'vla-ros launch: {exc}', file=sys.stderr)
+            return 2
+        return 0
     try:
         launcher = ProcessLauncher(args.configuration, _split_assignments(args.arguments))
     except ValueError as exc:
         print(f'vla-ros launch: {exc}', file=sys.stderr)
         return 2
     if args.print:
-        for command in launcher.commands():
-            print(' '.join(command))
+        for line in launcher.shell_lines():
+            print(line)
         return 0
+    for note in bringup.overridden_by_params_file(launcher.specs):
+        print(f'[vla-ros launch] {note}', file=sys.stderr)
     return launcher.run_until_interrupted()
 
 
@@ -195,10 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
 
-    p = sub.add_parser('launch', help='start a configuration (as ros2 launch would)')
-    p.add_argument('configuration', help='e.g. openvla_arm, sim_arm, rt1_mobile')
-    p.add_argument('arguments', nargs='*', help='name:=value launch arguments')
-    p.add_argument('--print', action='store_true', help='print the node commands only')
+    from vla_ros.bringup import help_text
+
+    p = sub.add_parser('launch', help='start a configuration (as ros2 launch would)',
+                       description='Start the driver and inference nodes of a '
+                       'configuration; every value is converted to its parameter\'s type '
+                       'and checked before any node starts.', epilog=help_text(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('configuration', help='vla (robot:=... policy:=...) or a shortcut, e.g. '
+                   'sim_arm, openvla_arm, rt1_mobile (listed below)')
+    p.add_argument('arguments', nargs='*', help='name:=value launch arguments (listed below)')
+    p.add_argument('--print', action='store_true',
+                   help='print the node commands (shell-quoted) instead of starting them')
+    p.add_argument('--show-args', action='store_true',
+                   help="list the configuration's arguments with its defaults")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser('instruct', help='publish an instruction')

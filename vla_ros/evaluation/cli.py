@@ -92,11 +92,11 @@ def _pick_for_sheet(results, limit: int):
 def node_engine_config(path: str):
     """The engine configuration the inference node builds from a parameter file."""
     from vla_ros.bags.regress import default_parameters, parameters_from_file
-    from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.inference_config import engine_config
 
     params = default_parameters()
     params.update(parameters_from_file(path))
-    return InferenceNode._engine_config(params)
+    return engine_config(params)
 
 
 def _engine_config(args, spec):

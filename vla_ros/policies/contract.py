@@ -55,6 +55,10 @@ def _as_rgb_stats(value: Any, what: str) -> tuple[float, float, float] | None:
     return stats  # type: ignore[return-value]
 
 
+# How frames may be resized to a policy's image_size (see PolicySpec.image_resize).
+IMAGE_RESIZE_METHODS = ('default', 'resize-naive', 'resize-crop', 'letterbox')
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """What a policy declares about its inputs and outputs.
@@ -62,7 +66,10 @@ class PolicySpec:
     ``image_size`` is ``(width, height)``. ``image_mean``/``image_std`` are per-channel RGB
     statistics on the [0, 1] scale used by ``normalize_image``; ``None`` means the policy
     takes uint8 images as they are. ``control_period`` is the time in seconds between
-    consecutive actions of a chunk.
+    consecutive actions of a chunk. ``image_resize`` is how frames are brought to
+    ``image_size`` (``prepare_image``'s ``method``): ``'default'`` (OpenCV area/linear) or
+    one of OpenVLA's Pillow-bicubic strategies ``'resize-naive'``, ``'resize-crop'``,
+    ``'letterbox'``, so a released checkpoint sees the pixels it was trained on.
     """
 
     name: str
@@ -74,6 +81,7 @@ class PolicySpec:
     image_std: tuple[float, float, float] | None = None
     uses_proprio: bool = False
     control_period: float = 0.1
+    image_resize: str = 'default'
 
     def __post_init__(self) -> None:
         # Normalise user-friendly inputs (lists, numpy scalars) so specs compare and hash.
@@ -104,6 +112,9 @@ class PolicySpec:
             raise ValueError(f'control_period must be a positive number, got {period!r}')
         set_(self, 'control_period', period)
         set_(self, 'uses_proprio', bool(self.uses_proprio))
+        if self.image_resize not in IMAGE_RESIZE_METHODS:
+            raise ValueError(f'image_resize must be one of {IMAGE_RESIZE_METHODS}, got '
+                             f'{self.image_resize!r}')
         for attr in ('dim', 'low', 'high', 'names', 'clip'):
             if not hasattr(self.action_space, attr):
                 raise ValueError(f'action_space must be an ActionSpace, got {self.action_space!r}')

@@ -130,14 +130,16 @@ def collate(policy, samples: list[dict]) -> dict:
     """Samples -> the policy's training batch (on its device).
 
     Images (and the frames of a sample's ``history``) are first resized with
-    ``prepare_image`` to the spec's size, as the inference node does; then the policy's
+    ``prepare_image`` to the spec's size the spec's way (``image_resize``), as the
+    inference node does; then the policy's
     ``collate`` (the contract's training hook) builds the
     batch: :func:`default_collate` for every ``TorchPolicy`` unless the family has its own.
     """
     spec = policy.spec
 
     def prepared(images: dict) -> dict:
-        return {c: prepare_image(images[c], spec.image_size) for c in spec.camera_names}
+        return {c: prepare_image(images[c], spec.image_size, method=spec.image_resize)
+                for c in spec.camera_names}
 
     samples = [dict(s, images=prepared(s['images'])) for s in samples]
     for s in samples:
