@@ -19,14 +19,13 @@ torch = pytest.importorskip('torch')
 import openvla_reference as ref  # noqa: E402
 
 from vla_ros.actions.normalization import UnnormKeyError  # noqa: E402
-from vla_ros.nodes.image_conversion import prepare_image  # noqa: E402
+from vla_ros.images import letterbox, prepare_image, reference_resize  # noqa: E402
 from vla_ros.policies.contract import Observation, PolicyLoadError  # noqa: E402
 from vla_ros.policies.openvla.configuration_openvla import (  # noqa: E402
     OPENVLA_7B_PARAMETERS,
     SIM,
     TINY,
 )
-from vla_ros.policies.openvla.image_transforms import letterbox, reference_resize  # noqa: E402
 from vla_ros.policies.openvla.policy import OpenVlaPolicy  # noqa: E402
 from vla_ros.policies.openvla.released_format import parse_released_config  # noqa: E402
 from vla_ros.policies.openvla.released_loader import build_on_meta, plan_for  # noqa: E402

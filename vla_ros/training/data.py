@@ -16,7 +16,7 @@ import numpy as np
 
 from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics
 from vla_ros.datasets.episodes import EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Observation
 
 
