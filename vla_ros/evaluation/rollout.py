@@ -173,8 +173,12 @@ class _SimFrame:
         return image
 
 
-def _render_frame(frame: '_SimFrame', size) -> np.ndarray:
-    """The engine's preprocess step for simulated frames (rendered at the policy's size)."""
+def _render_frame(frame: '_SimFrame', size, method: str = 'default') -> np.ndarray:
+    """The engine's preprocess step for simulated frames (rendered at the policy's size).
+
+    ``method`` (the spec's ``image_resize``) does not apply: nothing is resized.
+    """
+    del method
     return frame.image(size)
 
 
