@@ -23,7 +23,6 @@ from vla_ros.images import letterbox, prepare_image, reference_resize  # noqa: E
 from vla_ros.policies.contract import Observation, PolicyLoadError  # noqa: E402
 from vla_ros.policies.openvla.configuration_openvla import (  # noqa: E402
     OPENVLA_7B_PARAMETERS,
-    SIM,
     TINY,
 )
 from vla_ros.policies.openvla.policy import OpenVlaPolicy  # noqa: E402
@@ -268,8 +267,11 @@ def test_writer_round_trip_gives_identical_actions(tmp_path):
 
 
 def test_writer_refuses_what_the_released_layout_cannot_express(tmp_path):
-    policy = OpenVlaPolicy(config=dict(SIM))
-    with pytest.raises(ValueError, match='use_proprio.*keypoint_tokens.*target_readout'):
+    from vla_ros.policies.openvla_sim.configuration import SIM
+    from vla_ros.policies.openvla_sim.policy import OpenVlaSimPolicy
+
+    policy = OpenVlaSimPolicy(config=dict(SIM))
+    with pytest.raises(ValueError, match="use_proprio.*'model_type vla_ros_openvla_sim'"):
         policy.save_released(tmp_path / 'sim')
     tanh = OpenVlaPolicy(config=dict(TINY))  # SigLIP's tanh-approximated GELU
     with pytest.raises(ValueError, match='hidden_act'):
