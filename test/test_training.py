@@ -11,7 +11,7 @@ from tiny_mlp_policy import LINEAR_LAYERS, NAME
 
 from vla_ros.actions.spaces import load_action_space
 from vla_ros.datasets.episodes import Episode, EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Observation
 from vla_ros.policies.registry import available_policies, make_policy
 from vla_ros.training import cli
