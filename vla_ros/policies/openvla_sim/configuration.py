@@ -13,11 +13,11 @@ from transformers import AutoConfig
 
 from vla_ros.policies.openvla.configuration_openvla import (
     MODEL_TYPE,
-    TINY,
     OpenVlaConfig,
     check_booleans,
     check_positive_integers,
 )
+from vla_ros.policies.openvla.configuration_openvla import PRESETS as OPENVLA_PRESETS
 
 SIM_MODEL_TYPE = 'vla_ros_openvla_sim'
 # An option tried and not shipped (a cube-yaw moment of the pixel readout; docs/results.md):
@@ -179,7 +179,8 @@ SIM = dict(SIM_BASE, target_readout=True, target_probe_weight=5.0, state_probe_w
 # (``vla-ros train --size sim_pixel --init-weights <a sim checkpoint>``): the shipped model.
 SIM_PIXEL = dict(SIM, pixel_target_readout=True, pixel_probe_weight=5.0,
                  pixel_keypoint_weight=0.2)
-# 'tiny' is OpenVLA's tiny size with every option off: tests switch on what they test.
-PRESETS = {'tiny': TINY, 'sim_base': SIM_BASE, 'sim': SIM, 'sim_pixel': SIM_PIXEL}
+# OpenVLA's sizes ('tiny', 'medium', 'full') with every option off (tests switch on what
+# they test), and the training stages of the shipped model.
+PRESETS = {**OPENVLA_PRESETS, 'sim_base': SIM_BASE, 'sim': SIM, 'sim_pixel': SIM_PIXEL}
 
 AutoConfig.register(SIM_MODEL_TYPE, OpenVlaSimConfig, exist_ok=True)
