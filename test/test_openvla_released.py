@@ -19,14 +19,12 @@ torch = pytest.importorskip('torch')
 import openvla_reference as ref  # noqa: E402
 
 from vla_ros.actions.normalization import UnnormKeyError  # noqa: E402
-from vla_ros.nodes.image_conversion import prepare_image  # noqa: E402
+from vla_ros.images import letterbox, prepare_image, reference_resize  # noqa: E402
 from vla_ros.policies.contract import Observation, PolicyLoadError  # noqa: E402
 from vla_ros.policies.openvla.configuration_openvla import (  # noqa: E402
     OPENVLA_7B_PARAMETERS,
-    SIM,
     TINY,
 )
-from vla_ros.policies.openvla.image_transforms import letterbox, reference_resize  # noqa: E402
 from vla_ros.policies.openvla.policy import OpenVlaPolicy  # noqa: E402
 from vla_ros.policies.openvla.released_format import parse_released_config  # noqa: E402
 from vla_ros.policies.openvla.released_loader import build_on_meta, plan_for  # noqa: E402
@@ -269,8 +267,11 @@ def test_writer_round_trip_gives_identical_actions(tmp_path):
 
 
 def test_writer_refuses_what_the_released_layout_cannot_express(tmp_path):
-    policy = OpenVlaPolicy(config=dict(SIM))
-    with pytest.raises(ValueError, match='use_proprio.*keypoint_tokens.*target_readout'):
+    from vla_ros.policies.openvla_sim.configuration import SIM
+    from vla_ros.policies.openvla_sim.policy import OpenVlaSimPolicy
+
+    policy = OpenVlaSimPolicy(config=dict(SIM))
+    with pytest.raises(ValueError, match="use_proprio.*'model_type vla_ros_openvla_sim'"):
         policy.save_released(tmp_path / 'sim')
     tanh = OpenVlaPolicy(config=dict(TINY))  # SigLIP's tanh-approximated GELU
     with pytest.raises(ValueError, match='hidden_act'):

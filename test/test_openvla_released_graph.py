@@ -26,8 +26,9 @@ def test_inference_node_runs_a_released_checkpoint(ros_context, tmp_path):
     from std_msgs.msg import String
     from vla_ros_msgs.msg import ActionChunk
 
+    from vla_ros.images import prepare_image
     from vla_ros.nodes import qos
-    from vla_ros.nodes.image_conversion import prepare_image, rgb_to_image_msg
+    from vla_ros.nodes.image_conversion import rgb_to_image_msg
     from vla_ros.nodes.inference_node import InferenceNode
     from vla_ros.policies.contract import Observation
     from vla_ros.policies.openvla.policy import OpenVlaPolicy

@@ -11,7 +11,7 @@ from tiny_mlp_policy import LINEAR_LAYERS, NAME
 
 from vla_ros.actions.spaces import load_action_space
 from vla_ros.datasets.episodes import Episode, EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Observation
 from vla_ros.policies.registry import available_policies, make_policy
 from vla_ros.training import cli
@@ -217,8 +217,8 @@ def test_relabel_from_state_counts_what_it_relabelled(tmp_path, dataset):
 
 
 def test_set_changes_preset_fields_and_is_kept_for_resume(tmp_path, data_dir, capsys):
-    argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
-            '--steps', '4', '--batch-size', '2', '--full', '--no-progress',
+    argv = ['--policy', 'openvla_sim', '--data', str(data_dir), '--output',
+            str(tmp_path / 'o'), '--steps', '4', '--batch-size', '2', '--full', '--no-progress',
             '--checkpoint-every', '2', '--set', 'target_readout=true',
             '--set', 'target_readout_heads=2', '--stop-after', '2']
     code, _, err = run_cli(argv, capsys)
@@ -239,7 +239,7 @@ def test_init_weights_grows_an_openvla_model_by_a_module(tmp_path):
 
     make_policy('openvla', seed=0).save_pretrained(tmp_path / 'small')
     source = make_policy('openvla', model_path=str(tmp_path / 'small')).model.state_dict()
-    grown = make_policy('openvla', target_readout=True, seed=1)
+    grown = make_policy('openvla_sim', target_readout=True, seed=1)
     info = initialise_matching(grown, tmp_path / 'small')
     assert info['fresh'] and all(n.startswith('target_readout.') for n in info['fresh'])
     assert info['ignored'] == []

@@ -504,6 +504,6 @@ def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, pro
 
 
 def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:
-    from vla_ros.nodes.image_conversion import prepare_image
+    from vla_ros.images import prepare_image
 
     return prepare_image(rgb, size, method=method)

@@ -16,7 +16,7 @@ import numpy as np
 
 from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics
 from vla_ros.datasets.episodes import EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Observation
 
 
@@ -157,12 +157,6 @@ def default_collate(policy, samples: list[dict]) -> dict:
     spec = policy.spec
     import torch
 
-    from vla_ros.training.auxiliary import (
-        batch_object_targets,
-        named_object_pixels,
-        target_indices,
-    )
-
     images = [policy.images_tensor(Observation(s['images'], s['instruction']))
               for s in samples]
     actions = np.stack([policy.normalizer.normalize(s['actions']) for s in samples])
@@ -170,19 +164,7 @@ def default_collate(policy, samples: list[dict]) -> dict:
     if spec.uses_proprio:
         proprio = torch.as_tensor(np.stack([s['proprio'] for s in samples]),
                                   dtype=torch.float32, device=policy.device)
-    objects = batch_object_targets(samples)
-    pixels = None
-    if getattr(getattr(policy, 'config', None), 'pixel_keypoint_weight', 0) > 0 \
-            and set(spec.camera_names) <= {'front', 'wrist'}:
-        found = [named_object_pixels(samples, spec.image_size, c) for c in spec.camera_names]
-        if found[0] is not None:  # (B, cameras, 2) and (B, cameras)
-            pixels = (np.stack([p for p, _ in found], 1), np.stack([v for _, v in found], 1))
     return {
-        'target_pixel': None if pixels is None else torch.as_tensor(pixels[0]),
-        'target_pixel_valid': None if pixels is None else torch.as_tensor(pixels[1]),
-        'object_targets': None if objects is None else torch.as_tensor(objects[0]),
-        'object_valid': None if objects is None else torch.as_tensor(objects[1]),
-        'target_index': None if objects is None else torch.as_tensor(target_indices(samples)),
         'images': torch.cat(images),
         'instructions': [s['instruction'] for s in samples],
         'actions': torch.as_tensor(actions, dtype=torch.float32, device=policy.device),

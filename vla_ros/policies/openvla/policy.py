@@ -11,9 +11,15 @@ Two kinds of ``model_path``:
   it has an ``auto_map``; its own Python code is never imported...
 * ...unless ``allow_remote_code=True`` is passed for a directory with an ``auto_map``: then
   that code runs it (:mod:`vla_ros.policies.openvla.remote`), as before.
+
+Variants of the family (:data:`VARIANTS`, e.g. the simulation variant
+:mod:`vla_ros.policies.openvla_sim`) subclass :class:`OpenVlaPolicy`; a checkpoint's
+config.json selects its variant (:meth:`OpenVlaPolicy.claims`) and so does a preset name,
+so ``policy:=openvla`` loads any of them.
 """
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -52,23 +58,34 @@ from vla_ros.policies.openvla.remote import (
 from vla_ros.policies.tokenizer import load_text_tokenizer
 from vla_ros.policies.torch_policy import STATISTICS_FILE, TorchPolicy, resolve_dtype
 
-CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(OpenVlaConfig))
 WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json')
 TOKENIZER_FILE = 'tokenizer.json'
+# Policy classes of the family's variants ("module:Class"), imported only when asked about.
+VARIANTS = ('vla_ros.policies.openvla_sim.policy:OpenVlaSimPolicy',)
 
 
-def _make_config(config, overrides: dict) -> OpenVlaConfig:
-    """An OpenVlaConfig from a config, a dict or nothing, plus keyword overrides."""
-    if isinstance(config, OpenVlaConfig):
+def variants() -> list[type]:
+    """The variant policy classes (imports their modules)."""
+    found = []
+    for target in VARIANTS:
+        module, _, name = target.partition(':')
+        found.append(getattr(importlib.import_module(module), name))
+    return found
+
+
+def _make_config(config_class, config, overrides: dict) -> OpenVlaConfig:
+    """A ``config_class`` from a config, a dict or nothing, plus keyword overrides."""
+    if isinstance(config, config_class):
         if not overrides:
             return config
         config = config.to_dict()
     config = {**(config or {}), **overrides}
-    unknown = sorted(set(config) - CONFIG_FIELDS - {'model_type', 'transformers_version'})
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(config) - fields - {'model_type', 'transformers_version'})
     if unknown:
-        raise ValueError(f'openvla: unknown option(s) {unknown}; see OpenVlaConfig for the '
-                         f'configuration fields')
-    return OpenVlaConfig.from_dict(config)
+        raise ValueError(f'openvla: unknown option(s) {unknown}; see '
+                         f'{config_class.__name__} for the configuration fields')
+    return config_class.from_dict(config)
 
 
 class OpenVlaPolicy(TorchPolicy):
@@ -76,6 +93,7 @@ class OpenVlaPolicy(TorchPolicy):
 
     family = 'openvla'
     config_class = OpenVlaConfig
+    model_class = OpenVlaForActionPrediction
     presets = PRESETS
     action_head = 'text tokens (256 bins, last ids of the vocabulary)'
     action_type = 'discrete'
@@ -89,7 +107,7 @@ class OpenVlaPolicy(TorchPolicy):
         ``PolicySpec.image_resize``): OpenCV by default, OpenVLA's Pillow bicubic
         strategies for released checkpoints.
         """
-        config = _make_config(config, overrides)
+        config = _make_config(self.config_class, config, overrides)
         self.image_resize = image_resize
         super().__init__(config, statistics=statistics, unnorm_key=unnorm_key, device=device,
                          dtype=dtype, seed=seed, model=model)
@@ -107,7 +125,7 @@ class OpenVlaPolicy(TorchPolicy):
     @classmethod
     def build_model(cls, config: OpenVlaConfig) -> OpenVlaForActionPrediction:
         """A randomly initialised OpenVLA model (no pretrained weights exist offline)."""
-        return OpenVlaForActionPrediction(config)
+        return cls.model_class(config)
 
     def make_spec(self, config: OpenVlaConfig) -> PolicySpec:
         """The config's cameras at ``image_size``; raw [0, 1] pixels (encoders normalize)."""
@@ -227,20 +245,9 @@ class OpenVlaPolicy(TorchPolicy):
             if batch.get('proprio') is None:
                 raise ValueError('openvla batch: this model uses proprio; the batch has none')
             proprio = self.proprio_tensor(torch.as_tensor(batch['proprio']).cpu().numpy())
-        objects = {}
-        probes = any(getattr(self.config, f'{n}_probe_weight') > 0
-                     for n in ('object', 'target', 'state', 'pixel'))
-        if probes and batch.get('object_targets') is not None:
-            objects = {'object_targets': torch.as_tensor(batch['object_targets']),
-                       'object_valid': torch.as_tensor(batch['object_valid'], dtype=torch.bool)}
-            if batch.get('target_index') is not None:
-                objects['target_index'] = torch.as_tensor(batch['target_index'])
-        if self.config.pixel_keypoint_weight > 0 and batch.get('target_pixel') is not None:
-            objects['target_pixel'] = torch.as_tensor(batch['target_pixel'])
-            objects['target_pixel_valid'] = torch.as_tensor(batch['target_pixel_valid'],
-                                                            dtype=torch.bool)
+        auxiliary = self.auxiliary_inputs(batch)
         out = self.model(
-            **objects,
+            **auxiliary,
             proprio=proprio,
             input_ids=torch.from_numpy(text['input_ids']).to(self.device),
             attention_mask=torch.from_numpy(text['attention_mask']).to(self.device),
@@ -248,17 +255,47 @@ class OpenVlaPolicy(TorchPolicy):
             pixel_values=self._pixel_values(images).to(self.device, self.dtype))
         return out.loss
 
+    def auxiliary_inputs(self, batch: dict) -> dict:
+        """Training-only model inputs from the batch besides the tokens (OpenVLA: none)."""
+        del batch
+        return {}
+
     # ------------------------------------------------------------ construction
     @classmethod
     def load(cls, model_path: str = '', size: str = 'tiny', allow_remote_code: bool = False,
              **kwargs) -> 'OpenVlaPolicy | RemoteCodeOpenVlaPolicy':
-        """Registry entry: a checkpoint if ``model_path`` is set, else a preset."""
+        """Registry entry: a checkpoint if ``model_path`` is set, else a preset.
+
+        A preset of a variant (e.g. ``sim_pixel``) builds that variant.
+        """
         if model_path:
             return cls.from_pretrained(model_path, allow_remote_code=allow_remote_code,
                                        **kwargs)
         if size not in cls.presets:
-            raise ValueError(f'openvla: unknown size {size!r}; presets: {sorted(cls.presets)}')
+            owner = next((v for v in variants() if issubclass(v, cls) and size in v.presets),
+                         None)
+            if owner is None:
+                known = sorted({*cls.presets, *(p for v in variants() if issubclass(v, cls)
+                                                for p in v.presets)})
+                raise ValueError(f'openvla: unknown size {size!r}; presets: {known}')
+            return owner.load(size=size, **kwargs)
         return cls(config=dict(cls.presets[size]), **kwargs)
+
+    @classmethod
+    def claims(cls, config: dict) -> bool:
+        """Whether a checkpoint's parsed config.json is this class's own format."""
+        return config.get('model_type') == MODEL_TYPE
+
+    @classmethod
+    def checkpoint_config(cls, config: dict) -> OpenVlaConfig | None:
+        """The configuration to load a claimed checkpoint with (None: its config.json)."""
+        del config
+        return None
+
+    @classmethod
+    def checkpoint_class(cls, config: dict) -> type:
+        """The family's policy class for a checkpoint: the variant that claims it, else this."""
+        return next((v for v in variants() if v.claims(config)), OpenVlaPolicy)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the model (safetensors via transformers), the statistics and the tokenizer."""
@@ -289,17 +326,27 @@ class OpenVlaPolicy(TorchPolicy):
             return RemoteCodeOpenVlaPolicy.load(path, allow_remote_code=allow_remote_code,
                                                 unnorm_key=unnorm_key, device=device,
                                                 dtype=dtype, seed=seed, **options)
+        own = cls.checkpoint_class(config)
+        if own is not cls and issubclass(own, cls):  # a variant's checkpoint
+            return own.from_pretrained(path, unnorm_key=unnorm_key, device=device, dtype=dtype,
+                                       seed=seed, **options)
         if options:
             raise ValueError(f'openvla: option(s) {sorted(options)} do not apply when loading '
                              f'a saved checkpoint (its config.json fixes them)')
-        if config.get('model_type') != MODEL_TYPE:
-            raise PolicyLoadError(f'{path} is not an openvla checkpoint (config.json '
-                                  f'model_type {config.get("model_type")!r}, expected '
-                                  f'{MODEL_TYPE!r} or an auto_map with custom code)')
+        if not cls.claims(config):
+            expected = (f'{MODEL_TYPE!r} or an auto_map with custom code'
+                        if cls is OpenVlaPolicy else repr(cls.config_class.model_type))
+            raise PolicyLoadError(f'{path} is not an openvla checkpoint of this kind '
+                                  f'(config.json model_type {config.get("model_type")!r}, '
+                                  f'expected {expected})')
         _require_files(path)
-        model, info = OpenVlaForActionPrediction.from_pretrained(
-            str(path), local_files_only=True, use_safetensors=True, dtype=resolve_dtype(dtype),
-            output_loading_info=True)
+        try:
+            checkpoint_config = cls.checkpoint_config(config)
+        except ValueError as exc:
+            raise PolicyLoadError(f'{path}: {exc}') from exc
+        model, info = cls.model_class.from_pretrained(
+            str(path), config=checkpoint_config, local_files_only=True, use_safetensors=True,
+            dtype=resolve_dtype(dtype), output_loading_info=True)
         problems = {k: list(v)[:5] for k, v in info.items() if k != 'error_msgs' and v}
         if problems or info.get('error_msgs'):
             raise PolicyLoadError(f'{path}: weights do not match the configuration: '

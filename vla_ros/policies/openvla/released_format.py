@@ -230,8 +230,9 @@ def released_config(native: OpenVlaConfig, norm_stats: dict, image_resize_strate
     ``auto_map`` points at OpenVLA's code on the hub (``openvla/openvla-7b--...``), so
     OpenVLA's own tools can open the directory; this project never imports it.
     """
-    bad = [name for name in ('use_proprio', 'keypoint_tokens', 'target_readout',
-                             'pixel_target_readout') if getattr(native, name)]
+    bad = ['use_proprio'] if native.use_proprio else []
+    if type(native) is not OpenVlaConfig:  # a variant's readout tokens and probes
+        bad.append(f'model_type {native.model_type}')
     if native.camera_names and len(native.cameras) > 1:
         bad.append('camera_names')
     if native.projector_type != 'fused-gelu-mlp':
