@@ -39,7 +39,7 @@ def clean_instruction(text: str) -> str:
 class Pi0Policy(TorchPolicy):
     """pi0-style flow-matching VLA (see :mod:`vla_ros.policies.pi0.modeling`)."""
 
-    family = 'pi0'
+    family = 'pi0_style'
     config_class = Pi0Config
     presets = PRESETS
 

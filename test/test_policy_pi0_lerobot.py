@@ -1,0 +1,317 @@
+"""LeRobot π₀ / π₀.₅ checkpoints (policies ``pi0`` and ``pi05``) on tiny fixtures.
+
+The fixtures are written in LeRobot's layout (file names, pipeline step names, tensor
+names) with tiny sizes; expectations are derived by hand from the flow-matching sampler
+(t from 1 to 0, dt = -1/N, x <- x + dt * v), from the statistics files read directly, and
+from LeRobot's attention/position rules.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vla_ros.policies.contract import InvalidObservationError, Observation, PolicyLoadError
+from vla_ros.policies.lerobot_pi.fixtures import write_checkpoint, write_tokenizer
+from vla_ros.policies.lerobot_pi.processors import discretize_state, pi05_prompt, siglip_pixels
+from vla_ros.policies.registry import make_policy
+
+KINDS = ('pi0', 'pi05')
+OUT_W = 'model.action_out_proj.weight'
+OUT_B = 'model.action_out_proj.bias'
+
+
+@pytest.fixture(scope='module')
+def tok(tmp_path_factory):
+    return str(write_tokenizer(tmp_path_factory.mktemp('tok')))
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    cache = {}
+
+    def get(kind, **options):
+        key = (kind, json.dumps(options, sort_keys=True, default=str))
+        if key not in cache:
+            cache[key] = write_checkpoint(tmp_path_factory.mktemp(kind), kind, **options)
+        return cache[key]
+
+    return get
+
+
+def observation(policy, stamp=1.0, seed=3):
+    obs = Observation.make_example(policy.spec, 'pick up the red cube', stamp=stamp, seed=seed)
+    obs.proprio = np.array([0.5, -0.2, 0.1, 0.9, -1.1, 0.3, 0.7, -0.4],
+                           dtype=np.float32)[:policy.state_dim]
+    return obs
+
+
+def noise_like(policy, seed=0):
+    d = policy.dims
+    return torch.randn((1, d.chunk_size, d.max_action_dim),
+                       generator=torch.Generator().manual_seed(seed))
+
+
+def zero_velocity(bias):
+    """Edit: action_out_proj outputs exactly ``bias`` whatever the expert computes."""
+    def edit(state):
+        state[OUT_W] = torch.zeros_like(state[OUT_W])
+        state[OUT_B] = torch.as_tensor(bias, dtype=torch.float32)
+        return state
+    return edit
+
+
+def stats_of(path, pipeline):
+    """The normalizer statistics file of a pipeline, read directly with safetensors."""
+    (name,) = [p.name for p in path.glob(f'{pipeline}_step_*normalizer_processor.safetensors')]
+    return load_file(str(path / name))
+
+
+# ------------------------------------------------------------------------------ format
+@pytest.mark.parametrize('kind', KINDS)
+def test_fixture_has_lerobots_files_steps_and_tensor_names(ckpt, kind):
+    path = ckpt(kind)
+    files = {p.name for p in path.iterdir()}
+    pre_step = 6 if kind == 'pi0' else 3
+    assert {'config.json', 'model.safetensors', 'policy_preprocessor.json',
+            'policy_postprocessor.json',
+            f'policy_preprocessor_step_{pre_step}_normalizer_processor.safetensors',
+            'policy_postprocessor_step_0_unnormalizer_processor.safetensors'} == files
+    pre = json.loads((path / 'policy_preprocessor.json').read_text())
+    assert pre['name'] == 'policy_preprocessor'
+    names = [s['registry_name'] for s in pre['steps']]
+    assert 'normalizer_processor' in names and 'tokenizer_processor' in names
+    assert ('pi0_new_line_processor' if kind == 'pi0'
+            else 'pi05_prepare_state_tokenizer_processor_step') in names
+    keys = set(load_file(str(path / 'model.safetensors')))
+    time_mlp = 'time_mlp_in' if kind == 'pi05' else 'action_time_mlp_in'
+    for key in ('model.paligemma_with_expert.paligemma.model.vision_tower.vision_model.'
+                'embeddings.patch_embedding.weight',
+                'model.paligemma_with_expert.paligemma.model.multi_modal_projector.linear.weight',
+                'model.paligemma_with_expert.paligemma.model.language_model.layers.1.mlp.'
+                'gate_proj.weight',
+                'model.paligemma_with_expert.paligemma.lm_head.weight',
+                'model.paligemma_with_expert.gemma_expert.model.layers.0.self_attn.q_proj.weight',
+                OUT_W, f'model.{time_mlp}.weight'):
+        assert key in keys, key
+    adaptive = ('model.paligemma_with_expert.gemma_expert.model.layers.0.input_layernorm.'
+                'dense.weight')
+    assert (adaptive in keys) == (kind == 'pi05')
+    assert ('model.state_proj.weight' in keys) == (kind == 'pi0')
+
+
+# ------------------------------------------------------------------- flow matching
+@pytest.mark.parametrize('kind', KINDS)
+def test_constant_velocity_gives_noise_minus_bias_unnormalized(ckpt, tok, kind):
+    # v = b at every step; t goes 1 -> 0 in N steps of dt = -1/N: x_0 = noise - b.
+    bias = np.linspace(-0.6, 0.8, 8).astype(np.float32)
+    path = ckpt(kind, edit_state=zero_velocity(bias), num_inference_steps=5)
+    policy = make_policy(kind, model_path=str(path), tokenizer_path=tok)
+    noise = noise_like(policy)
+    chunk = policy.predict_with_noise(observation(policy), noise)
+    normalized = (noise[0].numpy() - bias)[:, :7]  # the first action_dim of max_action_dim
+    stats = stats_of(path, 'policy_postprocessor')
+    if kind == 'pi0':  # MEAN_STD inverse: x * std + mean
+        expected = normalized * stats['action.std'].numpy() + stats['action.mean'].numpy()
+    else:  # QUANTILES inverse: (x + 1) (q99 - q01) / 2 + q01
+        q01, q99 = stats['action.q01'].numpy(), stats['action.q99'].numpy()
+        expected = (normalized + 1) * (q99 - q01) / 2 + q01
+    np.testing.assert_allclose(chunk, expected, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_relative_actions_add_the_raw_state_except_excluded_joints(ckpt, tok, kind):
+    bias = np.full(8, 0.25, dtype=np.float32)
+    names = ['j1', 'j2', 'j3', 'j4', 'j5', 'j6', 'gripper']
+    common = dict(edit_state=zero_velocity(bias), action_names=names, state_dim=7)
+    absolute = make_policy(kind, model_path=str(ckpt(kind, **common)), tokenizer_path=tok)
+    relative = make_policy(kind, model_path=str(ckpt(kind, relative=True, **common)),
+                           tokenizer_path=tok)
+    assert relative.spec.action_space.names == tuple(names)
+    obs = observation(relative)
+    noise = noise_like(relative)
+    delta = relative.predict_with_noise(obs, noise) - absolute.predict_with_noise(obs, noise)
+    state = np.asarray(obs.proprio)
+    expected = np.array([*state[:6], 0.0], dtype=np.float32)  # the gripper stays absolute
+    np.testing.assert_allclose(delta, np.broadcast_to(expected, delta.shape), atol=2e-6)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_same_noise_same_chunk_and_seeded_noise_per_stamp(ckpt, tok, kind):
+    path = str(ckpt(kind))
+    a = make_policy(kind, model_path=path, tokenizer_path=tok)
+    b = make_policy(kind, model_path=path, tokenizer_path=tok)
+    obs = observation(a)
+    noise = noise_like(a, seed=4)
+    np.testing.assert_array_equal(a.predict_with_noise(obs, noise),
+                                  b.predict_with_noise(obs, noise))
+    np.testing.assert_array_equal(a.predict_chunk(obs), b.predict_chunk(obs))
+    assert not np.array_equal(a.predict_chunk(obs), a.predict_chunk(observation(a, stamp=2.0)))
+    assert not np.array_equal(a.predict_with_noise(obs, noise),
+                              a.predict_with_noise(obs, noise_like(a, seed=5)))
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_absent_camera_is_invisible_like_a_checkpoint_without_it(ckpt, tok, kind):
+    # The missing camera is appended after the given one, masked as keys; positions count
+    # only valid tokens: the result must equal the same weights with one camera.
+    two = make_policy(kind, model_path=str(ckpt(kind)), tokenizer_path=tok,
+                      missing_cameras=['left_wrist_0_rgb'])
+    one = make_policy(kind, model_path=str(ckpt(kind, cameras=['base_0_rgb'])),
+                      tokenizer_path=tok)
+    assert two.spec.camera_names == one.spec.camera_names == ('base_0_rgb',)
+    obs = observation(one)
+    noise = noise_like(one)
+    np.testing.assert_allclose(two.predict_with_noise(obs, noise),
+                               one.predict_with_noise(obs, noise), rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------- processors
+@pytest.mark.parametrize('kind', KINDS)
+def test_normalizers_match_the_statistics_files_and_round_trip(ckpt, tok, kind):
+    path = ckpt(kind)
+    policy = make_policy(kind, model_path=str(path), tokenizer_path=tok)
+    pre = stats_of(path, 'policy_preprocessor')
+    raw = torch.tensor([[0.5, -0.2, 0.1, 0.9, -1.1, 0.3]])
+    if kind == 'pi0':
+        expected = (raw - pre['observation.state.mean']) / (pre['observation.state.std'] + 1e-8)
+    else:
+        q01, q99 = pre['observation.state.q01'], pre['observation.state.q99']
+        expected = 2 * (raw - q01) / (q99 - q01) - 1
+    torch.testing.assert_close(policy.state_normalizer.normalize(raw), expected)
+    action = torch.randn(3, 7, generator=torch.Generator().manual_seed(1))
+    back = policy.action_normalizer.normalize(policy.action_normalizer.unnormalize(action))
+    torch.testing.assert_close(back, action, rtol=0, atol=1e-5)
+    # The action space's bounds are the dataset's min/max from the statistics file.
+    post = stats_of(path, 'policy_postprocessor')
+    np.testing.assert_allclose(policy.spec.action_space.low, post['action.min'].numpy())
+    np.testing.assert_allclose(policy.spec.action_space.high, post['action.max'].numpy())
+
+
+def test_pi05_prompt_carries_the_256_bin_state():
+    state = np.array([-1.0, -0.99, 0.0, 0.999, 1.0, -1.5], dtype=np.float32)
+    # Bins are [-1 + 2k/256, ...): -1 -> 0, -0.99 -> 1, 0 -> 128, 0.999 -> 255, 1 -> 255
+    # (past the last edge), below -1 -> -1.
+    np.testing.assert_array_equal(discretize_state(state), [0, 1, 128, 255, 255, -1])
+    # Stripped first, then underscores and newlines become spaces.
+    assert pi05_prompt(' stack_the blocks\n', state) == \
+        'Task: stack the blocks, State: 0 1 128 255 255 -1;\nAction: '
+    assert pi05_prompt('a\nb', None) == 'Task: a b;\nAction: '
+
+
+def test_pi0_prompt_ends_in_one_newline_and_starts_with_bos(ckpt, tok):
+    policy = make_policy('pi0', model_path=str(ckpt('pi0')), tokenizer_path=tok)
+    x = policy.model_inputs(observation(policy))
+    assert x['prompt'] == 'pick up the red cube\n'
+    ids, mask = x['token_ids'][0], x['token_masks'][0]
+    assert ids.shape == (48,) and ids[0] == policy.tokenizer.bos_token_id
+    n = int(mask.sum())
+    assert mask[:n].all() and not mask[n:].any() and (ids[n:] == 0).all()  # right padding
+
+
+def test_images_are_resized_with_centred_padding_to_minus_one_one():
+    white = np.full((48, 64, 3), 255, dtype=np.uint8)
+    x = siglip_pixels(white, 28)[0]
+    # 64x48 -> ratio 64/28: 28 wide, int(48 / (64/28)) = 21 high; 7 rows of padding, 3 on top.
+    assert x.shape == (3, 28, 28)
+    assert (x[:, :3] == -1).all() and (x[:, 24:] == -1).all()
+    torch.testing.assert_close(x[:, 3:24], torch.ones(3, 21, 28))
+
+
+# ------------------------------------------------------------------------- loading
+def _broken(tmp_path, kind, edit):
+    return write_checkpoint(tmp_path / 'broken', kind, edit_state=edit)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_strict_loading_names_missing_unexpected_and_misshaped_tensors(tmp_path, tok, kind):
+    gone = 'model.paligemma_with_expert.gemma_expert.model.layers.1.mlp.up_proj.weight'
+    extra = 'model.some_new_head.weight'
+    bent = 'model.action_in_proj.weight'
+
+    def edit(state):
+        del state[gone]
+        state[extra] = torch.zeros(2)
+        state[bent] = torch.zeros(3, 3)
+        return state
+
+    path = _broken(tmp_path, kind, edit)
+    with pytest.raises(PolicyLoadError) as err:
+        make_policy(kind, model_path=str(path), tokenizer_path=tok)
+    message = str(err.value)
+    assert f'missing 1: {gone}' in message
+    assert f'unexpected 1: {extra}' in message
+    assert f'{bent} (3, 3)' in message and 'mis-shaped 1' in message
+
+
+def test_lerobot_key_aliases_load_the_same_weights(tmp_path, ckpt, tok):
+    # Keys without "model." and pi0's old time_mlp_* names are LeRobot's accepted spellings.
+    def rename(state):
+        out = {}
+        for k, v in state.items():
+            k = k[len('model.'):]
+            out[k.replace('action_time_mlp', 'time_mlp')] = v
+        return out
+
+    renamed = _broken(tmp_path, 'pi0', rename)
+    a = make_policy('pi0', model_path=str(renamed), tokenizer_path=tok)
+    b = make_policy('pi0', model_path=str(ckpt('pi0')), tokenizer_path=tok)
+    obs = observation(a)
+    # Same values; only the file offsets (memory alignment) differ, hence 1e-6 not 0.
+    np.testing.assert_allclose(a.predict_with_noise(obs, noise_like(a)),
+                               b.predict_with_noise(obs, noise_like(b)), rtol=0, atol=1e-6)
+
+
+def test_missing_tokenizer_is_a_clear_error(ckpt, monkeypatch, tmp_path):
+    for var in ('HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'empty_hf_home'))
+    with pytest.raises(PolicyLoadError, match='tokenizer_path'):
+        make_policy('pi0', model_path=str(ckpt('pi0')))
+
+
+def test_tokenizer_is_found_in_a_local_hf_cache(ckpt, tok, monkeypatch, tmp_path):
+    import shutil
+
+    snapshot = tmp_path / 'hub' / 'models--google--paligemma-3b-pt-224' / 'snapshots' / 'abc'
+    shutil.copytree(tok, snapshot)
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub'))
+    policy = make_policy('pi0', model_path=str(ckpt('pi0')))
+    assert len(policy.tokenizer) == len(make_policy('pi0', model_path=str(ckpt('pi0')),
+                                                    tokenizer_path=tok).tokenizer)
+
+
+def test_wrong_type_too_small_vocabulary_and_empty_path_are_errors(ckpt, tok, tmp_path):
+    with pytest.raises(PolicyLoadError, match="expected 'pi05'"):
+        make_policy('pi05', model_path=str(ckpt('pi0')), tokenizer_path=tok)
+    small = write_checkpoint(tmp_path / 'small', 'pi0', vocab_size=100)
+    with pytest.raises(PolicyLoadError, match='100 embeddings'):
+        make_policy('pi0', model_path=str(small), tokenizer_path=tok)
+    with pytest.raises(PolicyLoadError, match='model_path is required'):
+        make_policy('pi0')
+
+
+def test_wrong_state_length_is_rejected(ckpt, tok):
+    policy = make_policy('pi0', model_path=str(ckpt('pi0')), tokenizer_path=tok)
+    obs = observation(policy)
+    obs.proprio = np.zeros(5, dtype=np.float32)
+    with pytest.raises(InvalidObservationError, match='6 values'):
+        policy.predict_chunk(obs)
+
+
+def test_bfloat16_keeps_lerobots_fp32_parts_and_stays_close(ckpt, tok):
+    path = str(ckpt('pi05'))
+    f32 = make_policy('pi05', model_path=path, tokenizer_path=tok)
+    bf16 = make_policy('pi05', model_path=path, tokenizer_path=tok, dtype='bfloat16')
+    dtypes = {n: p.dtype for n, p in bf16.model.named_parameters()}
+    core = 'paligemma_with_expert.paligemma.model.'
+    assert dtypes[core + 'language_model.layers.0.mlp.up_proj.weight'] == torch.bfloat16
+    assert dtypes[core + 'language_model.layers.0.input_layernorm.weight'] == torch.float32
+    assert dtypes[core + 'vision_tower.vision_model.post_layernorm.weight'] == torch.float32
+    assert dtypes['action_out_proj.weight'] == torch.float32
+    obs = observation(f32)
+    noise = noise_like(f32)
+    np.testing.assert_allclose(bf16.predict_with_noise(obs, noise),
+                               f32.predict_with_noise(obs, noise), atol=0.1)
