@@ -315,3 +315,122 @@ def test_bfloat16_keeps_lerobots_fp32_parts_and_stays_close(ckpt, tok):
     noise = noise_like(f32)
     np.testing.assert_allclose(bf16.predict_with_noise(obs, noise),
                                f32.predict_with_noise(obs, noise), atol=0.1)
+
+
+# ------------------------------------------------- layer numerics vs transformers
+def _tiny_model(kind='pi0'):
+    from vla_ros.policies.lerobot_pi.fixtures import TINY_EXPERT, TINY_PALIGEMMA, TINY_VISION
+    from vla_ros.policies.lerobot_pi.modeling import GemmaDims, PiDims, PiModel, VisionDims
+
+    torch.manual_seed(0)
+    model = PiModel(PiDims(pi05=kind == 'pi05', vision=VisionDims(**TINY_VISION),
+                           paligemma=GemmaDims(**TINY_PALIGEMMA),
+                           expert=GemmaDims(**TINY_EXPERT), vocab_size=300, image_size=28,
+                           chunk_size=4, max_state_dim=8, max_action_dim=8,
+                           projection_dim=TINY_PALIGEMMA['width']))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('norm.weight'):
+                p.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def test_siglip_tower_matches_transformers_siglip():
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    ours = _tiny_model().paligemma_with_expert.paligemma.model.vision_tower.vision_model
+    ref = SiglipVisionModel(SiglipVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14, vision_use_head=False)).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    pixels = torch.rand(2, 3, 28, 28) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(ours(pixels), ref(pixel_values=pixels).last_hidden_state,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_gemma_stack_matches_transformers_gemma_under_a_causal_mask():
+    from transformers import GemmaConfig, GemmaModel
+
+    from vla_ros.policies.lerobot_pi.modeling import additive
+
+    ours = _tiny_model().paligemma_with_expert.paligemma.model.language_model
+    ref = GemmaModel(GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                 vocab_size=300, hidden_act='gelu_pytorch_tanh')).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    ids = torch.randint(0, 300, (2, 9), generator=torch.Generator().manual_seed(2))
+    n = ids.shape[1]
+    causal = torch.tril(torch.ones(n, n, dtype=torch.bool))[None].expand(2, n, n)
+    with torch.no_grad():
+        out, _ = ours(ours.embed(ids), torch.arange(n)[None].expand(2, n), additive(causal))
+        torch.testing.assert_close(out, ref(input_ids=ids).last_hidden_state,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_adaptive_rmsnorm_applies_scale_shift_and_returns_the_gate():
+    from vla_ros.policies.lerobot_pi.modeling import RmsNorm
+
+    norm = RmsNorm(4, 1e-6, cond_dim=2)
+    with torch.no_grad():
+        norm.dense.weight.zero_()
+        norm.dense.bias.copy_(torch.tensor([0.5] * 4 + [0.1] * 4 + [2.0] * 4))
+    x = torch.tensor([[[1.0, -1.0, 2.0, 0.0]]])
+    out, gate = norm(x, torch.zeros(1, 2))
+    rms = torch.sqrt(torch.tensor(6.0 / 4) + 1e-6)
+    torch.testing.assert_close(out, x / rms * 1.5 + 0.1)
+    torch.testing.assert_close(gate, torch.full((1, 1, 4), 2.0))
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_cached_prefix_velocity_equals_one_joint_pass_over_prefix_and_suffix(kind):
+    # LeRobot trains with prefix and suffix in one pass through both stacks (each token
+    # through its own stack's weights, attention over the concatenation); inference caches
+    # the prefix keys/values. Both must give the same velocity.
+    from vla_ros.policies.lerobot_pi.modeling import additive, block_mask, rotary
+
+    model = _tiny_model(kind)
+    d = model.dims
+    images = [torch.rand(1, 3, 28, 28) * 2 - 1]
+    ids = torch.randint(4, 300, (1, 6), generator=torch.Generator().manual_seed(1))
+    token_masks = torch.tensor([[True] * 4 + [False] * 2])
+    state = torch.randn(1, 8)
+    x_t = torch.randn(1, d.chunk_size, d.max_action_dim)
+    t = torch.tensor([0.7])
+    with torch.no_grad():
+        cache, prefix_pad = model.run_prefix(images, [torch.ones(1, dtype=torch.bool)], ids,
+                                             token_masks)
+        cached = model.velocity(state, cache, prefix_pad, x_t, t)
+        prefix, pad_p, blocks_p = model.prefix(images, [torch.ones(1, dtype=torch.bool)], ids,
+                                               token_masks)
+        suffix, pad_s, blocks_s, cond = model.suffix(state, x_t, t)
+        pad = torch.cat([pad_p, pad_s], 1)
+        mask = additive(block_mask(pad, torch.cat([blocks_p, blocks_s], 1)))
+        positions = torch.cumsum(pad, 1) - 1
+        stacks = (model.paligemma_with_expert.paligemma.model.language_model,
+                  model.paligemma_with_expert.gemma_expert.model)
+        cos, sin = rotary(positions, d.paligemma.head_dim, torch.float32)
+        hs, n_p = [prefix, suffix], prefix.shape[1]
+        for layers in zip(stacks[0].layers, stacks[1].layers, strict=True):
+            qkv, gates = [], []
+            for layer, h, c in zip(layers, hs, (None, cond), strict=True):
+                normed, gate = layer.input_layernorm(h, c)
+                gates.append(gate)
+                a = layer.self_attn
+                qkv.append([p(normed).view(1, h.shape[1], -1, 8).transpose(1, 2)
+                            for p in (a.q_proj, a.k_proj, a.v_proj)])
+            q, k, v = (torch.cat([x[i] for x in qkv], dim=2) for i in range(3))
+            q = q * cos[:, None] + torch.cat([-q[..., 4:], q[..., :4]], -1) * sin[:, None]
+            k = k * cos[:, None] + torch.cat([-k[..., 4:], k[..., :4]], -1) * sin[:, None]
+            w = torch.softmax(q @ k.transpose(2, 3) * 8 ** -0.5 + mask, dim=-1)
+            att = (w @ v).transpose(1, 2).reshape(1, pad.shape[1], -1)
+            new = []
+            for i, (layer, h, c) in enumerate(zip(layers, hs, (None, cond), strict=True)):
+                part = att[:, :n_p] if i == 0 else att[:, n_p:]
+                h = h + layer.self_attn.o_proj(part) * (1 if gates[i] is None else gates[i])
+                normed, gate = layer.post_attention_layernorm(h, c)
+                new.append(h + layer.mlp(normed) * (1 if gate is None else gate))
+            hs = new
+        out, _ = stacks[1].norm(hs[1], cond)
+        joint = model.action_out_proj(out[:, -d.chunk_size:])
+    torch.testing.assert_close(cached, joint, rtol=1e-5, atol=1e-5)
