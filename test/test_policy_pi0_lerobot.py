@@ -247,11 +247,12 @@ def test_strict_loading_names_missing_unexpected_and_misshaped_tensors(tmp_path,
 
 
 def test_lerobot_key_aliases_load_the_same_weights(tmp_path, ckpt, tok):
-    # Keys without "model." and pi0's old time_mlp_* names are LeRobot's accepted spellings.
+    # Keys without "model." and pi0's old time_mlp_* names are LeRobot's accepted spellings;
+    # SigLIP keys without "vision_model." are newer transformers' names for the same tensors.
     def rename(state):
         out = {}
         for k, v in state.items():
-            k = k[len('model.'):]
+            k = k[len('model.'):].replace('vision_tower.vision_model.', 'vision_tower.')
             out[k.replace('action_time_mlp', 'time_mlp')] = v
         return out
 
@@ -291,6 +292,10 @@ def test_wrong_type_too_small_vocabulary_and_empty_path_are_errors(ckpt, tok, tm
         make_policy('pi0', model_path=str(small), tokenizer_path=tok)
     with pytest.raises(PolicyLoadError, match='model_path is required'):
         make_policy('pi0')
+    with pytest.raises(ValueError, match='unnorm_key does not apply'):
+        make_policy('pi0', model_path=str(ckpt('pi0')), unnorm_key='bridge')
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['size'\]"):
+        make_policy('pi05', model_path=str(ckpt('pi05')), size='tiny')
 
 
 def test_wrong_state_length_is_rejected(ckpt, tok):

@@ -14,9 +14,14 @@ Weights are loaded strictly: every tensor the model needs must be in the file wi
 exact shape, and every tensor in the file must be one the model uses, apart from the
 documented aliases (LeRobot's own loader renames: keys without the ``model.`` prefix,
 π₀'s old ``time_mlp_*`` names, the PaliGemma ``lm_head`` tied to the token embeddings,
-and the action expert's never-used ``lm_head``). The model is built on the meta device
-and its parameters are assigned from a memory map of the file (copy-on-write pages: only
-what a dtype/device conversion touches is read into memory).
+and the action expert's never-used ``lm_head``; plus SigLIP keys without
+``vision_model.``, as newer transformers name them). Only the LeRobot >= 0.4 format
+(processor pipelines beside the weights) is read; older checkpoints with normalization
+buffers inside ``model.safetensors`` are refused (no ``policy_preprocessor.json``).
+
+The model is built on the meta device and its parameters are assigned from a memory map
+of the file (copy-on-write pages: only what a dtype/device conversion touches is read
+into memory).
 """
 
 from __future__ import annotations
@@ -133,9 +138,16 @@ class SafetensorsMap:
 
 
 def _canonical(name: str, pi05: bool) -> str:
-    """LeRobot's key fixes: add the ``model.`` prefix; π₀'s ``time_mlp`` -> ``action_time_mlp``."""
+    """LeRobot's key fixes: add the ``model.`` prefix; π₀'s ``time_mlp`` -> ``action_time_mlp``.
+
+    Also accepts the SigLIP names of transformers releases after LeRobot's pin
+    (``vision_tower.embeddings...`` without ``vision_model.``), the same tensors.
+    """
     if not name.startswith(_PREFIX):
         name = _PREFIX + name
+    tower = '.vision_tower.'
+    if tower in name and tower + 'vision_model.' not in name:
+        name = name.replace(tower, tower + 'vision_model.', 1)
     if not pi05:
         for old in ('time_mlp_in.', 'time_mlp_out.'):
             if name.startswith(_PREFIX + old):

@@ -395,11 +395,25 @@ class LeRobotPiPolicy(Policy):
         self.model = None
 
 
-def load_pi0(model_path: str = '', **kwargs) -> LeRobotPiPolicy:
-    """Registry entry ``pi0``: a LeRobot π₀ checkpoint directory."""
-    return LeRobotPiPolicy('pi0', model_path=model_path, **kwargs)
+OPTIONS = ('model_path', 'tokenizer_path', 'device', 'dtype', 'seed', 'action_names',
+           'num_inference_steps', 'missing_cameras', 'image_size', 'control_period')
 
 
-def load_pi05(model_path: str = '', **kwargs) -> LeRobotPiPolicy:
-    """Registry entry ``pi05``: a LeRobot π₀.₅ checkpoint directory."""
-    return LeRobotPiPolicy('pi05', model_path=model_path, **kwargs)
+def _make(kind: str, options: dict) -> LeRobotPiPolicy:
+    if 'unnorm_key' in options:
+        raise ValueError(f'{kind}: unnorm_key does not apply: a LeRobot checkpoint has one set '
+                         f'of statistics (its processor files)')
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f'{kind}: unknown option(s) {unknown}; options: {list(OPTIONS)}')
+    return LeRobotPiPolicy(kind, **options)
+
+
+def load_pi0(**options) -> LeRobotPiPolicy:
+    """Registry entry ``pi0``: a LeRobot π₀ checkpoint directory (see :data:`OPTIONS`)."""
+    return _make('pi0', options)
+
+
+def load_pi05(**options) -> LeRobotPiPolicy:
+    """Registry entry ``pi05``: a LeRobot π₀.₅ checkpoint directory (see :data:`OPTIONS`)."""
+    return _make('pi05', options)
