@@ -439,3 +439,36 @@ def test_cached_prefix_velocity_equals_one_joint_pass_over_prefix_and_suffix(kin
         out, _ = stacks[1].norm(hs[1], cond)
         joint = model.action_out_proj(out[:, -d.chunk_size:])
     torch.testing.assert_close(cached, joint, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bf16_file_loads_into_fp32_with_the_stored_values(tmp_path, ckpt, tok):
+    path = write_checkpoint(tmp_path / 'bf16', 'pi0', dtype='bfloat16')
+    assert json.loads((path / 'config.json').read_text())['dtype'] == 'bfloat16'
+    stored = load_file(str(path / 'model.safetensors'))
+    policy = make_policy('pi0', model_path=str(path), tokenizer_path=tok, dtype='float32')
+    params = dict(policy.model.named_parameters())
+    for name in ('action_in_proj.weight', 'paligemma_with_expert.gemma_expert.model.layers.0.'
+                 'mlp.up_proj.weight'):
+        assert stored['model.' + name].dtype == torch.bfloat16
+        assert params[name].dtype == torch.float32
+        torch.testing.assert_close(params[name], stored['model.' + name].float(), rtol=0,
+                                   atol=0)
+    embed = params['paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight']
+    torch.testing.assert_close(  # the tied lm_head stands for the embeddings
+        embed, stored['model.paligemma_with_expert.paligemma.lm_head.weight'].float())
+
+
+def test_the_experts_unused_lm_head_is_accepted_only_with_its_shape(tmp_path, tok):
+    head = 'model.paligemma_with_expert.gemma_expert.lm_head.weight'
+
+    def with_head(shape):
+        def edit(state):
+            state[head] = torch.zeros(shape)
+            return state
+        return edit
+
+    good = write_checkpoint(tmp_path / 'good', 'pi0', edit_state=with_head((300, 16)))
+    make_policy('pi0', model_path=str(good), tokenizer_path=tok)
+    bad = write_checkpoint(tmp_path / 'bad', 'pi0', edit_state=with_head((300, 15)))
+    with pytest.raises(PolicyLoadError, match=rf'mis-shaped 1: {head} \(300, 15\)'):
+        make_policy('pi0', model_path=str(bad), tokenizer_path=tok)
