@@ -63,6 +63,19 @@ def test_save_pretrained_round_trip(policy, tmp_path):
     assert loaded.config == policy.config
 
 
+def test_checkpoints_saved_as_family_pi0_before_the_rename_still_load(policy, tmp_path):
+    import json
+
+    from vla_ros.policies.torch_policy import load_any
+
+    policy.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    (tmp_path / 'config.json').write_text(json.dumps({**config, 'family': 'pi0'}))
+    obs = example(policy)
+    for loaded in (make_policy('pi0_style', model_path=str(tmp_path)), load_any(tmp_path)):
+        np.testing.assert_array_equal(policy.predict_chunk(obs), loaded.predict_chunk(obs))
+
+
 def test_block_causal_mask_pattern():
     blocks = torch.tensor([[PREFIX_BLOCK] * 3 + [STATE_BLOCK] + [ACTION_BLOCK] * 2])
     valid = torch.tensor([[True, True, False, True, True, True]])
