@@ -217,8 +217,8 @@ def test_task_episode_arguments(tmp_path):
     ({'control_rate_hz': 'abc'}, "control_rate_hz:='abc' is not a number"),
     ({'control_rate_hz': '1000'}, r'control_rate_hz: 1000.0 is outside \[1.0, 200.0\]'),
     ({'policy': 'nosuch'},
-     "policy: 'nosuch' is not one of 'octo', 'openvla', 'openvla_sim', 'pi0', 'rt1', 'rt2', "
-     "'scripted', 'smolvla'"),
+     "policy: 'nosuch' is not one of 'octo', 'openvla', 'openvla_sim', 'pi0', 'pi05', "
+     "'pi0_style', 'rt1', 'rt2', 'scripted', 'smolvla'"),
     ({'model_path': '/no/such/checkpoint'}, "model_path:='/no/such/checkpoint' does not exist"),
     ({'chunk_strategy': 'greedy'}, 'chunk_strategy'),
     ({'policy_params': '[1, 2]'}, 'policy_params must be a mapping'),

@@ -91,7 +91,7 @@ CONFIGURATIONS = {
         robot='arm', policy='octo'),
     'pi0_arm': Configuration(
         '7-DoF arm with a pi0-style flow-matching policy (50-step chunks)',
-        robot='arm', policy='pi0'),
+        robot='arm', policy='pi0_style'),
     'rt2_arm': Configuration(
         '7-DoF arm with an RT-2-style VLM that writes actions as text',
         robot='arm', policy='rt2'),

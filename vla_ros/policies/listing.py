@@ -18,7 +18,7 @@ FALLBACK_HEADS = {
     'openvla': ('text tokens', 'discrete'),
     'rt2': ('text tokens', 'discrete'),
     'octo': ('diffusion', 'continuous'),
-    'pi0': ('flow matching', 'continuous'),
+    'pi0_style': ('flow matching', 'continuous'),
 }
 NO_MODEL = ('scripted (no model)', 'continuous')
 

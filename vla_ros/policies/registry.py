@@ -36,9 +36,15 @@ _BUILTINS = (
         'Deterministic scripted chunks for runtime tests (no model).',
         'scripted',
     ),
-    PolicyInfo('pi0', 'vla_ros.policies.pi0.policy:load',
+    PolicyInfo('pi0', 'vla_ros.policies.lerobot_pi.policy:load_pi0',
+               'pi0: a LeRobot checkpoint (model_path, tokenizer_path): PaliGemma prefix + '
+               'Gemma-300M flow-matching expert.', 'pi0'),
+    PolicyInfo('pi05', 'vla_ros.policies.lerobot_pi.policy:load_pi05',
+               'pi0.5: a LeRobot checkpoint (model_path, tokenizer_path): state as prompt '
+               'tokens, adaRMS time conditioning.', 'pi05'),
+    PolicyInfo('pi0_style', 'vla_ros.policies.pi0.policy:load',
                'pi0-style: PaliGemma-style prefix + flow-matching action expert, 50-step '
-               'chunks.', 'pi0'),
+               'chunks.', 'pi0_style'),
     PolicyInfo('rt2', 'vla_ros.policies.rt2.policy:load',
                'RT-2-style: PaliGemma VLM writing 7 bin indices as text, constrained '
                'decoding.', 'rt2'),

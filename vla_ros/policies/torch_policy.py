@@ -36,6 +36,7 @@ CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 STATISTICS_FILE = 'dataset_statistics.json'
 DTYPES = ('float32', 'bfloat16', 'float16')
+LEGACY_FAMILIES = {'pi0': 'pi0_style'}  # config.json "family" -> registry name
 
 
 def resolve_device(device: str):
@@ -91,6 +92,8 @@ class TorchPolicy(Policy, abc.ABC):
     """A policy backed by a torch ``nn.Module`` with a configuration dataclass."""
 
     family: str = ''
+    # Family names older checkpoints of this class were saved under (renamed families).
+    legacy_families: tuple[str, ...] = ()
     config_class: type = None
     # Named configurations: 'tiny' runs on this CPU in tests, 'full' is the published size.
     presets: dict = {}
@@ -265,7 +268,7 @@ class TorchPolicy(Policy, abc.ABC):
             meta = json.loads((path / CONFIG_FILE).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise PolicyLoadError(f'{path / CONFIG_FILE}: unreadable: {exc}') from exc
-        if meta.get('family') != cls.family:
+        if meta.get('family') not in (cls.family, *cls.legacy_families):
             raise PolicyLoadError(f'{path} holds a {meta.get("family")!r} checkpoint, not '
                                   f'{cls.family!r}')
         stats_path = path / STATISTICS_FILE
@@ -307,4 +310,7 @@ def load_any(model_path: str | Path, **kwargs: Any) -> Policy:
 
     path = validate_model_dir(model_path)
     family = json.loads((path / CONFIG_FILE).read_text()).get('family', '')
+    # vla_ros's small pi0-style family was registered as 'pi0' before 'pi0' meant LeRobot's
+    # pi0 (whose config.json has "type", not "family").
+    family = LEGACY_FAMILIES.get(family, family)
     return make_policy(family, model_path=str(path), **kwargs)
