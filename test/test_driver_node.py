@@ -324,3 +324,90 @@ def test_mujoco_cameras_and_motion(graph):
     with client.lock:
         x1 = client.poses[-1].pose.position.x
     assert x1 - x0 > 0.05, (x0, x1)
+
+
+class Listener(Node):
+    """Keeps every message of one topic (a late joiner when created after the driver)."""
+
+    def __init__(self, context, msg_type, topic, profile, name='driver_test_listener'):
+        super().__init__(name, context=context)
+        self.lock = threading.Lock()
+        self.messages = []
+        self.create_subscription(msg_type, topic, self._on_msg, profile)
+
+    def _on_msg(self, msg):
+        with self.lock:
+            self.messages.append(msg)
+
+
+@pytest.mark.slow
+def test_task_episode_instruction_is_published_latched(graph):
+    from std_msgs.msg import String
+
+    from vla_ros.sim.tasks import get_task
+
+    driver = graph.driver(backend='mujoco', task='reach', task_seed=1000, task_split='test',
+                          image_width=32, image_height=32)
+    expected = get_task('reach').sample(1000, 'test').instruction
+    time.sleep(0.2)
+    # Subscribing after the driver published: transient local still delivers it.
+    late = graph.add(Listener(graph.context, String, 'instruction', qos.INSTRUCTION),
+                     SingleThreadedExecutor(context=graph.context))
+    assert wait_for(lambda: late.messages, 5.0), 'no latched instruction'
+    assert [m.data for m in late.messages] == [expected]
+    assert driver.count_publishers('/instruction') == 1
+
+
+@pytest.mark.slow
+def test_task_instruction_can_be_left_to_the_user(graph):
+    driver = graph.driver(backend='mujoco', task='reach', task_seed=1000, image_width=32,
+                          image_height=32, publish_task_instruction=False)
+    assert driver.count_publishers('/instruction') == 0
+    assert driver.backend.task_instruction()  # the episode still has one
+
+
+def test_no_instruction_without_a_task(graph):
+    driver = graph.driver(backend='dry_run')
+    assert driver.count_publishers('/instruction') == 0
+
+
+def test_mobile_base_odometry(graph):
+    odometry = pytest.importorskip('nav_msgs.msg', reason='nav_msgs not installed '
+                                   '(requirements.txt: ros-kilted-nav-msgs)')
+    odom = graph.add(Listener(graph.context, odometry.Odometry, 'odom', qos.SENSOR),
+                     SingleThreadedExecutor(context=graph.context))
+    driver = graph.driver(backend='dry_run', mobile=True)
+    assert wait_for(lambda: odom.messages, 5.0), 'no odom'
+    first = odom.messages[-1]
+    assert (first.header.frame_id, first.child_frame_id) == ('odom', 'base_link')
+    assert first.pose.pose.position.x == pytest.approx(0.0)
+    cmd = graph.client.create_publisher(TwistStamped, 'cmd_vel', qos.COMMAND)
+    assert wait_for(lambda: cmd.get_subscription_count() > 0, 5.0)
+
+    def drive(vx, wz):
+        msg = TwistStamped()
+        msg.twist.linear.x, msg.twist.angular.z = vx, wz
+        cmd.publish(msg)
+
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:
+        drive(0.2, 0.5)
+        time.sleep(0.02)
+    with odom.lock:
+        moving = odom.messages[-1]
+    assert moving.header.stamp.sec > 0
+    assert moving.twist.twist.linear.x == pytest.approx(0.2)
+    assert moving.twist.twist.angular.z == pytest.approx(0.5)
+    x = moving.pose.pose.position.x
+    assert 0.05 < x < 0.2, x
+    q = moving.pose.pose.orientation
+    yaw = 2.0 * math.atan2(q.z, q.w)
+    assert 0.1 < yaw < 0.5 and q.x == q.y == 0.0
+    time.sleep(WATCHDOG + 0.2)  # commands stopped: the base watchdog halts it
+    with odom.lock:
+        still = odom.messages[-1]
+    assert still.twist.twist.linear.x == 0.0 and still.twist.twist.angular.z == 0.0
+    x, y, yaw = driver.backend.read_state().base_pose
+    assert (still.pose.pose.position.x, still.pose.pose.position.y) == pytest.approx((x, y))
+    assert 2.0 * math.atan2(still.pose.pose.orientation.z,
+                            still.pose.pose.orientation.w) == pytest.approx(yaw)

@@ -275,9 +275,14 @@ class DriverCore:
         return why
 
     # ------------------------------------------------------------------ control tick
-    def tick(self, ee_position: Sequence[float]) -> DriverOutput:
-        """Decide this tick's command from the inputs and the measured EE position."""
-        now = self._clock()
+    def tick(self, ee_position: Sequence[float], now: Optional[float] = None) -> DriverOutput:
+        """Decide this tick's command from the inputs and the measured EE position.
+
+        ``now`` defaults to the clock; the node passes the time it stamps the tick's
+        messages with, so the period it measures is the one observers see.
+        """
+        if now is None:
+            now = self._clock()
         dt = self._period if self._last_tick is None else min(
             max(now - self._last_tick, _MIN_DT), _MAX_DT_PERIODS * self._period)
         self._last_tick = now

@@ -377,7 +377,8 @@ class DriverNode(Node):
     # ------------------------------------------------------------------ control loop
     def _control_tick(self):
         now = self.get_clock().now()
-        out = self.core.tick(np.asarray(self.backend.read_state().ee_position))
+        out = self.core.tick(np.asarray(self.backend.read_state().ee_position),
+                             now=now.nanoseconds * 1e-9)
         self._log_watchdog(out.watchdog_changed)
         self.backend.send_command(out.ee_twist, out.gripper, out.base_twist, out.dt)
         self._publish_applied(out.ee_twist, now)
