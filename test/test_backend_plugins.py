@@ -141,3 +141,13 @@ def test_driver_runs_a_registered_plugin_with_its_parameters(graph, my_arm_insta
     assert wait_for(lambda: any(np.isclose(t[0], 0.1) for t, _, _ in list(arm.sent)))
     assert max(float(np.linalg.norm(t[:3])) for t, _, _ in list(arm.sent)) <= 0.1 + 1e-9
     client.command = None
+
+
+@pytest.mark.graph
+def test_a_backend_that_fails_to_build_fails_the_node_with_its_error(ros_context):
+    from vla_ros.nodes.driver_node import DriverNode
+
+    with pytest.raises(Exception, match='nosuch'):
+        DriverNode(context=ros_context, parameter_overrides=[
+            Parameter('backend', value='mujoco'), Parameter('task', value='nosuch'),
+            Parameter('image_width', value=32), Parameter('image_height', value=32)])

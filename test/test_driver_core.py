@@ -140,6 +140,25 @@ def test_actuation_interlock_blocks_and_needs_a_fresh_command_after_enabling():
     assert not tick(core, clock).ee_twist.any()
 
 
+def test_lifecycle_gate_blocks_like_the_interlock():
+    core, clock = make_core(active=False)
+    core.command_ee_twist(SLOW_UP)
+    assert not tick(core, clock).ee_twist.any()
+    assert core.status().message == 'inactive (lifecycle)' and core.status().level == 'warn'
+    assert core.set_active(True) is True
+    assert not tick(core, clock).ee_twist.any()  # queued before activation: dropped
+    core.command_ee_twist(SLOW_UP)
+    assert tick(core, clock).ee_twist[2] == pytest.approx(0.1)
+    assert core.status().level == 'ok'
+    core.set_enabled(False)  # both gates must allow
+    core.command_ee_twist(SLOW_UP)
+    assert not tick(core, clock).ee_twist.any()
+    core.set_enabled(True)
+    core.set_active(False)
+    core.command_ee_twist(SLOW_UP)
+    assert not tick(core, clock).ee_twist.any()
+
+
 @pytest.mark.parametrize('user,hardware,expected', [
     (None, True, False), (None, False, True),  # unset: hardware starts disabled
     (True, True, True), (False, False, False),  # set: the user's value wins

@@ -411,3 +411,57 @@ def test_mobile_base_odometry(graph):
     assert (still.pose.pose.position.x, still.pose.pose.position.y) == pytest.approx((x, y))
     assert 2.0 * math.atan2(still.pose.pose.orientation.z,
                             still.pose.pose.orientation.w) == pytest.approx(yaw)
+
+
+def test_lifecycle_transitions_gate_the_hardware(graph):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    params = {'backend': 'example_arm_backend:ExampleArmBackend', 'autostart': False,
+              'enable_actuation': True, 'rate_hz': RATE_HZ, 'watchdog_timeout': WATCHDOG,
+              'camera_rate_hz': 0.0}
+    driver = graph.add(DriverNode(context=graph.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in params.items()]),
+        SingleThreadedExecutor(context=graph.context))
+    client = graph.client
+    assert driver.backend is None  # unconfigured: nothing connected
+
+    def transition(transition_id):
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return client.call(ChangeState, '/vla_driver/change_state', request).success
+
+    def state():
+        return client.call(GetState, '/vla_driver/get_state',
+                           GetState.Request()).current_state.label
+
+    assert state() == 'unconfigured'
+    assert transition(Transition.TRANSITION_CONFIGURE) and state() == 'inactive'
+    arm = driver.backend
+    assert arm.connected
+    client.command = [0.1, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert wait_for(lambda: len(arm.sent) > 10)
+    assert all(not twist.any() for twist, _, _ in list(arm.sent))  # inactive: held still
+    assert transition(Transition.TRANSITION_ACTIVATE) and state() == 'active'
+    assert moving_x(client, 0.1)
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert moving_x(client, 0.0)
+    assert transition(Transition.TRANSITION_ACTIVATE) and moving_x(client, 0.1)
+
+    # An e-stop survives cleanup and a new configure; only ~/clear_estop releases it.
+    assert client.call(Trigger, '/vla_driver/estop', Trigger.Request()).success
+    assert moving_x(client, 0.0)
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert transition(Transition.TRANSITION_CLEANUP) and state() == 'unconfigured'
+    assert not arm.connected and driver.backend is None
+    assert not arm.sent[-1][0].any()  # the last command sent was a stop
+    assert transition(Transition.TRANSITION_CONFIGURE)
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert driver.estop_engaged
+    time.sleep(0.2)
+    assert all(not twist.any() for twist, _, _ in list(driver.backend.sent))
+    assert client.call(Trigger, '/vla_driver/clear_estop', Trigger.Request()).success
+    assert moving_x(client, 0.1)
+    client.command = None
+    assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN) and state() == 'finalized'
+    assert driver.backend is None

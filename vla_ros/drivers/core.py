@@ -11,8 +11,10 @@ rules, each tested with a fake clock in ``test/test_driver_core.py``:
 * **Non-finite commands** (NaN, Inf, wrong shape) are rejected, never clamped into a value.
 * **E-stop latch.** Once engaged, nothing but :meth:`DriverCore.clear_estop` releases it;
   commands received while engaged are dropped when it clears.
-* **Actuation interlock.** While disabled nothing moves; enabling requires a fresh arm
-  command sent after it (a queued one must not jump the robot into motion).
+* **Actuation interlock and lifecycle gate.** Motion needs both the operator's interlock
+  (``~/enable``) and the node's lifecycle state (active). While either is off nothing
+  moves; turning it on requires a fresh arm command sent after it (a queued one must not
+  jump the robot into motion).
 * **Limits.** Arm twists are clamped to the velocity, acceleration and workspace limits
   (:func:`vla_ros.actions.safety.apply_arm_limits`) with the measured tick period; base
   twists to the base speed limits. The limits are a user's configuration: nothing here
@@ -85,19 +87,22 @@ class DriverStatus:
     watchdog_tripped: bool
     clamped_count: int
     rejected_count: int
+    active: bool = True
 
     @property
     def level(self) -> str:
         """Diagnostic level: an e-stop is an error, a disabled interlock a warning."""
         if self.estop:
             return 'error'
-        return 'warn' if not self.actuation_enabled else 'ok'
+        return 'warn' if not (self.actuation_enabled and self.active) else 'ok'
 
     @property
     def message(self) -> str:
         """One line for humans."""
         if self.estop:
             return 'e-stop engaged'
+        if not self.active:
+            return 'inactive (lifecycle)'
         if not self.actuation_enabled:
             return 'actuation disabled'
         return 'idle (watchdog: no commands)' if self.watchdog_tripped else 'commands flowing'
@@ -112,7 +117,8 @@ class DriverCore:
 
     def __init__(self, clock: Callable[[], float], limits: SafetyLimits, *,
                  period: float, watchdog_timeout: float, enabled: bool,
-                 supports_base: bool = False, initial_gripper: float = 1.0):
+                 supports_base: bool = False, initial_gripper: float = 1.0,
+                 active: bool = True):
         if not (math.isfinite(period) and period > 0.0):
             raise ValueError(f'period must be finite and > 0, got {period!r}')
         self._clock = clock
@@ -124,6 +130,7 @@ class DriverCore:
         self._timeout = self._check_timeout(watchdog_timeout)
         # Inputs, shared with the input threads (under the lock).
         self._enabled = bool(enabled)
+        self._active = bool(active)
         self._estop = False
         self._ee_cmd: Optional[np.ndarray] = None
         self._ee_sent: Optional[float] = None
@@ -185,6 +192,20 @@ class DriverCore:
     def actuation_enabled(self) -> bool:
         """Whether the actuation interlock lets commands through."""
         return self._enabled
+
+    @property
+    def active(self) -> bool:
+        """Whether the lifecycle gate lets commands through."""
+        return self._active
+
+    def set_active(self, active: bool) -> bool:
+        """Set the lifecycle gate; True if it changed. Any pending arm command is dropped."""
+        active = bool(active)
+        with self._lock:
+            changed = active != self._active
+            self._active = active
+            self._ee_cmd = None
+        return changed
 
     def engage_estop(self) -> bool:
         """Engage the latch; True if it was not engaged before."""
@@ -288,7 +309,7 @@ class DriverCore:
         self._last_tick = now
         timeout, limits = self._timeout, self._limits
         with self._lock:
-            allowed = self._enabled and not self._estop
+            allowed = self._enabled and self._active and not self._estop
             ee_cmd, ee_age = self._ee_cmd, self._age(self._ee_sent, now)
             base_cmd, base_age = self._base_cmd, self._age(self._base_sent, now)
             gripper_cmd = self._gripper_cmd
@@ -336,4 +357,6 @@ class DriverCore:
         """A consistent snapshot for diagnostics."""
         with self._lock:
             estop, enabled, rejected = self._estop, self._enabled, self._rejected
-        return DriverStatus(estop, enabled, self._watchdog_tripped, self._clamped, rejected)
+            active = self._active
+        return DriverStatus(estop, enabled, self._watchdog_tripped, self._clamped, rejected,
+                            active)

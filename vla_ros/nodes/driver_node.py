@@ -38,6 +38,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -121,6 +122,9 @@ def declare_driver_parameters(node: Node) -> None:
     d('odom_frame', 'odom', _read_only('Mobile base only: frame of the odom pose.'))
     d('base_frame', 'base_link', _read_only(
         'Mobile base only: child frame of odom (the twist is expressed in it).'))
+    d('autostart', True, _read_only(
+        'Configure and activate at start (the node runs without a lifecycle manager). '
+        'False: wait in unconfigured for configure / activate transitions.'))
     d('publish_task_instruction', True, _read_only(
         "With a sim task episode: publish its instruction on 'instruction' (latched), so "
         'no one has to type it. Set false to give instructions yourself.'))
@@ -172,8 +176,15 @@ def _twist_values(msg):
 
 
 # ====================================================================== node
-class DriverNode(Node):
-    """ROS adapter around a :class:`DriverCore` and a ``RobotBackend``."""
+class DriverNode(LifecycleNode):
+    """ROS adapter around a :class:`DriverCore` and a ``RobotBackend``; a lifecycle node.
+
+    configure builds the backend (connects) and the ROS interfaces, activate opens the
+    lifecycle gate of the core, deactivate closes it (the robot holds still, state is still
+    published), cleanup / shutdown stop and release the backend. With ``autostart`` (the
+    default) the node configures and activates itself, so it runs without a lifecycle
+    manager exactly like a plain node.
+    """
 
     def __init__(self, context=None, node_name: str = 'vla_driver', **node_kwargs):
         super().__init__(node_name, context=context, **node_kwargs)
@@ -182,10 +193,74 @@ class DriverNode(Node):
         self._rate_hz = p('rate_hz')
         self._period = 1.0 / self._rate_hz
         self._frame = p('ee_frame')
-
+        self.backend = None
+        self.core = None
+        self._entities = []  # (destroy function, entity) made by configure
+        self._estop_carried = False  # an e-stop survives cleanup / configure
+        self._configure_error = None
+        # The backend's parameters exist (and are checked) for the node's whole life.
         backend_class = resolve_backend(p('backend'))
-        backend_values = declare_backend_parameters(self, backend_parameters(backend_class))
-        self.backend = create_backend(p('backend'), backend_values, log=self.get_logger().info)
+        self._backend_values = declare_backend_parameters(
+            self, backend_parameters(backend_class))
+        # Registered after declaring: declarations (already checked by the descriptors)
+        # must not reach callbacks that use state not yet built.
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        if p('autostart'):
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise self._configure_error or RuntimeError('driver failed to configure')
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError('driver failed to activate')
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state):
+        """Build and start the backend, the core and every ROS interface."""
+        try:
+            self._configure()
+        except Exception as err:  # noqa: BLE001 - reported, and re-raised by autostart
+            self._configure_error = err
+            self.get_logger().error(f'configure failed: {type(err).__name__}: {err}')
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        """Open the lifecycle gate (a fresh command is needed to move)."""
+        self.core.set_active(True)
+        self.get_logger().info(
+            f"active: driving '{self.backend.name}' at {self._rate_hz:.0f} Hz, actuation "
+            f"{'enabled' if self.core.actuation_enabled else 'DISABLED (call ~/enable)'}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state):
+        """Close the lifecycle gate: hold still, keep publishing state."""
+        self.core.set_active(False)
+        self.get_logger().info('inactive: holding still')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state):
+        """Stop the robot and release the backend and the ROS interfaces."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        """Like cleanup, from any state."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        """A transition raised: leave the robot still and released."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _keep(self, entity, destroy):
+        self._entities.append((destroy, entity))
+        return entity
+
+    def _configure(self):
+        p = self._param
+        self.backend = create_backend(p('backend'), self._backend_values,
+                                      log=self.get_logger().info)
         try:
             user_enabled = bool(p('enable_actuation'))
         except ParameterUninitializedException:
@@ -201,32 +276,35 @@ class DriverNode(Node):
             limits_from_parameters({n: p(n) for n in LIMIT_PARAMS}),
             period=self._period, watchdog_timeout=p('watchdog_timeout'), enabled=enabled,
             supports_base=self.backend.supports_base,
-            initial_gripper=float(self.backend.read_state().gripper))
-        # Registered after the core exists: declarations (already checked by the
-        # descriptors) must not reach callbacks that use state not yet built.
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+            initial_gripper=float(self.backend.read_state().gripper), active=False)
+        if self._estop_carried:
+            self.core.engage_estop()
 
         # Input callbacks only hand values to the core (it locks), so they may run beside
         # the loop.
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(
-            TwistStamped, 'cmd/ee_twist', self._on_ee_twist, qos.COMMAND, callback_group=inputs)
-        self.create_subscription(
-            GripperCommand, 'cmd/gripper', self._on_gripper, qos.COMMAND, callback_group=inputs)
-        self.create_subscription(
-            TwistStamped, 'cmd_vel', self._on_cmd_vel, qos.COMMAND, callback_group=inputs)
-        self.create_subscription(
-            Bool, 'estop', self._on_estop_topic, qos.LATCHED, callback_group=inputs)
-        self.create_service(Trigger, '~/estop', self._srv_estop, callback_group=inputs)
-        self.create_service(
-            Trigger, '~/clear_estop', self._srv_clear_estop, callback_group=inputs)
-        self.create_service(SetBool, '~/enable', self._srv_enable, callback_group=inputs)
+        sub, srv, pub = self.destroy_subscription, self.destroy_service, self.destroy_publisher
+        for msg_type, topic, callback, profile in (
+                (TwistStamped, 'cmd/ee_twist', self._on_ee_twist, qos.COMMAND),
+                (GripperCommand, 'cmd/gripper', self._on_gripper, qos.COMMAND),
+                (TwistStamped, 'cmd_vel', self._on_cmd_vel, qos.COMMAND),
+                (Bool, 'estop', self._on_estop_topic, qos.LATCHED)):
+            self._keep(self.create_subscription(
+                msg_type, topic, callback, profile, callback_group=inputs), sub)
+        for srv_type, name, callback in (
+                (Trigger, '~/estop', self._srv_estop),
+                (Trigger, '~/clear_estop', self._srv_clear_estop),
+                (SetBool, '~/enable', self._srv_enable)):
+            self._keep(self.create_service(srv_type, name, callback, callback_group=inputs),
+                       srv)
 
-        self._joint_pub = self.create_publisher(JointState, 'joint_states', qos.SENSOR)
-        self._pose_pub = self.create_publisher(PoseStamped, 'ee_pose', qos.SENSOR)
-        self._applied_pub = self.create_publisher(TwistStamped, '~/applied_twist', qos.STATUS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        def publisher(msg_type, topic, profile):
+            return self._keep(self.create_publisher(msg_type, topic, profile), pub)
+
+        self._joint_pub = publisher(JointState, 'joint_states', qos.SENSOR)
+        self._pose_pub = publisher(PoseStamped, 'ee_pose', qos.SENSOR)
+        self._applied_pub = publisher(TwistStamped, '~/applied_twist', qos.STATUS)
+        self._diag_pub = publisher(DiagnosticArray, '/diagnostics', 10)
         self._odom_pub = None
         if self.backend.supports_base:
             if Odometry is None:
@@ -234,47 +312,69 @@ class DriverNode(Node):
                     'nav_msgs is not installed: no odom for the mobile base '
                     '(pip install ros-kilted-nav-msgs)')
             else:
-                self._odom_pub = self.create_publisher(Odometry, 'odom', qos.SENSOR)
+                self._odom_pub = publisher(Odometry, 'odom', qos.SENSOR)
                 self._odom_frames = (p('odom_frame'), p('base_frame'))
 
         # The backend (MuJoCo in particular) is not thread-safe: every call into it after
         # start() runs in this one mutually exclusive group.
         backend_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(self._period, self._control_tick, callback_group=backend_group)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=backend_group)
+
+        def timer(period, callback):
+            return self._keep(self.create_timer(period, callback, callback_group=backend_group),
+                              self.destroy_timer)
+
+        timer(self._period, self._control_tick)
+        timer(1.0, self._publish_diagnostics)
         if self.backend.task_status() is not None:
             # Ground truth of the simulated episode (a simulator feature, not a sensor).
-            self._task_pub = self.create_publisher(String, '~/task_status', qos.LATCHED)
-            self.create_timer(0.5, self._publish_task_status, callback_group=backend_group)
+            self._task_pub = publisher(String, '~/task_status', qos.LATCHED)
+            timer(0.5, self._publish_task_status)
         instruction = self.backend.task_instruction()
         if instruction and p('publish_task_instruction'):
             # Latched like an operator's instruction: a late inference node still gets it.
-            self._instruction_pub = self.create_publisher(
-                String, 'instruction', qos.INSTRUCTION)
-            self._instruction_pub.publish(String(data=instruction))
+            publisher(String, 'instruction', qos.INSTRUCTION).publish(String(data=instruction))
             self.get_logger().info(f'task instruction published: {instruction!r}')
         self._image_pubs = {}
         camera_rate = p('camera_rate_hz')
         if camera_rate > 0.0:
             for name in self.backend.cameras():
-                self._image_pubs[name] = self.create_publisher(
-                    Image, f'camera/{name}/image_raw', qos.SENSOR)
+                self._image_pubs[name] = publisher(Image, f'camera/{name}/image_raw', qos.SENSOR)
             if self._image_pubs:
-                self.create_timer(
-                    1.0 / camera_rate, self._camera_tick, callback_group=backend_group)
-        self.get_logger().info(
-            f"driving '{self.backend.name}' at {self._rate_hz:.0f} Hz, actuation "
-            f"{'enabled' if enabled else 'DISABLED (call ~/enable)'}")
+                timer(1.0 / camera_rate, self._camera_tick)
+
+    def _release(self):
+        """Destroy the timers first (no tick after the stop), stop the robot, release all."""
+        entities, self._entities = self._entities, []
+        for destroy, entity in entities:
+            if destroy == self.destroy_timer:
+                destroy(entity)
+        backend, core = self.backend, self.core
+        self.backend = self.core = None
+        if core is not None:
+            self._estop_carried = core.estop_engaged
+        try:
+            if backend is not None:
+                try:
+                    if core is not None:
+                        stop = core.stop_output()
+                        backend.send_command(stop.ee_twist, stop.gripper, stop.base_twist,
+                                             stop.dt)
+                finally:
+                    backend.stop()
+        finally:
+            for destroy, entity in entities:
+                if destroy != self.destroy_timer:
+                    destroy(entity)
 
     @property
     def estop_engaged(self) -> bool:
         """Whether the e-stop is engaged (only ``~/clear_estop`` clears it)."""
-        return self.core.estop_engaged
+        return self._estop_carried if self.core is None else self.core.estop_engaged
 
     @property
     def actuation_enabled(self) -> bool:
-        """Whether the actuation interlock lets commands through."""
-        return self.core.actuation_enabled
+        """Whether the actuation interlock lets commands through (not the lifecycle gate)."""
+        return False if self.core is None else self.core.actuation_enabled
 
     @property
     def _limits(self) -> SafetyLimits:
@@ -304,6 +404,8 @@ class DriverNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params):
+        if self.core is None:
+            return  # unconfigured: configure reads the parameters
         names = {param.name for param in params}
         if names & set(LIMIT_PARAMS):
             # One reference swap: the control loop sees either the old or the new set.
@@ -467,17 +569,9 @@ class DriverNode(Node):
         Call it from the thread that spun the node: GL contexts of simulated cameras are
         bound to the thread that rendered with them.
         """
-        backend = getattr(self, 'backend', None)
-        core = getattr(self, 'core', None)
         try:
-            if backend is not None:
-                try:
-                    if core is not None:
-                        stop = core.stop_output()
-                        backend.send_command(stop.ee_twist, stop.gripper, stop.base_twist,
-                                             stop.dt)
-                finally:
-                    backend.stop()
+            if getattr(self, 'backend', None) is not None:
+                self._release()
         finally:
             super().destroy_node()
 
