@@ -23,12 +23,16 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ['RobotState', 'RobotBackend', 'BackendParameter', 'make_backend',
+__all__ = ['RobotState', 'RobotBackend', 'BackendParameter', 'BackendError', 'make_backend',
            'register_backend', 'available_backends', 'resolve_backend',
            'backend_parameters', 'create_backend', 'ENTRY_POINT_GROUP']
 
 #: Entry-point group in which installed packages register robot backends by name.
 ENTRY_POINT_GROUP = 'vla_ros.backends'
+
+
+class BackendError(ValueError):
+    """A backend that cannot be found, loaded or given its parameters (message says why)."""
 
 
 @dataclass
@@ -87,12 +91,12 @@ class BackendParameter:
             object.__setattr__(self, 'argument', self.name.rsplit('.', 1)[-1])
 
     def check(self, value):
-        """Return ``value`` if it is within the declared bounds, else raise ValueError."""
+        """Return ``value`` if it is within the declared bounds, else raise BackendError."""
         if self.minimum is not None or self.maximum is not None:
             low = -math.inf if self.minimum is None else self.minimum
             high = math.inf if self.maximum is None else self.maximum
             if not (low <= value <= high):
-                raise ValueError(f'{self.name} must be in [{low}, {high}], got {value!r}')
+                raise BackendError(f'{self.name} must be in [{low}, {high}], got {value!r}')
         return value
 
 
@@ -225,7 +229,7 @@ def _import(path: str, name: str):
         for part in attr.split('.'):
             target = getattr(target, part)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f'cannot load backend {name!r} from {path!r}: {err}') from err
+        raise BackendError(f'cannot load backend {name!r} from {path!r}: {err}') from err
     return target
 
 
@@ -242,12 +246,12 @@ def resolve_backend(name: str):
             try:
                 factory = entry_point.load()
             except Exception as err:  # noqa: BLE001 - any import error, named
-                raise ValueError(f'cannot load backend {name!r} from entry point '
+                raise BackendError(f'cannot load backend {name!r} from entry point '
                                  f'{entry_point.value!r}: {err}') from err
     if factory is None and ':' in name:
         factory = name  # a user backend given by import path
     if factory is None:
-        raise ValueError(
+        raise BackendError(
             f'unknown backend {name!r}; known: {", ".join(available_backends())} '
             f"(or 'package.module:Class', or register one in the entry-point group "
             f'{ENTRY_POINT_GROUP!r})')
@@ -267,7 +271,7 @@ def backend_parameters(factory) -> Tuple[BackendParameter, ...]:
             raise TypeError(f'{factory!r}.parameters must hold BackendParameter, got {p!r}')
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f'{factory!r} declares parameters more than once: {duplicates}')
+        raise BackendError(f'{factory!r} declares parameters more than once: {duplicates}')
     return declared
 
 
@@ -288,7 +292,7 @@ def create_backend(name: str, values: Mapping[str, Any],
     declared = backend_parameters(factory)
     unknown = sorted(set(values) - {p.name for p in declared})
     if unknown:
-        raise ValueError(f'backend {name!r} takes no parameters {unknown}; it declares '
+        raise BackendError(f'backend {name!r} takes no parameters {unknown}; it declares '
                          f'{[p.name for p in declared]}')
     full = {p.name: p.check(values.get(p.name, p.default)) for p in declared}
     build = getattr(factory, 'from_parameters', None)

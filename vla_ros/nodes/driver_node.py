@@ -26,6 +26,7 @@ before someone has deliberately enabled them.
 
 import json
 import math
+import sys
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -47,7 +48,12 @@ from std_srvs.srv import SetBool, Trigger
 from vla_ros_msgs.msg import GripperCommand
 
 from vla_ros.actions.safety import SafetyLimits
-from vla_ros.drivers.backend import backend_parameters, create_backend, resolve_backend
+from vla_ros.drivers.backend import (
+    BackendError,
+    backend_parameters,
+    create_backend,
+    resolve_backend,
+)
 from vla_ros.drivers.core import DriverCore, resolve_actuation_enabled
 from vla_ros.nodes import qos
 from vla_ros.nodes.image_conversion import rgb_to_image_msg
@@ -135,12 +141,12 @@ def declare_backend_parameters(node: Node, declared) -> dict:
     values = {}
     for p in declared:
         if node.has_parameter(p.name):
-            raise ValueError(f'backend parameter {p.name!r} collides with a driver parameter; '
+            raise BackendError(f'backend parameter {p.name!r} collides with a driver parameter; '
                              'prefix it with the backend name')
         kwargs = {}
         if p.minimum is not None or p.maximum is not None:
             if isinstance(p.default, bool):
-                raise ValueError(f'backend parameter {p.name!r}: a bool has no range')
+                raise BackendError(f'backend parameter {p.name!r}: a bool has no range')
             if isinstance(p.default, int):
                 kwargs['integer_range'] = [IntegerRange(
                     from_value=int(-2**63 if p.minimum is None else p.minimum),
@@ -378,6 +384,8 @@ class DriverNode(LifecycleNode):
 
     @property
     def _limits(self) -> SafetyLimits:
+        if self.core is None:  # unconfigured: what configure would use
+            return limits_from_parameters({n: self._param(n) for n in LIMIT_PARAMS})
         return self.core.limits
 
     # ------------------------------------------------------------------ parameters
@@ -578,7 +586,11 @@ class DriverNode(LifecycleNode):
 
 def main(args=None):
     """Entry point of ``ros2 run vla_ros driver_node``."""
-    spin_node(DriverNode, args)
+    try:
+        spin_node(DriverNode, args)
+    except BackendError as err:  # a user's configuration error: the message, no traceback
+        print(f'vla_driver: {err}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':
