@@ -151,3 +151,39 @@ def test_a_backend_that_fails_to_build_fails_the_node_with_its_error(ros_context
         DriverNode(context=ros_context, parameter_overrides=[
             Parameter('backend', value='mujoco'), Parameter('task', value='nosuch'),
             Parameter('image_width', value=32), Parameter('image_height', value=32)])
+
+
+@pytest.mark.graph
+def test_driver_process_names_an_unknown_backend_and_runs_an_installed_one(
+        ros_env, python_exe, tmp_path):
+    import os
+    import pathlib
+    import signal
+    import subprocess
+
+    command = [python_exe, '-m', 'vla_ros.nodes.driver_node', '--ros-args',
+               '-p', 'backend:=my_arm', '-p', 'my_arm.port:=1234', '-p', 'rate_hz:=10.0']
+    missing = subprocess.run(command, env=ros_env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2, missing.stderr
+    assert "unknown backend 'my_arm'; known: dry_run, mujoco" in missing.stderr
+    assert 'Traceback' not in missing.stderr
+
+    install_plugin(tmp_path, {'my_arm': EXAMPLE})
+    env = dict(ros_env)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [str(tmp_path), str(pathlib.Path(__file__).parent), env.get('PYTHONPATH', '')])
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30.0
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "active: driving 'my_arm'" in line or not line:
+                break
+        assert any("active: driving 'my_arm'" in line for line in lines), lines
+        assert any('actuation DISABLED' in line for line in lines), lines  # hardware
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
