@@ -237,7 +237,8 @@ def resolve_backend(name: str):
     """The class (or factory) behind ``name``, without building it.
 
     Looked up in the registry, then in installed ``vla_ros.backends`` entry points, then
-    taken as ``'package.module:Class'``. Raises ValueError listing the known names.
+    taken as ``'package.module:Class'``. Raises BackendError (a ValueError) listing the
+    known names.
     """
     factory = _REGISTRY.get(name)
     if factory is None:
@@ -247,7 +248,7 @@ def resolve_backend(name: str):
                 factory = entry_point.load()
             except Exception as err:  # noqa: BLE001 - any import error, named
                 raise BackendError(f'cannot load backend {name!r} from entry point '
-                                 f'{entry_point.value!r}: {err}') from err
+                                   f'{entry_point.value!r}: {err}') from err
     if factory is None and ':' in name:
         factory = name  # a user backend given by import path
     if factory is None:
@@ -265,10 +266,10 @@ def resolve_backend(name: str):
 def backend_parameters(factory) -> Tuple[BackendParameter, ...]:
     """The parameters a backend class (from :func:`resolve_backend`) declares."""
     declared = tuple(getattr(factory, 'parameters', ()) or ())
-    names = [p.name for p in declared]
     for p in declared:
         if not isinstance(p, BackendParameter):
             raise TypeError(f'{factory!r}.parameters must hold BackendParameter, got {p!r}')
+    names = [p.name for p in declared]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BackendError(f'{factory!r} declares parameters more than once: {duplicates}')
@@ -286,14 +287,14 @@ def create_backend(name: str, values: Mapping[str, Any],
     """Build backend ``name`` from its parameter values (what the driver node does).
 
     Missing values take the declared defaults; a value outside its declared bounds, or a
-    name the backend does not declare, is a ValueError naming it.
+    name the backend does not declare, is a BackendError naming it.
     """
     factory = resolve_backend(name)
     declared = backend_parameters(factory)
     unknown = sorted(set(values) - {p.name for p in declared})
     if unknown:
         raise BackendError(f'backend {name!r} takes no parameters {unknown}; it declares '
-                         f'{[p.name for p in declared]}')
+                           f'{[p.name for p in declared]}')
     full = {p.name: p.check(values.get(p.name, p.default)) for p in declared}
     build = getattr(factory, 'from_parameters', None)
     if build is not None:
@@ -305,6 +306,6 @@ def make_backend(name: str, **params) -> RobotBackend:
     """Create the backend registered as ``name`` (or ``'module:Class'``) with keyword args.
 
     For code that builds a backend directly; the driver node uses :func:`create_backend`.
-    Raises ValueError listing the known names for an unknown one.
+    Raises BackendError (a ValueError) listing the known names for an unknown one.
     """
     return _checked(resolve_backend(name)(**params), name)
