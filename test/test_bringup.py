@@ -101,3 +101,14 @@ def test_cli_policies_json(ros_env, python_exe):
                          capture_output=True, text=True, env=ros_env, check=True).stdout
     assert 'scripted' in {row['name'] for row in json.loads(out)}
     assert sys.executable
+
+
+def test_task_episode_instruction_is_published_by_the_driver_unless_declined():
+    driver, _ = bringup.nodes('sim_arm', {'task': 'reach', 'task_seed': '7'})
+    assert driver.parameters['task'] == 'reach' and driver.parameters['task_seed'] == 7
+    assert driver.parameters['publish_task_instruction'] is True
+    driver, _ = bringup.nodes('sim_arm', {'task': 'reach',
+                                          'publish_task_instruction': 'false'})
+    assert driver.parameters['publish_task_instruction'] is False
+    driver, _ = bringup.nodes('sim_arm', {})
+    assert 'publish_task_instruction' not in driver.parameters  # no task, nothing to say

@@ -90,6 +90,9 @@ ARGUMENTS = (
     LaunchArgument('task_seed', '1000', 'sim only: episode seed of the task'),
     LaunchArgument('task_split', 'test', "sim only: 'test' (held-out paraphrases) or 'train' "
                    '(the training instruction templates) episode stream'),
+    LaunchArgument('publish_task_instruction', 'true', 'with task:=...: the driver publishes '
+                   "the episode's instruction on instruction (latched); false if you give "
+                   'your own', ('true', 'false')),
 )
 
 # Launch argument -> inference node parameter, applied only when the argument is set.
@@ -178,8 +181,9 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
     if args['task']:
         if args['sim'] != 'true':
             raise ValueError('task:=... needs sim:=true (it lays out the simulated scene)')
-        driver_params.update(task=args['task'], task_seed=int(args['task_seed']),
-                             task_split=args['task_split'])
+        driver_params.update(
+            task=args['task'], task_seed=int(args['task_seed']), task_split=args['task_split'],
+            publish_task_instruction=args['publish_task_instruction'] == 'true')
     if args['enable_actuation']:
         driver_params['enable_actuation'] = args['enable_actuation'] == 'true'
     inference_params = {name: _typed(args[name]) for name in _INFERENCE_OVERRIDES
