@@ -120,7 +120,6 @@ def test_backend_parameter_colliding_with_the_driver_is_refused(ros_context, mon
 
 
 @pytest.mark.graph
-@pytest.mark.slow
 def test_driver_runs_a_registered_plugin_with_its_parameters(graph, my_arm_installed):  # noqa: F811
 
     driver = graph.driver(backend='my_arm', **{'my_arm.port': 1234, 'max_linear_velocity': 0.1})
