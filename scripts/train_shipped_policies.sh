@@ -72,7 +72,9 @@ dagger() {
 }
 
 if [[ -z "${SKIP_TRAIN:-}" ]]; then
-    # Stage 1, OpenVLA family from scratch ('sim_base' preset: DINOv2 + SigLIP with 8 px
+    # Stage 1, OpenVLA's simulation variant (vla_ros/policies/openvla_sim, which
+    # `--policy openvla` builds from its presets and checkpoints) from scratch ('sim_base'
+    # preset: DINOv2 + SigLIP with 8 px
     # patches on front + wrist at 64 px, fused projector, one keypoint token per camera,
     # OFT-style proprio token, 4-layer Llama with the 32k Llama-2 tokenizer, 256-bin action
     # tokens trained with HL-Gauss targets, object probe on the simulator's layout).

@@ -100,6 +100,23 @@ class BackendParameter:
         return value
 
 
+def parameters_from_schema(backend: str) -> Tuple[BackendParameter, ...]:
+    """The ``BackendParameter`` s of a built-in backend, from :data:`vla_ros.parameters.BACKENDS`.
+
+    The schema holds their defaults, ranges and meanings once; launch validation, help
+    texts and the driver's declarations all read them from there.
+    """
+    from vla_ros import parameters as schema
+
+    out = []
+    for spec in schema.BACKENDS[backend].values():
+        low, high = spec.range if spec.range is not None else (None, None)
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        out.append(BackendParameter(spec.name, default, spec.description,
+                                    minimum=low, maximum=high))
+    return tuple(out)
+
+
 class RobotBackend(abc.ABC):
     """What the driver node needs from a robot: Cartesian velocity commands and state.
 

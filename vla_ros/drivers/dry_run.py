@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from vla_ros.drivers.backend import BackendParameter, RobotBackend, RobotState
+from vla_ros.drivers.backend import RobotBackend, RobotState, parameters_from_schema
 from vla_ros.sim import kinematics as kin
 
 __all__ = ['DryRunBackend']
@@ -29,9 +29,7 @@ class DryRunBackend(RobotBackend):
 
     name = 'dry_run'
     is_hardware = False
-    parameters = (
-        BackendParameter('mobile', False, 'Give the fake robot a mobile base.'),
-    )
+    parameters = parameters_from_schema('dry_run')  # defaults: vla_ros.parameters
 
     @classmethod
     def from_parameters(cls, values, log=None):

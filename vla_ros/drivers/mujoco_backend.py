@@ -2,10 +2,8 @@
 
 import numpy as np
 
-from vla_ros.drivers.backend import BackendParameter, RobotBackend, RobotState
+from vla_ros.drivers.backend import RobotBackend, RobotState, parameters_from_schema
 from vla_ros.sim.scene import ArmSim
-
-_MAX_SEED = 2**31 - 1
 
 __all__ = ['MujocoBackend']
 
@@ -21,23 +19,7 @@ class MujocoBackend(RobotBackend):
     is_hardware = False
     # Flat names (not 'mujoco.seed'): launch files, robot configs and recorded sessions
     # have always set them so.
-    parameters = (
-        BackendParameter('mobile', False, 'Give the simulated robot a mobile base.'),
-        BackendParameter('seed', 0, 'Seed for the simulated scene.', minimum=0,
-                         maximum=_MAX_SEED),
-        BackendParameter('image_width', 224, 'Rendered camera image width [px].',
-                         minimum=16, maximum=4096),
-        BackendParameter('image_height', 224, 'Rendered camera image height [px].',
-                         minimum=16, maximum=4096),
-        BackendParameter('task', '', "Lay the scene out as an episode of a sim task ('reach', "
-                         "'push', 'pick_up'); its instruction and outcome are published on "
-                         '~/task_status (and the instruction on instruction, see '
-                         'publish_task_instruction).'),
-        BackendParameter('task_seed', 1000, 'Episode seed of the sim task.', minimum=0,
-                         maximum=_MAX_SEED),
-        BackendParameter('task_split', 'test', "Sim task split: 'train' or 'test' (held-out "
-                         'paraphrases of the instructions).'),
-    )
+    parameters = parameters_from_schema('mujoco')  # defaults: vla_ros.parameters
 
     @classmethod
     def from_parameters(cls, values, log=None):

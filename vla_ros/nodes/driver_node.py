@@ -47,6 +47,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 from vla_ros_msgs.msg import GripperCommand
 
+from vla_ros import parameters as schema
 from vla_ros.actions.safety import SafetyLimits
 from vla_ros.drivers.backend import (
     BackendError,
@@ -56,6 +57,7 @@ from vla_ros.drivers.backend import (
 )
 from vla_ros.drivers.core import DriverCore, resolve_actuation_enabled
 from vla_ros.nodes import qos
+from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import rgb_to_image_msg
 from vla_ros.nodes.spin import spin_node
 
@@ -77,63 +79,9 @@ _WARN_PERIOD = 2.0  # s between repeats of a throttled warning
 # Everything the driver node declares is in these two functions (the backend's own
 # parameters come from its class); the node reads them back with get_parameter.
 
-def _float_range(low, high, description):
-    return ParameterDescriptor(
-        description=description,
-        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)])
-
-
-def _read_only(description, **kwargs):
-    return ParameterDescriptor(description=description, read_only=True, **kwargs)
-
-
 def declare_driver_parameters(node: Node) -> None:
-    """Declare the driver's own parameters (not the backend's) on ``node``."""
-    d = node.declare_parameter
-    d('backend', 'mujoco', _read_only(
-        "Robot backend: 'mujoco', 'dry_run', a name registered in the 'vla_ros.backends' "
-        "entry-point group, or 'package.module:Class'."))
-    d('rate_hz', 50.0, _read_only(
-        'Control loop rate [Hz].', floating_point_range=[
-            FloatingPointRange(from_value=1.0, to_value=1000.0, step=0.0)]))
-    d('camera_rate_hz', 10.0, _read_only(
-        'Camera publish rate [Hz]; 0 disables images.', floating_point_range=[
-            FloatingPointRange(from_value=0.0, to_value=120.0, step=0.0)]))
-    d('watchdog_timeout', 0.25, _float_range(
-        0.01, 10.0, 'Zero the arm twist when the newest cmd/ee_twist is older than this '
-                    '(since arrival, or since its stamp if that is older) [s].'))
-    # Typed but without a value: unset means "derive from backend.is_hardware".
-    d('enable_actuation', Parameter.Type.BOOL, ParameterDescriptor(
-        description='Actuation interlock. Unset: True for sim / dry run, False for '
-                    'hardware. Also toggled by the ~/enable service.'))
-    d('max_linear_velocity', 0.25, _float_range(0.001, 2.0, 'EE linear speed limit [m/s].'))
-    d('max_angular_velocity', 1.0, _float_range(
-        0.001, 2 * math.pi, 'EE angular speed limit [rad/s].'))
-    d('max_linear_acceleration', 2.0, _float_range(
-        0.01, 50.0, 'EE linear acceleration limit [m/s^2].'))
-    d('max_angular_acceleration', 8.0, _float_range(
-        0.01, 200.0, 'EE angular acceleration limit [rad/s^2].'))
-    # The sim table top in the arm-base frame (x 0.2..0.9, y +-0.5, top at z = 0),
-    # less a margin at the far edges and 1 cm above the surface.
-    d('workspace_min', [0.2, -0.45, 0.01], ParameterDescriptor(
-        description='Lower corner [x, y, z] of the EE workspace box in ee_frame [m].'))
-    d('workspace_max', [0.8, 0.45, 0.6], ParameterDescriptor(
-        description='Upper corner [x, y, z] of the EE workspace box in ee_frame [m].'))
-    d('max_base_linear_velocity', 0.5, _float_range(
-        0.0, 2.0, 'Mobile base linear speed limit [m/s].'))
-    d('max_base_angular_velocity', 1.0, _float_range(
-        0.001, 2 * math.pi, 'Mobile base angular speed limit [rad/s].'))
-    d('ee_frame', 'base_link', _read_only(
-        'Frame of ee_pose and of the EE twists (the arm base frame).'))
-    d('odom_frame', 'odom', _read_only('Mobile base only: frame of the odom pose.'))
-    d('base_frame', 'base_link', _read_only(
-        'Mobile base only: child frame of odom (the twist is expressed in it).'))
-    d('autostart', True, _read_only(
-        'Configure and activate at start (the node runs without a lifecycle manager). '
-        'False: wait in unconfigured for configure / activate transitions.'))
-    d('publish_task_instruction', True, _read_only(
-        "With a sim task episode: publish its instruction on 'instruction' (latched), so "
-        'no one has to type it. Set false to give instructions yourself.'))
+    """Declare the driver's own parameters (not the backend's) from the schema."""
+    declare_parameters(node, schema.DRIVER_PARAMETERS)
 
 
 def declare_backend_parameters(node: Node, declared) -> dict:
@@ -155,7 +103,8 @@ def declare_backend_parameters(node: Node, declared) -> dict:
                 kwargs['floating_point_range'] = [FloatingPointRange(
                     from_value=-math.inf if p.minimum is None else float(p.minimum),
                     to_value=math.inf if p.maximum is None else float(p.maximum), step=0.0)]
-        node.declare_parameter(p.name, p.default, _read_only(p.description, **kwargs))
+        node.declare_parameter(p.name, p.default, ParameterDescriptor(
+            description=p.description, read_only=True, **kwargs))
         values[p.name] = node.get_parameter(p.name).value
     return values
 

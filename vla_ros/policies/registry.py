@@ -51,6 +51,13 @@ _BUILTINS = (
     PolicyInfo('openvla', 'vla_ros.policies.openvla.policy:load',
                'OpenVLA: DINOv2 + SigLIP -> MLP -> Llama-2, 7 greedy action tokens '
                '(256 bins), q01/q99 statistics per dataset.', 'openvla'),
+    PolicyInfo('openvla_sim', 'vla_ros.policies.openvla_sim.policy:load',
+               "OpenVLA's simulation variant (the shipped openvla_sim): readout tokens per "
+               'camera, simulator-truth training probes; presets sim_base, sim, sim_pixel.',
+               'openvla'),
+    PolicyInfo('smolvla', 'vla_ros.policies.smolvla.policy:load',
+               'SmolVLA (LeRobot checkpoints): SmolVLM2 prefix + interleaved action expert, '
+               'flow matching, 50-step chunks.', 'smolvla'),
 )
 
 _lock = threading.Lock()

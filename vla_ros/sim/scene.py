@@ -336,6 +336,14 @@ class ArmSim:
                                   'base')
         return pos, rot, float(m.cam_fovy[cid])
 
+    def camera_is_fixed(self, camera):
+        """Whether ``camera`` is welded to the world (its pose never changes with the arm)."""
+        m = self.model
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if cid < 0:
+            raise ValueError(f'unknown camera {camera!r}')
+        return int(m.body_weldid[m.cam_bodyid[cid]]) == 0
+
     def object_half_height(self, name):
         """Half height (m) of an object: its centre's height above the table at rest."""
         return self._obj_half_height[name]
