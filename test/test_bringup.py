@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from vla_ros import bringup, dds
+from vla_ros import parameters as schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -458,3 +459,16 @@ def test_cli_policies_json(ros_env, python_exe):
     out = subprocess.run([python_exe, '-m', 'vla_ros.cli', 'policies', '--json'],
                          capture_output=True, text=True, env=ros_env, check=True).stdout
     assert 'scripted' in {row['name'] for row in json.loads(out)}
+
+
+def test_task_episode_instruction_is_published_by_the_driver_unless_declined():
+    driver, _ = bringup.nodes('sim_arm', {'task': 'reach', 'task_seed': '7'})
+    assert driver.parameters['task'] == 'reach' and driver.parameters['task_seed'] == 7
+    # Not given: the driver's declared default (publish) applies.
+    assert 'publish_task_instruction' not in driver.parameters
+    assert schema.spec(schema.DRIVER, 'publish_task_instruction').default is True
+    driver, _ = bringup.nodes('sim_arm', {'task': 'reach',
+                                          'publish_task_instruction': 'false'})
+    assert driver.parameters['publish_task_instruction'] is False
+    with pytest.raises(bringup.LaunchError, match='publish_task_instruction'):
+        bringup.nodes('sim_arm', {'task': 'reach', 'publish_task_instruction': 'maybe'})

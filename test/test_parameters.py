@@ -22,7 +22,8 @@ def test_schema_is_pure_and_reads_choices_without_torch():
             "assert 'scripted' in names and 'openvla' in names, names; "
             "assert s.spec('inference', 'dtype').allowed() == ('float32', 'bfloat16', "
             "'float16'); "
-            "assert 'rclpy' not in sys.modules and 'torch' not in sys.modules")
+            "assert 'rclpy' not in sys.modules and 'torch' not in sys.modules; "
+            "assert 'mujoco' not in sys.modules and 'vla_ros.drivers' not in sys.modules")
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
@@ -88,12 +89,26 @@ def test_chunk_strategies_are_listed_once():
 
 def test_backend_parameters_are_a_separate_section():
     mujoco = schema.BACKENDS['mujoco']
-    assert set(mujoco) == {'seed', 'image_width', 'image_height', 'task', 'task_seed',
-                           'task_split'}
+    assert set(mujoco) == {'mobile', 'seed', 'image_width', 'image_height', 'task',
+                           'task_seed', 'task_split'}
     assert all(s.backend == 'mujoco' for s in mujoco.values())
+    assert set(schema.BACKENDS['dry_run']) == {'mobile'}
     assert not set(mujoco) & set(schema.DRIVER_PARAMETERS)
     assert set(schema.node_parameters(DRIVER, backends=())) == set(schema.DRIVER_PARAMETERS)
     assert set(schema.node_parameters(DRIVER)) >= set(mujoco)
+
+
+def test_builtin_backends_take_their_parameters_from_the_schema():
+    """A backend default exists once: the classes build their BackendParameters from it."""
+    from vla_ros.drivers.backend import backend_parameters, resolve_backend
+
+    for name, specs in schema.BACKENDS.items():
+        declared = backend_parameters(resolve_backend(name))
+        assert [p.name for p in declared] == list(specs), name
+        for p in declared:
+            s = specs[p.name]
+            assert (p.default, p.description) == (s.default, s.description), p.name
+            assert (p.minimum, p.maximum) == (s.range or (None, None)), p.name
 
 
 def test_policy_arguments_are_one_function_shared_by_node_and_regression():
@@ -202,9 +217,9 @@ def _declared(node) -> dict:
     return out
 
 
-def _expected(node_key, overrides=None) -> dict:
+def _expected(node_key, overrides=None, backends=()) -> dict:
     out = {}
-    for name, s in schema.node_parameters(node_key).items():
+    for name, s in schema.node_parameters(node_key, backends).items():
         value = (overrides or {}).get(name, s.default)
         value = list(value) if isinstance(value, tuple) else value
         ranges = [tuple(map(type(s.range[0]), s.range))] if s.range else []
@@ -226,18 +241,21 @@ def test_both_nodes_declare_exactly_the_schema(ros_context):
         assert 'receding_horizon' in descriptor.additional_constraints
     finally:
         inference.destroy_node()
-    driver = DriverNode(context=ros_context, parameter_overrides=[
-        Parameter('backend', value='dry_run'), Parameter('camera_rate_hz', value=0.0)])
-    try:
-        declared = _declared(driver)
-        # enable_actuation: unset resolves to True for the dry-run backend
-        expected = _expected(DRIVER, {'backend': 'dry_run', 'camera_rate_hz': 0.0,
-                                      'enable_actuation': True})
-        assert declared == expected
-        assert math.isclose(driver.describe_parameter('max_angular_velocity')
-                            .floating_point_range[0].to_value, 2 * math.pi)
-    finally:
-        driver.destroy_node()
+    # The driver declares its own parameters and those of the selected backend only
+    # (a plugin backend's own: test_backend_plugins.py).
+    for backend in ('dry_run', 'mujoco'):
+        driver = DriverNode(context=ros_context, parameter_overrides=[
+            Parameter('backend', value=backend), Parameter('camera_rate_hz', value=0.0)])
+        try:
+            declared = _declared(driver)
+            # enable_actuation: unset resolves to True for the simulated backends
+            expected = _expected(DRIVER, {'backend': backend, 'camera_rate_hz': 0.0,
+                                          'enable_actuation': True}, backends=(backend,))
+            assert declared == expected, backend
+            assert math.isclose(driver.describe_parameter('max_angular_velocity')
+                                .floating_point_range[0].to_value, 2 * math.pi)
+        finally:
+            driver.destroy_node()
 
 
 def test_integer_launch_value_for_a_double_reaches_the_node_as_a_double(ros_context):

@@ -148,9 +148,12 @@ def _base_arguments() -> tuple[LaunchArgument, ...]:
                        parameter='enable_actuation', node=drv),
         LaunchArgument('params_file', '', 'your ROS parameter file, applied LAST to both '
                        'nodes: its values win over every other source'),
-        _parameter_argument('task', drv, note=sim_only),
-        _parameter_argument('task_seed', drv, note=sim_only),
-        _parameter_argument('task_split', drv, note=sim_only),
+        _parameter_argument('task', drv, note=sim_only, parameter='task'),
+        _parameter_argument('task_seed', drv, note=sim_only, parameter='task_seed'),
+        _parameter_argument('task_split', drv, note=sim_only, parameter='task_split'),
+        _parameter_argument('publish_task_instruction', drv,
+                            note=' (with task:=...; the demo, which times its own '
+                                 'instructions, turns it off)'),
     )
 
 

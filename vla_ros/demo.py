@@ -141,7 +141,9 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
     logs = open(out / 'nodes.log', 'w')  # noqa: SIM115 - closed in finally
     arguments = dict(arguments or {})
     if task:
-        arguments.update(task=task, task_seed=str(task_seed), task_split=task_split)
+        # The demo publishes the instruction itself (and times the episode from then on).
+        arguments.update(task=task, task_seed=str(task_seed), task_split=task_split,
+                         publish_task_instruction='false')
     launcher = ProcessLauncher(configuration, arguments, stdout=logs, stderr=logs)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(os.environ.get('ROS_DOMAIN_ID', '0')))

@@ -247,8 +247,6 @@ DRIVER_PARAMETERS = _index([
     ParameterSpec('backend', STRING, 'mujoco',
                   "robot backend: 'mujoco', 'dry_run' or 'package.module:Class'", _D,
                   read_only=True),
-    ParameterSpec('mobile', BOOL, False, 'give the simulated / dry-run robot a mobile base',
-                  _D, read_only=True),
     ParameterSpec('rate_hz', DOUBLE, 50.0, 'control loop rate [Hz]', _D, read_only=True,
                   range=(1.0, 1000.0)),
     ParameterSpec('camera_rate_hz', DOUBLE, 10.0,
@@ -276,12 +274,35 @@ DRIVER_PARAMETERS = _index([
     ParameterSpec('ee_frame', STRING, 'base_link',
                   'frame of ee_pose and of the end-effector twists (the arm base frame)', _D,
                   read_only=True),
+    ParameterSpec('odom_frame', STRING, 'odom', 'mobile base only: frame of the odom pose',
+                  _D, read_only=True),
+    ParameterSpec('base_frame', STRING, 'base_link',
+                  'mobile base only: child frame of odom (the base twist is expressed in it)',
+                  _D, read_only=True),
+    ParameterSpec('autostart', BOOL, True,
+                  'configure and activate at start (runs without a lifecycle manager); '
+                  'false: wait in unconfigured for configure / activate transitions', _D,
+                  read_only=True),
+    ParameterSpec('publish_task_instruction', BOOL, True,
+                  "with a sim task episode: publish its instruction on 'instruction' "
+                  '(latched); false to give instructions yourself', _D, read_only=True),
 ])
 
-# Parameters a robot backend reads (declared by the driver for now; a backend's own
-# namespace can prefix them without touching anything but this table).
+# Parameters the built-in robot backends read. The backend classes build their
+# ``BackendParameter`` s from these (vla_ros.drivers.backend.parameters_from_schema), so
+# each default exists once; the driver declares only the selected backend's. A user
+# plugin backend lists its own on its class. Flat names: launch files, robot configs and
+# recorded sessions have always set them so.
+def _mobile(backend: str) -> ParameterSpec:
+    return ParameterSpec('mobile', BOOL, False,
+                         'give the simulated / dry-run robot a mobile base', _D,
+                         read_only=True, backend=backend)
+
+
 BACKENDS = {
+    'dry_run': _index([_mobile('dry_run')]),
     'mujoco': _index([
+        _mobile('mujoco'),
         ParameterSpec('seed', INT, 0, 'seed of the simulated scene', _D, read_only=True,
                       range=(0, 2**31 - 1), backend='mujoco'),
         ParameterSpec('image_width', INT, 224, 'rendered camera image width [px]', _D,
@@ -291,7 +312,9 @@ BACKENDS = {
         ParameterSpec('task', STRING, '',
                       "lay the scene out as an episode of a sim task ('reach', 'push', "
                       "'pick_up'); its instruction and outcome are published on "
-                      '~/task_status', _D, read_only=True, choices=_tasks, backend='mujoco'),
+                      '~/task_status (the instruction also on instruction, see '
+                      'publish_task_instruction)', _D, read_only=True, choices=_tasks,
+                      backend='mujoco'),
         ParameterSpec('task_seed', INT, 1000, 'episode seed of the sim task', _D,
                       read_only=True, range=(0, 2**31 - 1), backend='mujoco'),
         ParameterSpec('task_split', STRING, 'test',

@@ -6,6 +6,7 @@ least-squares IK, steps the physics and renders the cameras offscreen. Set
 ``MUJOCO_GL=egl`` before importing mujoco on a headless machine.
 """
 
+import math
 import os
 
 import mujoco
@@ -102,6 +103,7 @@ class ArmSim:
         self._finger_q = m.jnt_qposadr[[m.joint(n).id for n in self.FINGER_JOINTS]]
         if self.mobile:
             self._base_q = m.jnt_qposadr[[m.joint(n).id for n in _BASE_JOINTS]]
+            self._base_v = m.jnt_dofadr[[m.joint(n).id for n in _BASE_JOINTS]]
             self._base_act = np.array([m.actuator(n).id for n in _BASE_JOINTS])
         self._site = m.site('ee').id
         self._base_body = m.body('base').id
@@ -299,6 +301,16 @@ class ArmSim:
         if not self.mobile:
             return None
         return tuple(float(v) for v in self.data.qpos[self._base_q])
+
+    def base_velocity(self):
+        """Mobile base ``(vx, vy, wz)`` in the base's own frame, or None without a base."""
+        if not self.mobile:
+            return None
+        vx, vy, wz = (float(v) for v in self.data.qvel[self._base_v])
+        yaw = float(self.data.qpos[self._base_q][2])
+        c, s = math.cos(yaw), math.sin(yaw)
+        # The slide joints move along world x / y; odometry reports the twist in the base.
+        return (c * vx + s * vy, -s * vx + c * vy, wz)
 
     def object_poses(self, frame='base'):
         """Map object name -> (position, quaternion wxyz)."""
