@@ -444,9 +444,17 @@ def test_cli_launch_help_lists_configurations_and_arguments(ros_env, python_exe)
     for name, config in bringup.CONFIGURATIONS.items():
         assert f'  {name} ' in out and config.description in out
     flat = ' '.join(out.split())
-    for argument in bringup.arguments(bringup.GENERIC):
-        assert f'  {argument.name}' in out
-        assert ' '.join(argument.description.split()) in flat, argument.name
+    # The arguments as a fresh interpreter describes them: this test process may hold
+    # policies other tests registered (their names would be among the policy choices).
+    described = json.loads(subprocess.run(
+        [python_exe, '-c', 'import json; from vla_ros import bringup; print(json.dumps('
+         '[[a.name, a.description] for a in bringup.arguments(bringup.GENERIC)]))'],
+        capture_output=True, text=True, env=ros_env, check=True).stdout)
+    assert [name for name, _ in described] == [
+        a.name for a in bringup.arguments(bringup.GENERIC)]
+    for name, description in described:
+        assert f'  {name}' in out
+        assert ' '.join(description.split()) in flat, name
     assert 'command publishing rate [Hz] [double, default 10.0, range [1.0, 200.0]' in flat
     shown = subprocess.run([python_exe, '-m', 'vla_ros.cli', 'launch', 'rt1_mobile',
                             '--show-args'], capture_output=True, text=True, env=ros_env,
