@@ -6,7 +6,10 @@ module also runs on its own: ``python -m vla_ros.evaluation.cli eval --policy ex
 vla-ros eval --policy NAME [--model-path P] [--policy-params JSON] --episodes N --seed S
              [--tasks reach push pick_up] [--split test] [--strategy receding_horizon]
              [--strategy-params JSON] [--latency SEC] [--json] [--contact-sheet PNG]
+             [--stop-at-success] [--gripper-mode binary [--gripper-close-threshold C]
+             [--gripper-open-threshold O] [--gripper-min-dwell S]]
 vla-ros collect --task all --episodes N --seed S --output DIR [--image-size 64]
+                [--stop-at-success]
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ def cmd_eval(args) -> int:
     except (ValueError, TypeError, PolicyLoadError) as exc:
         print(f'vla-ros eval: cannot make policy {args.policy!r}: {exc}', file=sys.stderr)
         return 2
+    try:
+        gripper_filter = _gripper_filter(args)
+    except ValueError as exc:
+        print(f'vla-ros eval: {exc}', file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         results = run_episodes(
@@ -103,7 +111,8 @@ def cmd_eval(args) -> int:
             progress=not args.no_progress, strategy=args.strategy,
             strategy_params=args.strategy_params, inference_latency=args.latency,
             replan_every=args.replan_every,
-            frame_size=(128, 128) if args.contact_sheet else None)
+            frame_size=(128, 128) if args.contact_sheet else None,
+            until_horizon=not args.stop_at_success, gripper_filter=gripper_filter)
     finally:
         policy.close()
     report = summarize(results, time.perf_counter() - started)
@@ -111,7 +120,10 @@ def cmd_eval(args) -> int:
               'policy_params': args.policy_params, 'split': args.split, 'seed': args.seed,
               'episodes_per_task': args.episodes, 'tasks': tasks, 'strategy': args.strategy,
               'strategy_params': args.strategy_params, 'inference_latency_s': args.latency,
-              'chunk_length': policy.spec.chunk_length, **report}
+              'chunk_length': policy.spec.chunk_length,
+              'until_horizon': not args.stop_at_success,
+              'gripper_filter': vars(gripper_filter.config) if gripper_filter else None,
+              **report}
     if report['policy_errors']:
         print(f"vla-ros eval: the policy failed {report['policy_errors']} time(s) (the robot "
               f"held); first: {report['first_error']}", file=sys.stderr)
@@ -125,13 +137,34 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _gripper_filter(args):
+    """The eval's gripper filter (None: commands pass unchanged, as before)."""
+    if args.gripper_mode == 'continuous':
+        return None
+    from vla_ros.actions.gripper import GripperFilter, GripperFilterConfig
+
+    defaults = GripperFilterConfig()
+    return GripperFilter(GripperFilterConfig(
+        mode=args.gripper_mode,
+        close_threshold=defaults.close_threshold if args.gripper_close_threshold is None
+        else args.gripper_close_threshold,
+        open_threshold=defaults.open_threshold if args.gripper_open_threshold is None
+        else args.gripper_open_threshold,
+        min_dwell_s=defaults.min_dwell_s if args.gripper_min_dwell is None
+        else args.gripper_min_dwell))
+
+
 def _print_table(report: dict) -> None:
     print(f"policy {report['policy']}  split {report['split']}  strategy "
           f"{report['strategy']}  latency {report['inference_latency_s']} s")
-    print(f"{'task':10s} {'episodes':>8s} {'success':>8s} {'wrong obj':>9s} {'length':>7s}")
+    print(f"{'task':10s} {'episodes':>8s} {'success':>8s} {'at end':>7s} {'wrong obj':>9s} "
+          f"{'length':>7s} {'chatter':>7s}")
     for task, row in report['per_task'].items():
+        at_end = row['success_at_end_rate']
         print(f"{task:10s} {row['episodes']:8d} {row['success_rate']:8.2f} "
-              f"{row['wrong_object_rate']:9.2f} {row['mean_episode_length']:7.1f}")
+              f"{at_end if at_end is not None else float('nan'):7.2f} "
+              f"{row['wrong_object_rate']:9.2f} {row['mean_episode_length']:7.1f} "
+              f"{row['gripper_chatter_events']:7d}")
     latency = report['mean_inference_latency_s']
     print(f"overall success {report['success_rate']:.3f}; mean inference "
           f"{latency * 1000 if latency is not None else float('nan'):.2f} ms; "
@@ -158,7 +191,7 @@ def cmd_collect(args) -> int:
             args.output, _tasks(args.task), args.episodes, seed=args.seed, split=args.split,
             image_size=args.image_size, cameras=tuple(args.cameras),
             progress=not args.no_progress, action_noise=args.action_noise, policy=policy,
-            expert_labels=policy is not None)
+            expert_labels=policy is not None, until_horizon=not args.stop_at_success)
     except FileExistsError as exc:
         print(f'vla-ros collect: {exc}', file=sys.stderr)
         return 2
@@ -170,7 +203,7 @@ def cmd_collect(args) -> int:
     else:
         for task, c in summary['tasks'].items():
             print(f"{task:10s} kept {c['kept']}/{c['attempted']} episodes ({c['steps']} steps, "
-                  f"{c['succeeded']} succeeded)")
+                  f"{c['succeeded']} succeeded, {c['succeeded_at_end']} still at the end)")
         print(f"{summary['kept']} episodes in {summary['output']} "
               f"({summary['episodes_per_s']} episodes/s)")
     return 0 if summary['kept'] else 1
@@ -222,6 +255,18 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--replan-every', type=_positive, default=None,
                    help='ticks between inferences (default: execute_steps for '
                         'receding_horizon, else 1)')
+    p.add_argument('--stop-at-success', action='store_true',
+                   help='end an episode at its first success (default: run to the horizon '
+                        'and report success at the end beside the first success)')
+    p.add_argument('--gripper-mode', choices=('continuous', 'binary'), default='continuous',
+                   help='binary: hysteresis + minimum dwell on the gripper command, as the '
+                        'inference node\'s gripper_mode applies it')
+    p.add_argument('--gripper-close-threshold', type=_fraction, default=None,
+                   help='binary mode: close at or below this opening')
+    p.add_argument('--gripper-open-threshold', type=_fraction, default=None,
+                   help='binary mode: open at or above this opening')
+    p.add_argument('--gripper-min-dwell', type=_non_negative, default=None, metavar='SEC',
+                   help='binary mode: keep a gripper state at least this long')
     p.add_argument('--json', action='store_true', help='print the report as JSON')
     p.add_argument('--contact-sheet', default=None, metavar='PNG',
                    help='write first/last frames of episodes to this PNG')
@@ -253,6 +298,10 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
                    help='DAgger: this registered policy drives and the expert labels every '
                         'visited state; all episodes are kept (default: the expert drives)')
     p.add_argument('--model-path', default=None, help='checkpoint of --policy')
+    p.add_argument('--stop-at-success', action='store_true',
+                   help='end episodes at the first success (default: run to the horizon, '
+                        'holding the object / staying at the target, with a per-frame '
+                        'done label; expert episodes are kept if still achieved at the end)')
     p.add_argument('--json', action='store_true', help='print the summary as JSON')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=cmd_collect)

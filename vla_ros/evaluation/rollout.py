@@ -6,7 +6,10 @@ render the policy's cameras, build an :class:`Observation` stamped with the sim 
 latency has passed, and on every control tick turn ``action_at(t)`` into a twist with
 :class:`ActionToCommand` and step the simulator (zero twist, gripper unchanged, when the
 buffer is starved). The episode ends on success, on a persistent wrong-object event, or at
-the task's step limit. A policy that raises or returns a bad chunk is handled as the
+the task's step limit; with ``until_horizon=True`` success does not end it, so the result
+also says whether the task is still achieved at the horizon (``success_at_end``: the
+object still lifted, the hand still at the target), which is what a user sees.
+A policy that raises or returns a bad chunk is handled as the
 inference node handles it: the robot holds, and the episode counts the error.
 
 Inference is modelled as one worker: a new observation is taken at a tick when no
@@ -68,10 +71,16 @@ class RolloutResult:
     direction: str | None
     instruction: str
     template: str
-    success: bool
+    success: bool           # achieved at some tick (the first success)
     wrong_object: bool
     steps: int
     inference_calls: int
+    success_at_end: bool = False     # achieved at the last tick run
+    first_success_step: int | None = None
+    gripper_commands: list = field(default_factory=list)  # executed opening per tick
+    until_horizon: bool = False      # success did not end the episode
+    terminated_step: int | None = None  # tick at which the policy said done (then held)
+    control_period: float = 0.1
     inference_wall_s: list = field(default_factory=list)
     hold_ticks: int = 0
     policy_errors: int = 0
@@ -92,8 +101,11 @@ class RolloutResult:
         return {'task': self.task, 'seed': self.seed, 'split': self.split,
                 'target': self.target, 'direction': self.direction,
                 'instruction': self.instruction, 'template': self.template,
-                'success': self.success, 'wrong_object': self.wrong_object,
-                'steps': self.steps, 'inference_calls': self.inference_calls,
+                'success': self.success, 'success_at_end': self.success_at_end,
+                'first_success_step': self.first_success_step,
+                'until_horizon': self.until_horizon, 'terminated_step': self.terminated_step,
+                'wrong_object': self.wrong_object, 'steps': self.steps,
+                'inference_calls': self.inference_calls,
                 'mean_inference_s': self.mean_inference_s, 'hold_ticks': self.hold_ticks,
                 'policy_errors': self.policy_errors, 'first_error': self.first_error,
                 'wall_time_s': self.wall_time_s, 'metrics': self.metrics}
@@ -132,7 +144,8 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
             replan_every: int | None = None, image_size=(64, 64), record: bool = False,
             record_cameras=DEFAULT_RECORD_CAMERAS, frame_size=None, sim=None,
             wrong_object_patience: int = 3, action_noise: float = 0.0,
-            noise_seed: int | None = None, labeler: Policy | None = None) -> RolloutResult:
+            noise_seed: int | None = None, labeler: Policy | None = None,
+            until_horizon: bool = False, gripper_filter=None) -> RolloutResult:
     """Run ``policy`` closed loop on one episode of ``task`` and judge it.
 
     ``task`` is a Task, a task name or a ready TaskInstance (then ``seed``/``split`` are
@@ -152,6 +165,12 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     ``labeler`` (DAgger, Ross et al. 2011): ``policy`` drives, and every tick the recorded
     action is what ``labeler`` (the privileged expert, chunk length 1) would do in the
     state ``policy`` led to. Needs ``record=True``.
+
+    ``until_horizon``: keep running after success until the step limit (a persistent
+    wrong-object event still ends the episode). A recorded episode always carries the
+    per-frame ``done`` label (the task was already achieved in that frame's state).
+    ``gripper_filter``: a :class:`vla_ros.actions.gripper.GripperFilter` applied to the
+    commanded opening, as the inference engine applies it (reset for the episode).
     """
     if not isinstance(policy, Policy):
         raise ValueError(f'policy must be a Policy, got {type(policy).__name__}')
@@ -190,7 +209,8 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     try:
         return _run(policy, instance, sim, ChunkBuffer(buffer_strategy), to_command, period,
                     latency, replan, record, tuple(record_cameras), tuple(image_size),
-                    frame_size, int(wrong_object_patience), started, noise, labeler)
+                    frame_size, int(wrong_object_patience), started, noise, labeler,
+                    bool(until_horizon), gripper_filter)
     finally:
         if own_sim:
             sim.close()
@@ -198,9 +218,11 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
 
 def _run(policy, instance, sim, buffer, to_command, period, latency, replan, record,
          record_cameras, image_size, frame_size, patience, started,
-         noise=None, labeler=None) -> RolloutResult:
+         noise=None, labeler=None, until_horizon=False, gripper_filter=None) -> RolloutResult:
     spec = policy.spec
     instance.reset(sim)
+    if gripper_filter is not None:
+        gripper_filter.reset()
     for p in (policy, labeler):
         if p is None:
             continue
@@ -210,20 +232,21 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
             attach(sim, instance)
     first = sim.render('front', size=frame_size) if frame_size else None
     frames = {cam: [] for cam in record_cameras} if record else None
-    actions, stamps, proprio = [], [], []
+    actions, stamps, proprio, done, grips = [], [], [], [], []
     pending: tuple[float, TimedChunk] | None = None
     next_inference = 0
     gripper = 1.0  # the scene starts with the gripper open
     inference_wall, holds, wrong_streak, errors = [], 0, 0, []
     outcome = instance.evaluate(sim)
     wrong = False
+    first_success = terminated = None
     step = 0
     for step in range(instance.max_steps):
         now = step * period  # tick times by arithmetic, so no float drift reaches the buffer
         if pending is not None and pending[0] <= now + 1e-9:
             buffer.add(pending[1], pending[0])
             pending = None
-        if pending is None and step >= next_inference:
+        if pending is None and step >= next_inference and terminated is None:
             observation = _observe(sim, policy, instance.instruction, now)
             next_inference = step + replan
             t0 = time.perf_counter()
@@ -245,10 +268,12 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
                 frames[cam].append(sim.render(cam, size=image_size))
             proprio.append(proprio_vector(sim))
             stamps.append(now)
+            done.append(outcome.success)  # the state this frame shows already achieves it
             if labeler is not None:
                 label = labeler.check_chunk(labeler.predict_chunk(
                     _observe(sim, labeler, instance.instruction, now)))[0]
-        buffered = buffer.action_at(now)
+        # After the policy said done the robot holds, as the inference node does.
+        buffered = buffer.action_at(now) if terminated is None else None
         if buffered is None:
             holds += 1
             twist = np.zeros(6)
@@ -260,14 +285,23 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
             applied = executed if noise is None else noise(executed)
             command = to_command(applied, spec.control_period)
             twist = command.ee_twist
+            if command.terminate:
+                terminated = step
             if command.gripper is not None:
-                gripper = command.gripper
+                gripper = command.gripper if gripper_filter is None \
+                    else gripper_filter(command.gripper, now)
+            if gripper_filter is not None and 'gripper' in spec.action_space.names:
+                executed = executed.copy()
+                executed[spec.action_space.index('gripper')] = gripper
+        grips.append(gripper)
         actions.append(executed if labeler is None else spec.action_space.clip(label))
         sim.step_ee_twist(twist, gripper, dt=period)
         outcome = instance.evaluate(sim)
         wrong_streak = wrong_streak + 1 if outcome.wrong_object else 0
         wrong = wrong or wrong_streak >= patience
-        if outcome.success or wrong:
+        if outcome.success and first_success is None:
+            first_success = step + 1
+        if wrong or (outcome.success and not until_horizon):
             break
     steps = step + 1
     last = sim.render('front', size=frame_size) if frame_size else None
@@ -278,8 +312,10 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
             control_period=period,
             images={cam: np.stack(f) for cam, f in frames.items()},
             actions=np.array(actions, dtype=np.float32), stamps=np.array(stamps),
-            proprio=np.array(proprio), metadata={
-                **instance.info(), 'success': outcome.success, 'wrong_object': wrong,
+            proprio=np.array(proprio), done=np.array(done, dtype=bool), metadata={
+                **instance.info(), 'success': first_success is not None,
+                'success_at_end': outcome.success, 'first_success_step': first_success,
+                'until_horizon': until_horizon, 'wrong_object': wrong,
                 'policy': spec.name, 'proprio_names': list(PROPRIO_NAMES),
                 'action_noise': 0.0 if noise is None else noise.scale,
                 'labels': 'executed' if labeler is None else labeler.spec.name})
@@ -287,7 +323,10 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
         task=instance.task.name, seed=instance.seed, split=instance.split,
         target=instance.target, direction=instance.direction,
         instruction=instance.instruction, template=instance.template,
-        success=outcome.success, wrong_object=wrong, steps=steps,
+        success=first_success is not None, wrong_object=wrong, steps=steps,
+        success_at_end=outcome.success, first_success_step=first_success,
+        gripper_commands=grips, until_horizon=until_horizon, control_period=period,
+        terminated_step=terminated,
         inference_calls=len(inference_wall), inference_wall_s=inference_wall,
         hold_ticks=holds, policy_errors=len(errors), first_error=errors[0] if errors else '',
         wall_time_s=time.perf_counter() - started,
@@ -354,7 +393,8 @@ def _progress(total: int, unit: str, enabled: bool):
 def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: str = 'train',
                            image_size=(64, 64), cameras=DEFAULT_RECORD_CAMERAS,
                            policy: Policy | None = None, progress: bool = False,
-                           action_noise: float = 0.0, expert_labels: bool = False) -> dict:
+                           action_noise: float = 0.0, expert_labels: bool = False,
+                           until_horizon: bool = True) -> dict:
     """Record ``episodes`` expert attempts per task into an EpisodeDataset directory.
 
     ``action_noise`` > 0: each episode executes the expert's actions with noise of a
@@ -364,6 +404,11 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     ``expert_labels`` (DAgger): ``policy`` (e.g. a trained one) drives and the scripted
     expert labels every visited state; then every episode is kept, failed or not, since
     the expert's corrections are most useful exactly where the policy went wrong.
+
+    ``until_horizon`` (default): episodes run to the task's horizon after success, so the
+    data shows holding the lifted object still / staying at the target, and every frame
+    carries the ``done`` label; an expert episode is then kept only if the task is still
+    achieved at the horizon. False: episodes end at the first success (the old data).
 
     Only successful episodes are written (``episode_00000.npz``, ... as
     :class:`~vla_ros.datasets.episodes.EpisodeDataset` names them), one at a time so memory
@@ -384,7 +429,8 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     policy = policy or ScriptedExpert(image_size=image_size)
     labeler = ScriptedExpert(image_size=image_size) if expert_labels else None
     tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
-    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'kept': 0, 'steps': 0} for t in tasks}
+    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'succeeded_at_end': 0, 'kept': 0,
+                       'steps': 0} for t in tasks}
     written = 0
     sim = make_sim(image_size)
     bar = _progress(len(tasks) * int(episodes), 'episodes', progress)
@@ -397,11 +443,14 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
                 result = rollout(policy, task, seed + i, split, record=True,
                                  record_cameras=cameras, image_size=image_size, sim=sim,
                                  action_noise=float(rng.uniform(0.0, action_noise)),
-                                 noise_seed=int(rng.integers(2**31)), labeler=labeler)
+                                 noise_seed=int(rng.integers(2**31)), labeler=labeler,
+                                 until_horizon=until_horizon)
                 entry = counts[task.name]
                 entry['attempted'] += 1
                 entry['succeeded'] += int(result.success)
-                if result.success or labeler is not None:
+                entry['succeeded_at_end'] += int(result.success_at_end)
+                achieved = result.success_at_end if until_horizon else result.success
+                if achieved or labeler is not None:
                     result.episode.save(output / f'episode_{written:05d}.npz')
                     written += 1
                     entry['kept'] += 1
@@ -417,7 +466,7 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     summary = {'output': str(output), 'split': split, 'seed': seed,
                'episodes_per_task': int(episodes), 'image_size': list(image_size),
                'cameras': list(cameras), 'policy': policy.spec.name,
-               'action_noise': action_noise,
+               'action_noise': action_noise, 'until_horizon': until_horizon,
                'labels': labeler.spec.name if labeler else 'executed', 'tasks': counts,
                'attempted': sum(c['attempted'] for c in counts.values()),
                'kept': written, 'steps': sum(c['steps'] for c in counts.values()),

@@ -400,7 +400,8 @@ class InferenceNode(Node):
     def _publish_diagnostics(self) -> None:
         s = self._engine.status(self._now())
         level = {0: DiagnosticStatus.WARN, 1: DiagnosticStatus.OK, 2: DiagnosticStatus.OK,
-                 3: DiagnosticStatus.WARN, 4: DiagnosticStatus.ERROR}[int(s.state)]
+                 3: DiagnosticStatus.WARN, 4: DiagnosticStatus.ERROR,
+                 5: DiagnosticStatus.OK}[int(s.state)]
         values = {'policy': s.policy, 'state': s.state.name,
                   'last_inference_latency_s': f'{s.last_inference_latency:.4f}',
                   'queue_depth': str(s.queue_depth),
