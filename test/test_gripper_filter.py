@@ -26,18 +26,20 @@ def test_binary_hysteresis_ignores_values_inside_the_band():
 def test_binary_min_dwell_delays_a_reversal_but_not_the_first_change():
     f = binary(dwell=0.5)
     assert f(1.0, 0.0) == 1.0
-    assert f(0.0, 0.05) == 1.0  # the open state started 0.05 s ago: too soon
-    assert f(0.0, 0.5) == 0.0   # grasp once the dwell has passed
-    assert f(1.0, 0.6) == 0.0   # a one-tick open right after the grasp is suppressed
-    assert f(1.0, 0.9) == 0.0
-    assert f(1.0, 1.0) == 1.0   # a sustained open command gets through after 0.5 s
+    assert f(0.0, 0.05) == 0.0  # the first state was no change: the grasp goes through
+    assert f(1.0, 0.15) == 0.0  # a one-tick open right after the grasp is suppressed
+    assert f(1.0, 0.5) == 0.0
+    assert f(1.0, 0.55) == 1.0  # a sustained open command gets through after 0.5 s
+    assert f(0.0, 0.6) == 1.0   # and a quick re-close is held back in turn
     f.reset()
-    assert f(0.1, 1.05) == 0.0  # after reset the first command decides at once
+    assert f(0.1, 1.0) == 0.0   # after reset the first command decides at once
 
 
 def test_clock_going_back_restarts_the_state():
     f = binary(dwell=1.0)
+    f(1.0, 9.0)
     f(0.0, 10.0)
+    assert f(1.0, 10.5) == 0.0
     assert f(1.0, 2.0) == 1.0  # a replayed bag's earlier time: no dwell carried over
 
 

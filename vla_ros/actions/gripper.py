@@ -79,10 +79,11 @@ class GripperFilter:
             return value
         if self._closed is None or now < self._since:
             # First command (or the clock went back, e.g. a replayed bag): take the
-            # nearer side of the band's middle as the state; no dwell to respect.
+            # nearer side of the band's middle as the state. It was not a change the
+            # gripper made, so the next real change need not wait for the dwell.
             self._closed = value < (cfg.close_threshold + cfg.open_threshold) / 2
-            self._since = now
-        elif now - self._since >= cfg.min_dwell_s - 1e-9:
+            self._since = -math.inf
+        elif now - self._since >= cfg.min_dwell_s - 1e-9 or now < self._since:
             if self._closed and value >= cfg.open_threshold:
                 self._closed, self._since = False, now
             elif not self._closed and value <= cfg.close_threshold:
