@@ -199,6 +199,24 @@ def test_rollout_holds_after_the_policy_says_done(sim):
     assert result.hold_ticks == result.steps - 5
 
 
+def test_dagger_labels_a_policy_with_a_stop_in_the_experts_space(sim):
+    from vla_ros.evaluation.rollout import rollout
+    from vla_ros.sim.expert import ScriptedExpert
+
+    class Driver(RowsPolicy):
+        needs_images = False
+
+    result = rollout(Driver([move()]), 'reach', seed=2, split='train', sim=sim, record=True,
+                     labeler=ScriptedExpert(), until_horizon=True, record_cameras=('front',),
+                     image_size=(32, 32))
+    episode = result.episode
+    assert episode.action_space == 'arm7' and episode.actions.shape == (60, 7)
+    assert episode.done.shape == (60,)
+    with pytest.raises(ValueError, match='labeler'):
+        rollout(Driver([move()], space='mobile_manipulator'), 'reach', sim=sim, record=True,
+                labeler=ScriptedExpert())
+
+
 def test_summarize_reports_at_end_and_chatter(sim):
     from vla_ros.evaluation.report import summarize
     from vla_ros.evaluation.rollout import run_episodes

@@ -191,7 +191,11 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     if labeler is not None:
         if not record:
             raise ValueError('labeler only makes sense with record=True')
-        if labeler.spec.chunk_length != 1 or labeler.spec.action_space != spec.action_space:
+        # A policy with a learned stop (arm7_done) is labelled in the expert's arm7: the
+        # stop's label is the recorded done flag.
+        own = spec.action_space.names
+        if labeler.spec.chunk_length != 1 or labeler.spec.action_space.names not in (
+                own, own[:-1] if own[-1:] == ('terminate',) else None):
             raise ValueError('the labeler must output single arm actions in the policy\'s '
                              'action space')
     instance = _instance(task, seed, split)
@@ -294,7 +298,7 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
                 executed = executed.copy()
                 executed[spec.action_space.index('gripper')] = gripper
         grips.append(gripper)
-        actions.append(executed if labeler is None else spec.action_space.clip(label))
+        actions.append(executed if labeler is None else labeler.spec.action_space.clip(label))
         sim.step_ee_twist(twist, gripper, dt=period)
         outcome = instance.evaluate(sim)
         wrong_streak = wrong_streak + 1 if outcome.wrong_object else 0
@@ -308,7 +312,8 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
     episode = None
     if record:
         episode = Episode(
-            instruction=instance.instruction, action_space=spec.action_space.name,
+            instruction=instance.instruction,
+            action_space=(labeler or policy).spec.action_space.name,
             control_period=period,
             images={cam: np.stack(f) for cam, f in frames.items()},
             actions=np.array(actions, dtype=np.float32), stamps=np.array(stamps),
