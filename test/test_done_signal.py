@@ -310,3 +310,14 @@ def test_grown_openvla_checkpoint_learns_the_done_label(tmp_path):
     chunk = policy.predict_chunk(Observation(images, episode.instruction,
                                              proprio=np.zeros(8, np.float32)))
     assert chunk.shape == (1, 8) and 0.0 <= chunk[0, 7] <= 1.0
+
+
+def test_demo_counts_gripper_chatter_from_stamped_commands():
+    from vla_ros.demo import _chatter
+
+    opened = [(t / 10, 1.0) for t in range(10)]
+    # grasp at 1.0 s, open at 1.2 s and close at 1.3 s (2 events), release at 3.0 s (none)
+    trace = opened + [(1.0, 0.0), (1.1, 0.0), (1.2, 0.6), (1.3, 0.2), (2.0, 0.0), (3.0, 1.0)]
+    assert _chatter(trace, sent=0.0) == 2
+    assert _chatter(opened, sent=0.0) == 0
+    assert _chatter(trace, sent=2.5) == 0  # only what followed the instruction counts
