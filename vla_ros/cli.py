@@ -124,7 +124,7 @@ def cmd_status(args) -> int:
 
     states = {PolicyStatus.STATE_LOADING: 'loading', PolicyStatus.STATE_READY: 'ready',
               PolicyStatus.STATE_RUNNING: 'running', PolicyStatus.STATE_HOLDING: 'holding',
-              PolicyStatus.STATE_ERROR: 'error'}
+              PolicyStatus.STATE_ERROR: 'error', PolicyStatus.STATE_DONE: 'done'}
     received = []
     with _RosSession('vla_status_cli') as node:
         node.create_subscription(PolicyStatus, _topic(args.namespace, 'vla/status'),
