@@ -321,3 +321,10 @@ def test_demo_counts_gripper_chatter_from_stamped_commands():
     assert _chatter(trace, sent=0.0) == 2
     assert _chatter(opened, sent=0.0) == 0
     assert _chatter(trace, sent=2.5) == 0  # only what followed the instruction counts
+
+
+def test_engine_states_match_the_status_message_constants():
+    from vla_ros_msgs.msg import PolicyStatus
+
+    for state in EngineState:
+        assert getattr(PolicyStatus, f'STATE_{state.name}') == int(state)
