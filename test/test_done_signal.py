@@ -328,3 +328,25 @@ def test_engine_states_match_the_status_message_constants():
 
     for state in EngineState:
         assert getattr(PolicyStatus, f'STATE_{state.name}') == int(state)
+
+
+def test_eval_cli_binary_gripper_and_stop_at_success(capsys):
+    from vla_ros.evaluation import cli
+
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--seed', '7',
+                     '--tasks', 'pick_up', '--split', 'train', '--json', '--no-progress',
+                     '--gripper-mode', 'binary', '--gripper-min-dwell', '0.3'])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['gripper_filter'] == {'mode': 'binary', 'close_threshold': 0.3,
+                                        'open_threshold': 0.7, 'min_dwell_s': 0.3}
+    assert report['success_at_end'] == 1 and report['mean_episode_length'] == 100
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--seed', '7',
+                     '--tasks', 'pick_up', '--split', 'train', '--json', '--no-progress',
+                     '--stop-at-success'])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and not report['until_horizon'] and report['mean_episode_length'] < 100
+    assert report['gripper_filter'] is None and report['success_at_end'] is None
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--no-progress',
+                     '--gripper-mode', 'binary', '--gripper-close-threshold', '0.8'])
+    assert code == 2 and 'close_threshold < open_threshold' in capsys.readouterr().err
