@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
@@ -33,7 +34,7 @@ from vla_ros.actions.gripper import (  # noqa: E402
     GripperFilterConfig,
     chatter_events,
 )
-from vla_ros.evaluation.rollout import run_episodes  # noqa: E402
+from vla_ros.evaluation.rollout import eval_engine_config, run_episodes  # noqa: E402
 from vla_ros.policies.registry import make_policy  # noqa: E402
 
 
@@ -74,13 +75,16 @@ def main() -> int:
     p.add_argument('--dwell', type=float, default=GripperFilterConfig.min_dwell_s)
     args = p.parse_args()
     policy = make_policy(args.policy, model_path=args.model_path)
+    plain_config = eval_engine_config(policy.spec)
+    # The engine filters the gripper in its command path, as on the robot.
+    binary_config = replace(plain_config, gripper_mode='binary',
+                            gripper_close_threshold=args.close,
+                            gripper_open_threshold=args.open, gripper_min_dwell_s=args.dwell)
     try:
         plain = run_episodes(policy, ['pick_up'], args.episodes, seed=args.seed, split='train',
-                             until_horizon=True)
+                             until_horizon=True, engine_config=plain_config)
         binary = run_episodes(policy, ['pick_up'], args.episodes, seed=args.seed,
-                              split='train', until_horizon=True,
-                              gripper_filter=GripperFilter(GripperFilterConfig(
-                                  'binary', args.close, args.open, args.dwell)))
+                              split='train', until_horizon=True, engine_config=binary_config)
     finally:
         policy.close()
     period = plain[0].control_period

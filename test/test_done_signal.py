@@ -199,6 +199,30 @@ def test_rollout_holds_after_the_policy_says_done(sim):
     assert result.hold_ticks == result.steps - 5
 
 
+def test_rollout_gripper_filter_is_the_engines(sim):
+    """Eval filters the gripper in the engine's command path (engine_config), as the node."""
+    from dataclasses import replace
+
+    from vla_ros.actions.gripper import chatter_events
+    from vla_ros.evaluation.rollout import eval_engine_config, rollout
+
+    class Flicker(RowsPolicy):
+        needs_images = False
+
+    # closes, then flips open for single ticks: the chatter the binary mode removes
+    rows = [move(1.0)] * 3 + [move(0.0)] * 3 + [move(1.0), move(0.0)] * 6 + [move(0.0)] * 60
+    plain_config = eval_engine_config(Flicker(rows).spec)
+    plain = rollout(Flicker(rows), 'reach', seed=0, split='train', sim=sim,
+                    until_horizon=True, engine_config=plain_config)
+    binary = rollout(Flicker(rows), 'reach', seed=0, split='train', sim=sim,
+                     until_horizon=True,
+                     engine_config=replace(plain_config, gripper_mode='binary'))
+    period = plain.control_period
+    assert len(chatter_events(plain.gripper_commands, period)) > 0
+    assert chatter_events(binary.gripper_commands, period) == []
+    assert set(binary.gripper_commands) <= {0.0, 1.0}
+
+
 def test_dagger_labels_a_policy_with_a_stop_in_the_experts_space(sim):
     from vla_ros.evaluation.rollout import rollout
     from vla_ros.sim.expert import ScriptedExpert
@@ -326,8 +350,11 @@ def test_demo_counts_gripper_chatter_from_stamped_commands():
 def test_engine_states_match_the_status_message_constants():
     from vla_ros_msgs.msg import PolicyStatus
 
+    from vla_ros.policy_swap import STATE_NAMES
+
     for state in EngineState:
         assert getattr(PolicyStatus, f'STATE_{state.name}') == int(state)
+        assert STATE_NAMES[int(state)] == state.name.lower()  # vla-ros status / policy
 
 
 def test_eval_cli_binary_gripper_and_stop_at_success(capsys):

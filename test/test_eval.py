@@ -15,11 +15,13 @@ from vla_ros.evaluation import cli  # noqa: E402
 from vla_ros.evaluation.report import contact_sheet, summarize  # noqa: E402
 from vla_ros.evaluation.rollout import (  # noqa: E402
     collect_demonstrations,
+    eval_engine_config,
     make_sim,
     rollout,
     run_episodes,
 )
 from vla_ros.policies.scripted import ScriptedPolicy  # noqa: E402
+from vla_ros.runtime.engine import EngineConfig  # noqa: E402
 from vla_ros.sim.expert import ScriptedExpert  # noqa: E402
 
 
@@ -124,6 +126,75 @@ def test_latency_starves_the_buffer_until_the_first_chunk(sim):
     assert result.hold_ticks == 3  # the chunk stamped 0.0 arrives at 0.25 -> tick 0.3
     assert result.inference_calls == 15  # every 4 ticks
     assert policy.calls == 15 and result.mean_inference_s >= 0
+
+
+def test_eval_schedules_chunks_with_the_node_engine(sim):
+    # A single-step policy behind latency: timed from its observation every action is late
+    # (the robot holds all episode); timed from arrival, as the openvla/rt1/rt2 launch
+    # configurations run it, it executes. The eval now measures which one the robot runs.
+    policy = ScriptedPolicy(chunk_length=1, image_size=(16, 16))
+    late = rollout(policy, 'reach', 0, 'test', sim=sim, inference_latency=0.15)
+    assert late.hold_ticks == late.steps == 60 and late.inference_calls > 0
+    config = eval_engine_config(policy.spec, chunk_timing='arrival')
+    arrival = rollout(policy, 'reach', 0, 'test', sim=sim, inference_latency=0.15,
+                      engine_config=config)
+    # One worker, 1.5 ticks of latency: a chunk every second tick, serving one tick.
+    assert arrival.steps - arrival.hold_ticks == arrival.inference_calls - 1 > 25
+    # The engine's own triggers apply: no rate, infer when <= 2 actions are left.
+    chunky = ScriptedPolicy(chunk_length=8, image_size=(16, 16), velocity=(0.0,) * 6)
+    config = EngineConfig(control_rate_hz=10.0, inference_rate_hz=0.0, low_queue_depth=2)
+    result = rollout(chunky, 'reach', 0, 'test', sim=sim, engine_config=config)
+    assert result.steps == 60 and result.hold_ticks == 0
+    assert result.inference_calls == 10  # ticks 0, 6, 12, ...: 8 actions, refill at 2 left
+    with pytest.raises(ValueError, match='engine_config'):
+        rollout(chunky, 'reach', 0, sim=sim, engine_config=config, replan_every=2)
+    with pytest.raises(ValueError, match='inference_timeout'):
+        rollout(chunky, 'reach', 0, sim=sim, inference_latency=2.5)
+
+
+def test_eval_engine_config_reproduces_the_replan_schedule():
+    spec = ScriptedPolicy(chunk_length=8, image_size=(16, 16)).spec
+    config = eval_engine_config(spec, strategy_params={'execute_steps': 4})
+    assert config.inference_rate_hz == pytest.approx(2.5) and config.low_queue_depth == 0
+    assert config.chunk_timing == 'observation' and config.control_rate_hz == 10.0
+    assert eval_engine_config(spec, strategy='temporal_ensemble').inference_rate_hz == 10.0
+    assert eval_engine_config(spec, replan_every=20).inference_rate_hz == pytest.approx(0.5)
+    with pytest.raises(ValueError, match='not both'):
+        eval_engine_config(spec, replan_every=2, inference_rate_hz=1.0)
+
+
+def test_eval_cli_takes_the_schedule_from_a_node_parameter_file(capsys):
+    from vla_ros.bags.regress import default_parameters, parameters_from_file
+    from vla_ros.inference_config import engine_config
+
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--seed', '3',
+                     '--tasks', 'reach', '--json', '--no-progress',
+                     '--node-params', 'config/policies/openvla.yaml'])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    params = {**default_parameters(), **parameters_from_file('config/policies/openvla.yaml')}
+    node = engine_config(params)
+    assert report['schedule']['inference_rate_hz'] == node.inference_rate_hz == 5.0
+    assert report['schedule']['chunk_timing'] == node.chunk_timing == 'arrival'
+    assert report['schedule']['low_queue_depth'] == node.low_queue_depth
+    assert report['strategy_params'] == node.strategy_params == {'execute_steps': 1}
+    assert report['success_rate'] == 1.0
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--no-progress',
+                     '--node-params', 'config/policies/openvla.yaml', '--replan-every', '2'])
+    assert code == 2 and '--replan-every' in capsys.readouterr().err
+
+
+def test_simulated_frames_are_rendered_only_for_the_tick_they_belong_to(sim):
+    from vla_ros.evaluation.rollout import _SimCameras
+
+    cameras = _SimCameras(sim)
+    frame = cameras.frame('front')
+    assert frame.image((20, 10)).shape == (10, 20, 3)
+    cameras.advance()
+    with pytest.raises(RuntimeError, match='moved on'):
+        frame.image((20, 10))
+    blank = _SimCameras(sim, needs_images=False).frame('front').image((8, 6))
+    assert blank.shape == (6, 8, 3) and not blank.any()
 
 
 def test_policy_failures_hold_the_robot_and_are_counted(sim):

@@ -138,17 +138,30 @@ class EpisodeDataset:
                                 num_trajectories=len(self.episodes))
         return DatasetStatistics({key: entry})
 
-    def samples(self, chunk_length: int):
+    def samples(self, chunk_length: int, history: int = 0, stride: int = 1):
         """Yield training samples: the frame at t and the actions t .. t+chunk-1.
 
         Past the end of an episode the chunk is padded with the last action and the
         ``valid`` mask says which rows are real (so a loss can ignore the padding).
+
+        ``history`` > 0 adds ``sample['history']``: the real earlier frames of the same
+        episode a policy with a history window would have seen at step t, oldest first,
+        each ``{'images': {camera: HxWx3}, 'proprio': ...}``: the frames at t - k x
+        ``stride`` for k = ``history`` .. 1 that lie within the episode, where ``stride``
+        is the number of control ticks between two inferences at run time (the history
+        is made of the frames earlier inferences looked at). Nothing is padded here: near
+        the episode start the list is shorter, and the family pads it by the same rule
+        its inference uses.
         """
+        if isinstance(history, bool) or int(history) != history or history < 0:
+            raise ValueError(f'history must be an integer >= 0, got {history!r}')
+        if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+            raise ValueError(f'stride must be an integer >= 1, got {stride!r}')
         for episode in self.episodes:
             n = len(episode)
             for t in range(n):
                 rows = np.minimum(np.arange(t, t + chunk_length), n - 1)
-                yield {
+                sample = {
                     'images': {c: frames[t] for c, frames in episode.images.items()},
                     'instruction': episode.instruction,
                     'actions': episode.actions[rows],
@@ -157,3 +170,10 @@ class EpisodeDataset:
                     'done': None if episode.done is None else bool(episode.done[t]),
                     'metadata': episode.metadata,
                 }
+                if history:
+                    earlier = [t - k * stride for k in range(int(history), 0, -1)]
+                    sample['history'] = [
+                        {'images': {c: frames[s] for c, frames in episode.images.items()},
+                         'proprio': None if episode.proprio is None else episode.proprio[s]}
+                        for s in earlier if s >= 0]
+                yield sample

@@ -26,12 +26,7 @@ from typing import Optional
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
@@ -42,6 +37,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 from vla_ros_msgs.msg import GripperCommand
 
+from vla_ros import parameters as schema
 from vla_ros.actions.safety import (
     SafetyLimits,
     UnsafeCommandError,
@@ -51,6 +47,7 @@ from vla_ros.actions.safety import (
 )
 from vla_ros.drivers.backend import make_backend
 from vla_ros.nodes import qos
+from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import rgb_to_image_msg
 from vla_ros.nodes.spin import spin_node
 
@@ -76,16 +73,6 @@ _BACKEND_PARAMS = {
 
 def _no_params(node):
     return {}
-
-
-def _float_range(low, high, description):
-    return ParameterDescriptor(
-        description=description,
-        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)])
-
-
-def _read_only(description, **kwargs):
-    return ParameterDescriptor(description=description, read_only=True, **kwargs)
 
 
 def _twist_array(msg, topic) -> np.ndarray:
@@ -191,53 +178,7 @@ class DriverNode(Node):
         return self.get_parameter(name).value
 
     def _declare_parameters(self):
-        d = self.declare_parameter
-        d('backend', 'mujoco', _read_only("Robot backend: 'mujoco' or 'dry_run'."))
-        d('mobile', False, _read_only('Give the simulated robot a mobile base.'))
-        d('rate_hz', 50.0, _read_only(
-            'Control loop rate [Hz].', floating_point_range=[
-                FloatingPointRange(from_value=1.0, to_value=1000.0, step=0.0)]))
-        d('camera_rate_hz', 10.0, _read_only(
-            'Camera publish rate [Hz]; 0 disables images.', floating_point_range=[
-                FloatingPointRange(from_value=0.0, to_value=120.0, step=0.0)]))
-        for axis in ('width', 'height'):
-            d(f'image_{axis}', 224, _read_only(
-                f'Rendered camera image {axis} [px].',
-                integer_range=[IntegerRange(from_value=16, to_value=4096, step=1)]))
-        d('watchdog_timeout', 0.25, _float_range(
-            0.01, 10.0, 'Zero the arm twist when the newest cmd/ee_twist is older than this '
-                        '(since arrival, or since its stamp if that is older) [s].'))
-        # Typed but without a value: unset means "derive from backend.is_hardware".
-        d('enable_actuation', Parameter.Type.BOOL, ParameterDescriptor(
-            description='Actuation interlock. Unset: True for sim / dry run, False for '
-                        'hardware. Also toggled by the ~/enable service.'))
-        d('max_linear_velocity', 0.25, _float_range(0.001, 2.0, 'EE linear speed limit [m/s].'))
-        d('max_angular_velocity', 1.0, _float_range(
-            0.001, 2 * math.pi, 'EE angular speed limit [rad/s].'))
-        d('max_linear_acceleration', 2.0, _float_range(
-            0.01, 50.0, 'EE linear acceleration limit [m/s^2].'))
-        d('max_angular_acceleration', 8.0, _float_range(
-            0.01, 200.0, 'EE angular acceleration limit [rad/s^2].'))
-        # The sim table top in the arm-base frame (x 0.2..0.9, y +-0.5, top at z = 0),
-        # less a margin at the far edges and 1 cm above the surface.
-        d('workspace_min', [0.2, -0.45, 0.01], ParameterDescriptor(
-            description='Lower corner [x, y, z] of the EE workspace box in ee_frame [m].'))
-        d('workspace_max', [0.8, 0.45, 0.6], ParameterDescriptor(
-            description='Upper corner [x, y, z] of the EE workspace box in ee_frame [m].'))
-        d('max_base_linear_velocity', 0.5, _float_range(
-            0.0, 2.0, 'Mobile base linear speed limit [m/s].'))
-        d('max_base_angular_velocity', 1.0, _float_range(
-            0.001, 2 * math.pi, 'Mobile base angular speed limit [rad/s].'))
-        d('ee_frame', 'base_link', _read_only(
-            'Frame of ee_pose and of the EE twists (the arm base frame).'))
-        d('seed', 0, _read_only('Seed for the simulated scene.', integer_range=[
-            IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
-        d('task', '', _read_only(
-            "MuJoCo only: lay the scene out as an episode of a sim task ('reach', 'push', "
-            "'pick_up'); its instruction and outcome are published on ~/task_status."))
-        d('task_seed', 1000, _read_only('Episode seed of the sim task.', integer_range=[
-            IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
-        d('task_split', 'test', _read_only("Sim task split: 'train' or 'test'."))
+        declare_parameters(self, schema.node_parameters(schema.DRIVER))
 
     def _resolve_enable_actuation(self):
         try:

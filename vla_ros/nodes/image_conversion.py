@@ -196,18 +196,31 @@ def _check_rgb(rgb: Any) -> np.ndarray:
 
 
 def prepare_image(
-    rgb: np.ndarray, size: tuple[int, int] = (224, 224), interpolation: int | None = None
+    rgb: np.ndarray, size: tuple[int, int] = (224, 224), interpolation: int | None = None,
+    method: str = 'default',
 ) -> np.ndarray:
     """Resize HxWx3 uint8 RGB to ``size`` = (width, height), returning a contiguous array.
 
-    By default INTER_AREA is used when shrinking (it averages, so no aliasing) and
-    INTER_LINEAR when enlarging. Returns the input itself if it already has that size and
-    is contiguous.
+    ``method`` is the policy's ``PolicySpec.image_resize``. ``'default'``: INTER_AREA when
+    shrinking (it averages, so no aliasing) and INTER_LINEAR when enlarging; returns the
+    input itself if it already has that size and is contiguous. ``'resize-naive'``,
+    ``'resize-crop'``, ``'letterbox'``: OpenVLA's processor (Pillow bicubic, antialiased;
+    see ``vla_ros.policies.openvla.image_transforms``), for checkpoints trained with it;
+    ``size`` must then be square.
     """
     rgb = _check_rgb(rgb)
     w, h = (int(v) for v in size)
     if w <= 0 or h <= 0:
         raise ValueError(f'size must be a positive (width, height), got {size!r}')
+    if method != 'default':
+        from vla_ros.policies.openvla.image_transforms import STRATEGIES, reference_resize
+
+        if method not in STRATEGIES:
+            raise ValueError(f'unknown resize method {method!r}; known: default, '
+                             f'{", ".join(STRATEGIES)}')
+        if w != h:
+            raise ValueError(f'{method} resizes to a square; got size {size!r}')
+        return reference_resize(rgb, w, method)
     if rgb.shape[:2] == (h, w):
         return np.ascontiguousarray(rgb)
     if interpolation is None:

@@ -51,6 +51,9 @@ _BUILTINS = (
     PolicyInfo('openvla', 'vla_ros.policies.openvla.policy:load',
                'OpenVLA: DINOv2 + SigLIP -> MLP -> Llama-2, 7 greedy action tokens '
                '(256 bins), q01/q99 statistics per dataset.', 'openvla'),
+    PolicyInfo('smolvla', 'vla_ros.policies.smolvla.policy:load',
+               'SmolVLA (LeRobot checkpoints): SmolVLM2 prefix + interleaved action expert, '
+               'flow matching, 50-step chunks.', 'smolvla'),
 )
 
 _lock = threading.Lock()

@@ -177,7 +177,7 @@ class TorchPolicy(Policy, abc.ABC):
         :meth:`_statistics_changed`; otherwise a trained model would see raw inputs in
         training and normalized ones once loaded from its checkpoint, or the reverse.
         """
-        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
+        mode = self.normalizer.mode
         self.statistics = statistics
         self.unnorm_key = unnorm_key
         self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
@@ -185,6 +185,12 @@ class TorchPolicy(Policy, abc.ABC):
 
     def _statistics_changed(self) -> None:
         """Hook: rebuild whatever derives from ``self.statistics`` (default: nothing)."""
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Prepared training samples -> the shared batch convention (a family may override)."""
+        from vla_ros.training.data import default_collate
+
+        return default_collate(self, samples)
 
     # --------------------------------------------------------------- contract
     @property
@@ -234,6 +240,8 @@ class TorchPolicy(Policy, abc.ABC):
         """Write config.json, model.safetensors and dataset_statistics.json."""
         from safetensors.torch import save_file
 
+        from vla_ros.file_modes import respect_umask
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {'family': self.family, 'config': dataclasses.asdict(self.config)}
@@ -241,6 +249,7 @@ class TorchPolicy(Policy, abc.ABC):
         state = {k: v.detach().to('cpu').contiguous()
                  for k, v in self.model.state_dict().items()}
         save_file(_untie(state), str(path / WEIGHTS_FILE))
+        respect_umask(path / WEIGHTS_FILE)  # save_file writes 0600
         save_statistics(path / STATISTICS_FILE, self.statistics)
         return path
 

@@ -136,7 +136,11 @@ class InferenceEngine:
     """Observation slots, inference scheduling, chunk buffer and command conversion."""
 
     def __init__(self, config: EngineConfig, preprocess=None):
-        """Create an engine with no policy; ``preprocess(rgb, size)`` resizes frames."""
+        """Create an engine with no policy.
+
+        ``preprocess(rgb, size, method)`` resizes frames; ``method`` is the policy spec's
+        ``image_resize``.
+        """
         self.config = config
         self._preprocess = preprocess or _default_preprocess
         self._lock = threading.RLock()
@@ -515,7 +519,7 @@ def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, pro
         if missing:
             raise ValueError(f'no frame from camera(s) {missing}')
         stamp = frames[spec.camera_names[0]].stamp
-        images = {cam: preprocess(frames[cam].rgb, spec.image_size)
+        images = {cam: preprocess(frames[cam].rgb, spec.image_size, spec.image_resize)
                   for cam in spec.camera_names}
         observation = Observation(images=images, instruction=instruction, stamp=stamp,
                                   proprio=proprio)
@@ -527,7 +531,7 @@ def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, pro
         return None, f'policy {name!r} failed: {type(exc).__name__}: {exc}'
 
 
-def _default_preprocess(rgb: np.ndarray, size) -> np.ndarray:
+def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:
     from vla_ros.nodes.image_conversion import prepare_image
 
-    return prepare_image(rgb, size)
+    return prepare_image(rgb, size, method=method)

@@ -360,11 +360,17 @@ class OpenVlaVisionBackbone(nn.Module):
         siglip.copy_(sincos_2d(int(round(siglip.shape[0] ** 0.5)), siglip.shape[1]))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1], (B, 3, H, W) -> fused patch features (B, P, dino + siglip)."""
-        dino = self.featurizer(pixel_values=_normalize(pixel_values, DINO_MEAN, DINO_STD),
+        """RGB in [0, 1], (B, 3, H, W) -> fused patch features (B, P, dino + siglip).
+
+        Each tower's normalization is computed in float32 and only its result cast to the
+        weights' dtype, as OpenVLA's processor does (k / 255 is not exact in bfloat16).
+        """
+        dtype = self.featurizer.embeddings.patch_embeddings.projection.weight.dtype
+        pixels = pixel_values.float()
+        dino = self.featurizer(pixel_values=_normalize(pixels, DINO_MEAN, DINO_STD).to(dtype),
                                output_hidden_states=True).hidden_states[self.feature_layer]
         siglip = self.fused_featurizer(
-            pixel_values=_normalize(pixel_values, SIGLIP_MEAN, SIGLIP_STD),
+            pixel_values=_normalize(pixels, SIGLIP_MEAN, SIGLIP_STD).to(dtype),
             output_hidden_states=True).hidden_states[self.feature_layer]
         return torch.cat([dino[:, self.num_prefix_tokens:], siglip], dim=-1)
 
@@ -476,7 +482,7 @@ class OpenVlaForActionPrediction(OpenVlaPreTrainedModel, GenerationMixin):
             return embeds
         if input_ids.shape[1] < 1:
             raise ValueError('the prompt must start with a BOS token before the image')
-        patches = self.embed_images(pixel_values.to(embeds.dtype))
+        patches = self.embed_images(pixel_values)  # the backbone normalizes in float32
         per_camera = self.config.patches_per_image
         cameras = [patches[:, start:start + per_camera]
                    for start in range(0, patches.shape[1], per_camera)]

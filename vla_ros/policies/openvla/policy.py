@@ -5,9 +5,12 @@ Two kinds of ``model_path``:
 * a directory written by :meth:`OpenVlaPolicy.save_pretrained` (transformers
   ``save_pretrained``: config.json + model.safetensors, plus dataset_statistics.json and
   the tokenizer files), loaded with this project's model code;
-* a released ``openvla/openvla-7b``-style directory whose config.json ``auto_map`` points at
-  its own Python code: run through that code only with ``allow_remote_code=True``
-  (:mod:`vla_ros.policies.openvla.remote`).
+* a released ``openvla/openvla-7b``-style directory (config.json model_type ``openvla``,
+  sharded safetensors, Llama tokenizer): loaded natively into this project's model
+  (:mod:`released_format`, :mod:`weight_mapping`, :mod:`released_loader`), whether or not
+  it has an ``auto_map``; its own Python code is never imported...
+* ...unless ``allow_remote_code=True`` is passed for a directory with an ``auto_map``: then
+  that code runs it (:mod:`vla_ros.policies.openvla.remote`), as before.
 """
 
 import dataclasses
@@ -27,6 +30,20 @@ from vla_ros.policies.openvla.configuration_openvla import MODEL_TYPE, PRESETS, 
 from vla_ros.policies.openvla.decoding import greedy_action_tokens
 from vla_ros.policies.openvla.modeling_openvla import OpenVlaForActionPrediction
 from vla_ros.policies.openvla.processing_openvla import PromptEncoder
+from vla_ros.policies.openvla.released_format import (
+    RELEASED_MODEL_TYPE,
+    check_preprocessor_config,
+    parse_released_config,
+)
+from vla_ros.policies.openvla.released_loader import (
+    PREPROCESSOR_FILE,
+    build_on_meta,
+    keep_rotary_float32,
+    load_checkpoint_tokenizer,
+    load_released_weights,
+    read_json,
+    released_statistics,
+)
 from vla_ros.policies.openvla.remote import (
     RemoteCodeOpenVlaPolicy,
     read_config,
@@ -65,11 +82,18 @@ class OpenVlaPolicy(TorchPolicy):
 
     def __init__(self, config=None, statistics=None, unnorm_key: str | None = None,
                  device: str = 'cpu', dtype: str = 'float32', seed: int = 0, model=None,
-                 tokenizer=None, **overrides):
-        """Build (or wrap ``model``) with the 32k text tokenizer; see TorchPolicy."""
+                 tokenizer=None, image_resize: str = 'default', **overrides):
+        """Build (or wrap ``model``) with the 32k text tokenizer; see TorchPolicy.
+
+        ``image_resize`` is how camera frames are brought to the model's size (see
+        ``PolicySpec.image_resize``): OpenCV by default, OpenVLA's Pillow bicubic
+        strategies for released checkpoints.
+        """
         config = _make_config(config, overrides)
+        self.image_resize = image_resize
         super().__init__(config, statistics=statistics, unnorm_key=unnorm_key, device=device,
                          dtype=dtype, seed=seed, model=model)
+        keep_rotary_float32(self.model)  # TorchPolicy's model.to(dtype) cast them too
         self.tokenizer = tokenizer if tokenizer is not None else load_text_tokenizer()
         if len(self.tokenizer) > config.text_config.vocab_size:
             raise PolicyLoadError(f'the tokenizer has {len(self.tokenizer)} tokens, more than '
@@ -91,7 +115,8 @@ class OpenVlaPolicy(TorchPolicy):
                           chunk_length=config.chunk_length, camera_names=config.cameras,
                           image_size=(config.image_size, config.image_size),
                           uses_proprio=config.use_proprio,
-                          control_period=config.control_period)
+                          control_period=config.control_period,
+                          image_resize=self.image_resize)
 
     # ------------------------------------------------------------ proprio
     def _statistics_changed(self) -> None:
@@ -124,6 +149,17 @@ class OpenVlaPolicy(TorchPolicy):
     def num_action_tokens(self) -> int:
         """Tokens decoded per prediction: chunk_length x action dimensions (7 for arm7)."""
         return self.config.chunk_length * self.action_space.dim
+
+    def images_tensor(self, observation: Observation) -> torch.Tensor:
+        """Camera images -> float32 (1, cameras, 3, H, W) in [0, 1], whatever the dtype.
+
+        The vision backbone normalizes per tower in float32 and casts the result, as
+        OpenVLA's processor does; casting the raw [0, 1] pixels to bfloat16 first would
+        round them differently.
+        """
+        stack = np.stack([observation.images[c] for c in self.spec.camera_names])
+        pixels = torch.from_numpy(stack).to(self.device).permute(0, 3, 1, 2)
+        return pixels.float().div(255.0).unsqueeze(0)
 
     def model_inputs(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids (1, L), pixel_values (1, 3, H, W))`` for an observation."""
@@ -228,9 +264,12 @@ class OpenVlaPolicy(TorchPolicy):
         """Write the model (safetensors via transformers), the statistics and the tokenizer."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        from vla_ros.file_modes import respect_umask
+
         self.model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
         save_statistics(path / STATISTICS_FILE, self.statistics)
+        respect_umask(path)  # safetensors writes 0600
         return path
 
     @classmethod
@@ -242,6 +281,10 @@ class OpenVlaPolicy(TorchPolicy):
 
         path = _checked_dir(model_path)
         config = read_config(path)
+        run_own_code = allow_remote_code is True and remote_auto_map(config)
+        if config.get('model_type') == RELEASED_MODEL_TYPE and not run_own_code:
+            return cls.from_released(path, config, unnorm_key=unnorm_key, device=device,
+                                     dtype=dtype, seed=seed, **options)
         if remote_auto_map(config):
             return RemoteCodeOpenVlaPolicy.load(path, allow_remote_code=allow_remote_code,
                                                 unnorm_key=unnorm_key, device=device,
@@ -264,6 +307,41 @@ class OpenVlaPolicy(TorchPolicy):
         return cls(config=model.config, statistics=load_statistics(path / STATISTICS_FILE),
                    unnorm_key=unnorm_key, device=device, dtype=dtype, seed=seed, model=model,
                    tokenizer=load_text_tokenizer(str(path)))
+
+    @classmethod
+    def from_released(cls, path: Path, config: dict, unnorm_key: str | None = None,
+                      device: str = 'cpu', dtype: str = 'float32', seed: int = 0,
+                      **options) -> 'OpenVlaPolicy':
+        """A released-layout directory (``openvla/openvla-7b``), loaded without its code.
+
+        ``config`` is its parsed config.json; ``options`` are the robot-side settings
+        (``action_space``, ``camera_name``, ``control_period``). Weights are streamed in
+        ``dtype`` onto ``device`` (no random initialisation, no float32 copy).
+        """
+        from vla_ros.policies.torch_policy import resolve_device
+
+        released = parse_released_config(config, options)
+        size = released.config.image_size
+        preprocessor = read_json(path / PREPROCESSOR_FILE)
+        if preprocessor is not None:
+            check_preprocessor_config(preprocessor, released.image_resize_strategy, size)
+        statistics = released_statistics(path, released.norm_stats)
+        statistics.select(unnorm_key)  # a wrong or missing key fails before the weights load
+        tokenizer = load_checkpoint_tokenizer(path)
+        model = load_released_weights(build_on_meta(released.config), path,
+                                      resolve_dtype(dtype), resolve_device(device))
+        return cls(config=released.config, statistics=statistics, unnorm_key=unnorm_key,
+                   device=device, dtype=dtype, seed=seed, model=model, tokenizer=tokenizer,
+                   image_resize=released.image_resize_strategy)
+
+    def save_released(self, path: str | Path, dtype: str = 'bfloat16',
+                      max_shard_bytes: int = 5 * 1024 ** 3) -> Path:
+        """Write this policy in the released OpenVLA layout (see :mod:`released_writer`)."""
+        from vla_ros.policies.openvla.released_writer import write_released
+
+        strategy = self.image_resize if self.image_resize != 'default' else 'resize-naive'
+        return write_released(self.model, self.statistics, self.tokenizer, path, dtype=dtype,
+                              image_resize_strategy=strategy, max_shard_bytes=max_shard_bytes)
 
 
 def _checked_dir(model_path) -> Path:
