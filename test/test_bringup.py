@@ -178,14 +178,18 @@ def test_sim_mode_defaults_to_the_shipped_checkpoint_with_instruction_retrieval(
     assert json.loads(inference.parameters['policy_params']) == {'instruction_set': 'checkpoint'}
     assert driver.parameters['image_width'] == 64 and driver.parameters['camera_rate_hz'] == 30
     assert inference.parameters['inference_rate_hz'] == 10.0
-    _, inference = bringup.nodes('openvla_arm', {'inference_rate_hz': '5'})
+    assert inference.parameters['gripper_mode'] == 'binary'  # measured on openvla_sim
+    _, inference = bringup.nodes('openvla_arm', {'inference_rate_hz': '5',
+                                                 'gripper_mode': 'continuous'})
     assert inference.parameters['inference_rate_hz'] == 5.0  # a given argument wins
+    assert inference.parameters['gripper_mode'] == 'continuous'
     assert type(inference.parameters['inference_rate_hz']) is float
     _, inference = bringup.nodes('openvla_arm', {'cameras': '[front]'})
     assert inference.parameters['cameras'] == ['front']
     # a user's checkpoint gets neither
     _, inference = bringup.nodes('openvla_arm', {'model_path': model_path('openvla')})
     assert 'policy_params' not in inference.parameters
+    assert 'gripper_mode' not in inference.parameters
 
 
 def test_hardware_and_overrides(tmp_path):

@@ -54,8 +54,14 @@ def test_collect_writes_a_loadable_dataset(tmp_path):
                                      image_size=(24, 24), cameras=('front',))
     data = EpisodeDataset.load(tmp_path / 'demos')
     assert len(data) == summary['kept'] == 4
-    assert summary['tasks']['reach'] == {'attempted': 2, 'succeeded': 2, 'kept': 2,
+    assert summary['tasks']['reach'] == {'attempted': 2, 'succeeded': 2,
+                                         'succeeded_at_end': 2, 'kept': 2,
                                          'steps': sum(len(e) for e in data.episodes[:2])}
+    # Episodes run to the horizon by default, with the per-frame done label.
+    assert [len(e) for e in data.episodes] == [60, 60, 100, 100]
+    assert summary['until_horizon'] is True
+    for e in data.episodes:
+        assert e.done[-1] and not e.done[0] and e.metadata['success_at_end']
     assert json.loads((tmp_path / 'demos' / 'collection.json').read_text())['kept'] == 4
     assert {e.metadata['task'] for e in data.episodes} == {'reach', 'pick_up'}
     assert all(e.metadata['split'] == 'train' for e in data.episodes)
@@ -77,6 +83,9 @@ def test_eval_cli_json_and_contact_sheet(tmp_path, capsys):
         assert key in report
     assert set(report['per_task']) == {'reach', 'push', 'pick_up'}
     assert report['episodes'] == 6 and report['success_rate'] == 1.0
+    # Episodes run to the horizon: the expert still has the task achieved at the end.
+    assert report['until_horizon'] and report['success_at_end_rate'] == 1.0
+    assert report['gripper_chatter_events'] == 0 and report['lost_after_success'] == []
     assert sum(v['episodes'] for v in report['per_instruction'].values()) == 6
     img = cv2.imread(str(sheet))
     assert img is not None and img.shape[0] > 128 and img.shape[1] > 4 * 128

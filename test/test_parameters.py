@@ -334,5 +334,20 @@ def test_engine_config_defaults_match_the_schema():
               if f.default is not dataclasses.MISSING}
     for name in ('control_rate_hz', 'inference_rate_hz', 'low_queue_depth',
                  'stale_image_timeout', 'inference_timeout', 'chunk_strategy',
-                 'swap_behavior', 'chunk_timing'):
+                 'swap_behavior', 'chunk_timing', 'gripper_mode', 'gripper_close_threshold',
+                 'gripper_open_threshold', 'gripper_min_dwell_s'):
         assert fields[name] == spec(INFERENCE, name).default, name
+
+
+def test_gripper_parameters_reach_the_engine():
+    """The node's gripper_* parameters configure the engine's gripper filter."""
+    from vla_ros.inference_config import engine_config
+
+    p = {**schema.defaults(INFERENCE), 'gripper_mode': 'binary',
+         'gripper_close_threshold': 0.2, 'gripper_open_threshold': 0.8,
+         'gripper_min_dwell_s': 0.25}
+    config = engine_config(p).gripper_filter_config
+    assert (config.mode, config.close_threshold, config.open_threshold,
+            config.min_dwell_s) == ('binary', 0.2, 0.8, 0.25)
+    with pytest.raises(ValueError, match='close_threshold < open_threshold'):
+        engine_config({**p, 'gripper_close_threshold': 0.9})

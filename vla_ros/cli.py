@@ -297,7 +297,8 @@ def cmd_demo(args) -> int:
     summary = run_demo(output=args.output, duration=args.duration,
                        instruction=args.instruction, configuration=args.configuration,
                        arguments=_split_assignments(args.arguments), task=args.task,
-                       task_seed=args.task_seed, task_split=args.task_split)
+                       task_seed=args.task_seed, task_split=args.task_split,
+                       after_success=None if args.after_success < 0 else args.after_success)
     print(json.dumps(summary, indent=2))
     return 0 if summary.get('success') else 1
 
@@ -423,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--task-split', choices=('train', 'test'), default='test',
                    help="episode stream: 'test' (held-out paraphrases) or 'train' (training "
                         'instruction templates; seeds >= 5000 are still unseen layouts)')
+    p.add_argument('--after-success', type=float, default=1.0, metavar='SEC',
+                   help='with --task: stop this long after the first success; negative: '
+                        'run the whole --duration (task_success_at_end then means the '
+                        'end of the run, as in vla-ros eval)')
     p.add_argument('arguments', nargs='*', help='name:=value launch arguments')
     p.set_defaults(func=cmd_demo)
     return parser

@@ -16,7 +16,8 @@ from vla_ros.actions.safety import SafetyLimits
 POLICY_PARAMS = ('policy', 'policy_params', 'model_path', 'device', 'dtype', 'unnorm_key')
 ENGINE_PARAMS = ('chunk_strategy', 'execute_steps', 'ensemble_coefficient',
                  'merge_new_weight', 'low_queue_depth', 'stale_image_timeout',
-                 'inference_timeout', 'swap_behavior', 'chunk_timing')
+                 'inference_timeout', 'swap_behavior', 'chunk_timing', 'gripper_mode',
+                 'gripper_close_threshold', 'gripper_open_threshold', 'gripper_min_dwell_s')
 
 
 def parse_policy_params(text: str) -> dict:
@@ -57,7 +58,10 @@ def engine_config(p: dict):
         low_queue_depth=p['low_queue_depth'], stale_image_timeout=p['stale_image_timeout'],
         inference_timeout=p['inference_timeout'], chunk_strategy=p['chunk_strategy'],
         strategy_params=strategy_params, swap_behavior=p['swap_behavior'],
-        chunk_timing=p['chunk_timing'])
+        chunk_timing=p['chunk_timing'], gripper_mode=p['gripper_mode'],
+        gripper_close_threshold=p['gripper_close_threshold'],
+        gripper_open_threshold=p['gripper_open_threshold'],
+        gripper_min_dwell_s=p['gripper_min_dwell_s'])
 
 
 def command_limits(p: dict) -> SafetyLimits:

@@ -100,6 +100,12 @@ def _chunk_timings() -> tuple[str, ...]:
     return tuple(CHUNK_TIMINGS)
 
 
+def _gripper_modes() -> tuple[str, ...]:
+    from vla_ros.actions.gripper import GRIPPER_MODES
+
+    return tuple(GRIPPER_MODES)
+
+
 def _dtypes() -> tuple[str, ...]:
     from vla_ros.policies.torch_policy import DTYPES  # imports torch only when loading
 
@@ -212,6 +218,19 @@ INFERENCE_PARAMETERS = _index([
     ParameterSpec('swap_behavior', STRING, 'hold',
                   'while a new policy loads: hold (zero command) or keep (old policy runs)',
                   _I, choices=_swap_behaviors),
+    ParameterSpec('gripper_mode', STRING, 'continuous',
+                  'gripper command hygiene: continuous (the policy\'s opening as is) or '
+                  'binary (0/1 with hysteresis between the thresholds and a minimum dwell)',
+                  _I, choices=_gripper_modes),
+    ParameterSpec('gripper_close_threshold', DOUBLE, 0.3,
+                  'binary gripper: close when the opening falls to this or below (must be '
+                  'below gripper_open_threshold)', _I, range=(0.0, 1.0)),
+    ParameterSpec('gripper_open_threshold', DOUBLE, 0.7,
+                  'binary gripper: open when the opening rises to this or above', _I,
+                  range=(0.0, 1.0)),
+    ParameterSpec('gripper_min_dwell_s', DOUBLE, 0.5,
+                  'binary gripper: keep a state at least this long before changing it [s]',
+                  _I, range=(0.0, 10.0)),
     ParameterSpec('cameras', STRING_ARRAY, ('front',),
                   'camera names; topics are camera/<name>/image_raw[/compressed]', _I,
                   read_only=True),

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import yaml
 
 # PolicyStatus.STATE_* (vla_ros_msgs), repeated so this module needs no ROS import.
-LOADING, READY, RUNNING, HOLDING, ERROR = range(5)
+LOADING, READY, RUNNING, HOLDING, ERROR, DONE = range(6)
 STATE_NAMES = {LOADING: 'loading', READY: 'ready', RUNNING: 'running', HOLDING: 'holding',
-               ERROR: 'error'}
+               ERROR: 'error', DONE: 'done'}
 
 
 def swap_parameters(name: str, model_path: str = '', params: str = '',
@@ -86,6 +86,6 @@ class SwapWatch:
             return None
         if state == ERROR:
             return SwapOutcome(False, state_name, message)
-        if state in (READY, RUNNING, HOLDING):
+        if state in (READY, RUNNING, HOLDING, DONE):
             return SwapOutcome(True, state_name, message)
         return None

@@ -8,9 +8,14 @@ Each tick the policy's cameras are offered to the engine stamped with the sim ti
 are rendered only if an inference actually uses them), the twist of ``command_at(t)`` is
 applied to the simulator, and a hold (starved buffer, policy error, ...) keeps the arm
 still and the gripper as it is. The episode ends on success, on a persistent
-wrong-object event, or at the task's step limit. A policy that raises or returns a bad
+wrong-object event, or at the task's step limit; with ``until_horizon=True`` success does
+not end it, so the result also says whether the task is still achieved at the horizon
+(``success_at_end``: the object still lifted, the hand still at the target), which is
+what a user sees. A policy that raises or returns a bad
 chunk is handled by the engine exactly as on the robot: it holds, and the episode counts
-the error.
+the error. The engine also filters the gripper command (``gripper_mode``) and, when the
+policy says done (a ``terminate`` dimension), holds until a new instruction, as on the
+robot; the rollout only records when that happened.
 
 The engine configuration comes from :func:`eval_engine_config`. Its defaults reproduce
 the schedule ``vla-ros eval`` always used: infer every ``replan_every`` ticks (default: a
@@ -79,10 +84,16 @@ class RolloutResult:
     direction: str | None
     instruction: str
     template: str
-    success: bool
+    success: bool           # achieved at some tick (the first success)
     wrong_object: bool
     steps: int
     inference_calls: int
+    success_at_end: bool = False     # achieved at the last tick run
+    first_success_step: int | None = None
+    gripper_commands: list = field(default_factory=list)  # executed opening per tick
+    until_horizon: bool = False      # success did not end the episode
+    terminated_step: int | None = None  # tick at which the policy said done (then held)
+    control_period: float = 0.1
     inference_wall_s: list = field(default_factory=list)
     hold_ticks: int = 0
     policy_errors: int = 0
@@ -103,8 +114,11 @@ class RolloutResult:
         return {'task': self.task, 'seed': self.seed, 'split': self.split,
                 'target': self.target, 'direction': self.direction,
                 'instruction': self.instruction, 'template': self.template,
-                'success': self.success, 'wrong_object': self.wrong_object,
-                'steps': self.steps, 'inference_calls': self.inference_calls,
+                'success': self.success, 'success_at_end': self.success_at_end,
+                'first_success_step': self.first_success_step,
+                'until_horizon': self.until_horizon, 'terminated_step': self.terminated_step,
+                'wrong_object': self.wrong_object, 'steps': self.steps,
+                'inference_calls': self.inference_calls,
                 'mean_inference_s': self.mean_inference_s, 'hold_ticks': self.hold_ticks,
                 'policy_errors': self.policy_errors, 'first_error': self.first_error,
                 'wall_time_s': self.wall_time_s, 'metrics': self.metrics}
@@ -219,7 +233,8 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
             record_cameras=DEFAULT_RECORD_CAMERAS, frame_size=None, sim=None,
             wrong_object_patience: int = 3, action_noise: float = 0.0,
             noise_seed: int | None = None, labeler: Policy | None = None,
-            engine_config: EngineConfig | None = None) -> RolloutResult:
+            engine_config: EngineConfig | None = None,
+            until_horizon: bool = False) -> RolloutResult:
     """Run ``policy`` closed loop on one episode of ``task`` and judge it.
 
     ``task`` is a Task, a task name or a ready TaskInstance (then ``seed``/``split`` are
@@ -243,6 +258,13 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     ``labeler`` (DAgger, Ross et al. 2011): ``policy`` drives, and every tick the recorded
     action is what ``labeler`` (the privileged expert, chunk length 1) would do in the
     state ``policy`` led to. Needs ``record=True``.
+
+    ``until_horizon``: keep running after success until the step limit (a persistent
+    wrong-object event still ends the episode). A recorded episode always carries the
+    per-frame ``done`` label (the task was already achieved in that frame's state).
+    The gripper command hygiene (``gripper_mode`` and its thresholds/dwell) is part of
+    ``engine_config``: the engine filters the gripper as the inference node does, and
+    the recorded actions carry the opening it commanded.
     """
     if not isinstance(policy, Policy):
         raise ValueError(f'policy must be a Policy, got {type(policy).__name__}')
@@ -267,7 +289,11 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     if labeler is not None:
         if not record:
             raise ValueError('labeler only makes sense with record=True')
-        if labeler.spec.chunk_length != 1 or labeler.spec.action_space != spec.action_space:
+        # A policy with a learned stop (arm7_done) is labelled in the expert's arm7: the
+        # stop's label is the recorded done flag.
+        own = spec.action_space.names
+        if labeler.spec.chunk_length != 1 or labeler.spec.action_space.names not in (
+                own, own[:-1] if own[-1:] == ('terminate',) else None):
             raise ValueError('the labeler must output single arm actions in the policy\'s '
                              'action space')
     instance = _instance(task, seed, split)
@@ -285,7 +311,8 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     try:
         return _run(policy, instance, sim, scheduler, period, record, tuple(record_cameras),
                     tuple(image_size), frame_size, int(wrong_object_patience), started, noise,
-                    labeler)
+                    labeler,
+                    bool(until_horizon))
     finally:
         if own_sim:
             sim.close()
@@ -306,7 +333,8 @@ def _start_episode(policy, labeler, instance, sim, scheduler) -> None:
 
 
 def _run(policy, instance, sim, scheduler, period, record, record_cameras, image_size,
-         frame_size, patience, started, noise=None, labeler=None) -> RolloutResult:
+         frame_size, patience, started, noise=None, labeler=None,
+         until_horizon=False) -> RolloutResult:
     spec = policy.spec
     engine = scheduler.engine
     to_command = ActionToCommand(spec.action_space)
@@ -314,7 +342,8 @@ def _run(policy, instance, sim, scheduler, period, record, record_cameras, image
     cameras = _SimCameras(sim, policy.needs_images)
     first = sim.render('front', size=frame_size) if frame_size else None
     frames = {cam: [] for cam in record_cameras} if record else None
-    actions, stamps, proprio = [], [], []
+    actions, stamps, proprio, done = [], [], [], []
+    trace = _EpisodeTrace(until_horizon)
     gripper = 1.0  # the scene starts with the gripper open
     holds, wrong_streak, inference_wall = 0, 0, []
     outcome = instance.evaluate(sim)
@@ -335,6 +364,7 @@ def _run(policy, instance, sim, scheduler, period, record, record_cameras, image
                 frames[cam].append(sim.render(cam, size=image_size))
             proprio.append(proprio_vector(sim))
             stamps.append(now)
+            done.append(outcome.success)  # the state this frame shows already achieves it
             if labeler is not None:
                 label = labeler.check_chunk(labeler.predict_chunk(
                     _observe(sim, labeler, instance.instruction, now)))[0]
@@ -346,39 +376,66 @@ def _run(policy, instance, sim, scheduler, period, record, record_cameras, image
                 executed[spec.action_space.index('gripper')] = gripper
         else:
             executed = command.action
-            if noise is not None:
-                command = to_command(noise(executed), spec.control_period)
             twist = command.ee_twist
-            if command.gripper is not None:
+            if noise is not None:  # perturb the motion only; gripper and stop stay the engine's
+                twist = to_command(noise(executed), spec.control_period).ee_twist
+            if command.terminate:  # the engine holds from the next tick on, as on the robot
+                trace.terminated_step = step
+            if command.gripper is not None:  # as the engine's gripper_mode filtered it
                 gripper = command.gripper
-        actions.append(executed if labeler is None else spec.action_space.clip(label))
+                if 'gripper' in spec.action_space.names:
+                    executed = executed.copy()
+                    executed[spec.action_space.index('gripper')] = gripper
+        trace.gripper_commands.append(gripper)
+        actions.append(executed if labeler is None else labeler.spec.action_space.clip(label))
         sim.step_ee_twist(twist, gripper, dt=period)
         cameras.advance()
         outcome = instance.evaluate(sim)
         wrong_streak = wrong_streak + 1 if outcome.wrong_object else 0
         wrong = wrong or wrong_streak >= patience
-        if outcome.success or wrong:
+        if outcome.success and trace.first_success_step is None:
+            trace.first_success_step = step + 1
+        if wrong or (outcome.success and not trace.until_horizon):
             break
     return _finish(policy, instance, sim, scheduler.errors, inference_wall, outcome, wrong,
                    step + 1, holds, period, frame_size, first, started, noise, labeler,
-                   (frames, actions, stamps, proprio) if record else None)
+                   trace, (frames, actions, stamps, proprio, done) if record else None)
+
+
+@dataclass
+class _EpisodeTrace:
+    """What an episode did besides its outcome: first success, the stop, gripper commands."""
+
+    until_horizon: bool
+    first_success_step: int | None = None
+    terminated_step: int | None = None
+    gripper_commands: list = field(default_factory=list)
 
 
 def _finish(policy, instance, sim, errors, inference_wall, outcome, wrong, steps, holds,
-            period, frame_size, first, started, noise, labeler, recorded) -> RolloutResult:
-    """Judge the finished episode and package it (and its recording, if any)."""
+            period, frame_size, first, started, noise, labeler, trace: _EpisodeTrace,
+            recorded) -> RolloutResult:
+    """Judge the finished episode and package it (and its recording, if any).
+
+    ``outcome`` is the judgement after the last tick run: with ``trace.until_horizon``
+    that is the end of the horizon (``success_at_end``), beside the first success.
+    """
     spec = policy.spec
+    first_success = trace.first_success_step
     last = sim.render('front', size=frame_size) if frame_size else None
     episode = None
     if recorded is not None:
-        frames, actions, stamps, proprio = recorded
+        frames, actions, stamps, proprio, done = recorded
         episode = Episode(
-            instruction=instance.instruction, action_space=spec.action_space.name,
+            instruction=instance.instruction,
+            action_space=(labeler or policy).spec.action_space.name,
             control_period=period,
             images={cam: np.stack(f) for cam, f in frames.items()},
             actions=np.array(actions, dtype=np.float32), stamps=np.array(stamps),
-            proprio=np.array(proprio), metadata={
-                **instance.info(), 'success': outcome.success, 'wrong_object': wrong,
+            proprio=np.array(proprio), done=np.array(done, dtype=bool), metadata={
+                **instance.info(), 'success': first_success is not None,
+                'success_at_end': outcome.success, 'first_success_step': first_success,
+                'until_horizon': trace.until_horizon, 'wrong_object': wrong,
                 'policy': spec.name, 'proprio_names': list(PROPRIO_NAMES),
                 'action_noise': 0.0 if noise is None else noise.scale,
                 'labels': 'executed' if labeler is None else labeler.spec.name})
@@ -386,7 +443,10 @@ def _finish(policy, instance, sim, errors, inference_wall, outcome, wrong, steps
         task=instance.task.name, seed=instance.seed, split=instance.split,
         target=instance.target, direction=instance.direction,
         instruction=instance.instruction, template=instance.template,
-        success=outcome.success, wrong_object=wrong, steps=steps,
+        success=first_success is not None, wrong_object=wrong, steps=steps,
+        success_at_end=outcome.success, first_success_step=first_success,
+        gripper_commands=trace.gripper_commands, until_horizon=trace.until_horizon,
+        control_period=period, terminated_step=trace.terminated_step,
         inference_calls=len(inference_wall), inference_wall_s=inference_wall,
         hold_ticks=holds, policy_errors=len(errors), first_error=errors[0] if errors else '',
         wall_time_s=time.perf_counter() - started,
@@ -394,14 +454,15 @@ def _finish(policy, instance, sim, errors, inference_wall, outcome, wrong, steps
 
 
 class _ActionNoise:
-    """Seeded Gaussian perturbation of executed actions (the gripper is left alone)."""
+    """Seeded Gaussian perturbation of executed actions (gripper and terminate left alone)."""
 
     def __init__(self, space, scale: float, seed: int | None) -> None:
         self.scale = scale
         self._space = space
         self._std = scale * np.maximum(np.abs(space.low), np.abs(space.high))
-        if 'gripper' in space.names:
-            self._std[space.index('gripper')] = 0.0
+        for name in ('gripper', 'terminate'):  # states, not motions
+            if name in space.names:
+                self._std[space.index(name)] = 0.0
         self._rng = np.random.default_rng(seed)
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
@@ -453,7 +514,8 @@ def _progress(total: int, unit: str, enabled: bool):
 def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: str = 'train',
                            image_size=(64, 64), cameras=DEFAULT_RECORD_CAMERAS,
                            policy: Policy | None = None, progress: bool = False,
-                           action_noise: float = 0.0, expert_labels: bool = False) -> dict:
+                           action_noise: float = 0.0, expert_labels: bool = False,
+                           until_horizon: bool = True) -> dict:
     """Record ``episodes`` expert attempts per task into an EpisodeDataset directory.
 
     ``action_noise`` > 0: each episode executes the expert's actions with noise of a
@@ -463,6 +525,11 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     ``expert_labels`` (DAgger): ``policy`` (e.g. a trained one) drives and the scripted
     expert labels every visited state; then every episode is kept, failed or not, since
     the expert's corrections are most useful exactly where the policy went wrong.
+
+    ``until_horizon`` (default): episodes run to the task's horizon after success, so the
+    data shows holding the lifted object still / staying at the target, and every frame
+    carries the ``done`` label; an expert episode is then kept only if the task is still
+    achieved at the horizon. False: episodes end at the first success (the old data).
 
     Only successful episodes are written (``episode_00000.npz``, ... as
     :class:`~vla_ros.datasets.episodes.EpisodeDataset` names them), one at a time so memory
@@ -483,7 +550,8 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     policy = policy or ScriptedExpert(image_size=image_size)
     labeler = ScriptedExpert(image_size=image_size) if expert_labels else None
     tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
-    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'kept': 0, 'steps': 0} for t in tasks}
+    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'succeeded_at_end': 0, 'kept': 0,
+                       'steps': 0} for t in tasks}
     written = 0
     sim = make_sim(image_size)
     bar = _progress(len(tasks) * int(episodes), 'episodes', progress)
@@ -496,11 +564,14 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
                 result = rollout(policy, task, seed + i, split, record=True,
                                  record_cameras=cameras, image_size=image_size, sim=sim,
                                  action_noise=float(rng.uniform(0.0, action_noise)),
-                                 noise_seed=int(rng.integers(2**31)), labeler=labeler)
+                                 noise_seed=int(rng.integers(2**31)), labeler=labeler,
+                                 until_horizon=until_horizon)
                 entry = counts[task.name]
                 entry['attempted'] += 1
                 entry['succeeded'] += int(result.success)
-                if result.success or labeler is not None:
+                entry['succeeded_at_end'] += int(result.success_at_end)
+                achieved = result.success_at_end if until_horizon else result.success
+                if achieved or labeler is not None:
                     result.episode.save(output / f'episode_{written:05d}.npz')
                     written += 1
                     entry['kept'] += 1
@@ -516,7 +587,7 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     summary = {'output': str(output), 'split': split, 'seed': seed,
                'episodes_per_task': int(episodes), 'image_size': list(image_size),
                'cameras': list(cameras), 'policy': policy.spec.name,
-               'action_noise': action_noise,
+               'action_noise': action_noise, 'until_horizon': until_horizon,
                'labels': labeler.spec.name if labeler else 'executed', 'tasks': counts,
                'attempted': sum(c['attempted'] for c in counts.values()),
                'kept': written, 'steps': sum(c['steps'] for c in counts.values()),

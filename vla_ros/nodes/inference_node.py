@@ -145,7 +145,8 @@ class InferenceNode(Node):
                 raise ValueError(f'unknown policy {p["policy"]!r}; available: '
                                  f'{", ".join(available_policies())}')
             parse_policy_params(p['policy_params'])
-            for name in ('chunk_strategy', 'swap_behavior', 'chunk_timing', 'dtype'):
+            for name in ('chunk_strategy', 'swap_behavior', 'chunk_timing', 'gripper_mode',
+                         'dtype'):
                 allowed = INFERENCE_PARAMETERS[name].allowed()
                 if p[name] not in allowed:
                     raise ValueError(f'{name} must be one of {allowed}')
@@ -264,7 +265,8 @@ class InferenceNode(Node):
     def _publish_diagnostics(self) -> None:
         s = self._engine.status(self._now())
         level = {0: DiagnosticStatus.WARN, 1: DiagnosticStatus.OK, 2: DiagnosticStatus.OK,
-                 3: DiagnosticStatus.WARN, 4: DiagnosticStatus.ERROR}[int(s.state)]
+                 3: DiagnosticStatus.WARN, 4: DiagnosticStatus.ERROR,
+                 5: DiagnosticStatus.OK}[int(s.state)]
         values = {'policy': s.policy, 'state': s.state.name,
                   'last_inference_latency_s': f'{s.last_inference_latency:.4f}',
                   'queue_depth': str(s.queue_depth),

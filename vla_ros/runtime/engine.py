@@ -11,12 +11,13 @@ All times are float seconds on one clock (the node's clock, or a bag's recorded 
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 import numpy as np
 
 from vla_ros.actions.chunk_buffer import ChunkBuffer, TimedChunk, make_strategy
+from vla_ros.actions.gripper import GripperFilter, GripperFilterConfig
 from vla_ros.policies.contract import Observation, Policy
 from vla_ros.runtime.commands import ActionToCommand, Command
 
@@ -35,6 +36,7 @@ class EngineState(IntEnum):
     RUNNING = 2
     HOLDING = 3
     ERROR = 4
+    DONE = 5  # the policy said the task is complete; holding until a new instruction
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ class EngineConfig:
     swap_behavior: str = 'hold'
     future_stamp_tolerance: float = 0.5
     chunk_timing: str = 'observation'
+    # Gripper command hygiene (vla_ros.actions.gripper): 'continuous' passes the policy's
+    # opening through; 'binary' thresholds it with hysteresis and a minimum dwell.
+    gripper_mode: str = 'continuous'
+    gripper_close_threshold: float = GripperFilterConfig.close_threshold
+    gripper_open_threshold: float = GripperFilterConfig.open_threshold
+    gripper_min_dwell_s: float = GripperFilterConfig.min_dwell_s
 
     def __post_init__(self):
         if not 1.0 <= self.control_rate_hz <= 1000.0:
@@ -74,6 +82,13 @@ class EngineConfig:
             raise ValueError(f'chunk_timing must be one of {CHUNK_TIMINGS}, '
                              f'got {self.chunk_timing!r}')
         make_strategy(self.chunk_strategy, **self.strategy_params)  # validates names/params
+        _ = self.gripper_filter_config  # validates the gripper settings
+
+    @property
+    def gripper_filter_config(self) -> GripperFilterConfig:
+        """The gripper settings as a :class:`GripperFilterConfig`."""
+        return GripperFilterConfig(self.gripper_mode, self.gripper_close_threshold,
+                                   self.gripper_open_threshold, self.gripper_min_dwell_s)
 
     @property
     def control_period(self) -> float:
@@ -148,6 +163,7 @@ class InferenceEngine:
         self._last_error = ''
         self._last_error_time = -math.inf
         self._last_gripper: float | None = None
+        self._gripper_filter = GripperFilter(config.gripper_filter_config)
         self._inferences = 0
         self._errors = 0
         self._ticks = 0
@@ -196,6 +212,8 @@ class InferenceEngine:
                     (self.config.chunk_strategy, self.config.strategy_params):
                 self._buffer = ChunkBuffer(make_strategy(config.chunk_strategy,
                                                          **config.strategy_params))
+            if config.gripper_filter_config != self._gripper_filter.config:
+                self._gripper_filter = GripperFilter(config.gripper_filter_config)
             self.config = config
 
     # ------------------------------------------------------------------ policy
@@ -370,9 +388,12 @@ class InferenceEngine:
                 self._last_hold_reason = f'invalid action: {exc}'
                 return Command.hold_command(self._last_hold_reason, self._to_command.has_base)
             if command.terminate:
+                # The policy says the task is complete: publish terminate once, then hold
+                # (status DONE) until a new instruction arrives.
                 self._terminated = True
                 self._buffer.clear()
             if command.gripper is not None:
+                command = replace(command, gripper=self._gripper_filter(command.gripper, now))
                 self._last_gripper = command.gripper
             self._last_hold_reason = ''
             return command
@@ -397,6 +418,13 @@ class InferenceEngine:
                 message = self._load_note or 'no policy loaded'
             elif self._last_error and hold:
                 state, message = EngineState.ERROR, f'holding: {self._last_error}'
+            elif self._terminated:
+                state = EngineState.DONE
+                message = (f'done: the policy reports {self._instruction!r} complete; '
+                           f'holding until a new instruction')
+                other = self._observation_problem(now)
+                if other:
+                    message += f' (also: {other})'
             elif hold:
                 state, message = EngineState.HOLDING, f'holding: {hold}'
             elif self._inferences == 0:

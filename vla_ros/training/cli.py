@@ -136,6 +136,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--relabel-from-state', action='store_true',
                    help='label the simulated reach and pick-up approach frames anew with '
                         'the current scripted expert, from each frame alone')
+    p.add_argument('--done-label', action='store_true',
+                   help="learn a stop: append each frame's done label as the terminate "
+                        'dimension (data from `vla-ros collect`; the checkpoint must use '
+                        'the extended space, see python -m vla_ros.training.done_label)')
     p.add_argument('--keep-statistics', action='store_true',
                    help="keep the --model-path / --init-weights checkpoint's normalization "
                         'statistics instead of computing them from --data')
@@ -207,6 +211,7 @@ def config_from_args(args):
                          counterfactual=args.counterfactual,
                          keep_statistics=args.keep_statistics,
                          relabel_from_state=args.relabel_from_state,
+                         done_label=args.done_label,
                          history_stride=args.history_stride,
                          allow_untrained_base=args.allow_untrained_base)
     return config

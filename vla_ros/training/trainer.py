@@ -51,7 +51,7 @@ SUMMARY = 'training_summary.json'
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
                'lora', 'unnorm_key', 'counterfactual', 'keep_statistics',
-               'relabel_from_state', 'history_stride')
+               'relabel_from_state', 'done_label', 'history_stride')
 
 
 class TrainingError(RuntimeError):
@@ -96,6 +96,10 @@ class TrainConfig:
     # Label the simulated reach and pick-up approach frames anew with the current scripted
     # expert, from each frame's state alone (vla_ros.training.counterfactual).
     relabel_from_state: bool = False
+    # Append each frame's done label as a terminate dimension (vla_ros.training.done_label):
+    # the policy learns to say when the task is complete. Needs a checkpoint on the
+    # extended space (`python -m vla_ros.training.done_label SRC OUT` grows one).
+    done_label: bool = False
     # Control ticks between the frames of a history window (policies that see several
     # frames, e.g. Octo, RT-1): the ticks between two inferences at run time. 0 -> the
     # default schedule of ``vla-ros eval`` (receding horizon: min(5, chunk_length)).
@@ -142,6 +146,8 @@ class TrainConfig:
         if not isinstance(self.relabel_from_state, bool):
             raise ValueError(f'relabel_from_state must be true or false, got '
                              f'{self.relabel_from_state!r}')
+        if not isinstance(self.done_label, bool):
+            raise ValueError(f'done_label must be true or false, got {self.done_label!r}')
         if not isinstance(self.keep_statistics, bool):
             raise ValueError(f'keep_statistics must be true or false, got '
                              f'{self.keep_statistics!r}')
@@ -449,6 +455,10 @@ class Trainer:
             from vla_ros.training.counterfactual import relabel_from_state
 
             dataset, relabelled = relabel_from_state(dataset, progress=self.progress)
+        if c.done_label:
+            from vla_ros.training.done_label import add_done_dimension
+
+            dataset = add_done_dimension(dataset)
         policy = self._build_policy(checkpoint)
         samples = list(dataset.samples(policy.spec.chunk_length, **history_sampling(
             policy, c.history_stride)))
@@ -457,8 +467,13 @@ class Trainer:
         if c.counterfactual:
             from vla_ros.training.counterfactual import counterfactual_samples
 
-            samples += counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
-                                              rate=c.counterfactual, progress=self.progress)
+            extra = counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
+                                           rate=c.counterfactual, progress=self.progress)
+            if c.done_label:
+                from vla_ros.training.done_label import pad_done
+
+                extra = pad_done(extra, policy.action_space.dim)
+            samples += extra
         if c.keep_statistics:
             statistics = self._checkpoint_statistics()
         else:
