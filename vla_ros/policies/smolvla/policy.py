@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_ros.actions.normalization import load_statistics, save_statistics
 from vla_ros.policies.contract import (
     InvalidObservationError,
     Observation,
@@ -32,6 +33,7 @@ from vla_ros.policies.contract import (
 from vla_ros.policies.smolvla.configuration import IGNORED_KEYS, PRESETS, SmolVLAConfig
 from vla_ros.policies.torch_policy import (
     CONFIG_FILE,
+    STATISTICS_FILE,
     WEIGHTS_FILE,
     TorchPolicy,
     bounds_statistics,
@@ -355,6 +357,10 @@ class SmolVLAPolicy(TorchPolicy):
         write_pipelines(path, self.config, self.pre, self.post, self.tokenizer_settings,
                         self.tokenizer)
         save_vlm(path / VLM_DIR, self.vlm_config, self.tokenizer)
+        if self.statistics is not None:
+            # vla_ros's record of the training data's statistics (counts included), beside
+            # LeRobot's processor files, which stay what normalizes; LeRobot ignores it.
+            save_statistics(path / STATISTICS_FILE, self.statistics)
         return path
 
     @classmethod
@@ -408,7 +414,9 @@ class SmolVLAPolicy(TorchPolicy):
             tied['model.vlm_with_expert.vlm.lm_head.weight'] = \
                 'model.vlm_with_expert.vlm.model.text_model.embed_tokens.weight'
         load_strict(model, path / WEIGHTS_FILE, resolve_dtype(dtype), target, tied)
-        return cls(config, None, unnorm_key, device, dtype, seed, model,
+        stats_path = path / STATISTICS_FILE
+        statistics = load_statistics(stats_path) if stats_path.is_file() else None
+        return cls(config, statistics, unnorm_key, device, dtype, seed, model,
                    vlm_config=vlm_config, tokenizer=tokenizer,
                    pipelines=(pre.normalizer, post.normalizer, pre.tokenizer))
 
