@@ -33,7 +33,9 @@ from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
-FAMILIES = ('openvla', 'pi0', 'rt2', 'octo', 'rt1')
+# pi0_style: the pi0 layout (PaliGemma-3B prefix + Gemma-300M expert) as a preset; the
+# registry's `pi0` loads LeRobot checkpoints only, so it has no weights to build from.
+FAMILIES = ('openvla', 'pi0_style', 'rt2', 'octo', 'rt1')
 RESULTS = Path(__file__).resolve().parent / 'results'
 # Peak memory bandwidth in GB/s of GPUs the floor is known for (vendor figures).
 BANDWIDTH_GBS = {'H200': 4800, 'H100 SXM': 3350, 'H100 PCIe': 2000, 'H100': 3350,

@@ -36,7 +36,7 @@ def test_tiny_run_on_cpu_reports_every_family():
         assert step['bandwidth_floor_ms_per_token'] == pytest.approx(floor)
 
 
-@pytest.mark.parametrize('family, billions', [('openvla', 7.54), ('pi0', 3.24),
+@pytest.mark.parametrize('family, billions', [('openvla', 7.54), ('pi0_style', 3.24),
                                               ('rt2', 2.46)])
 def test_full_presets_are_built_in_the_device_context_in_bfloat16(family, billions):
     policy = bench_fullsize.build_on_device(family, 'full', torch.device('meta'))

@@ -11,7 +11,7 @@ import pytest
 
 from vla_ros.actions.spaces import load_action_space
 from vla_ros.datasets.episodes import Episode, EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Policy, PolicySpec
 from vla_ros.runtime.engine import EngineConfig, EngineState, InferenceEngine
 
