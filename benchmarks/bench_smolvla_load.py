@@ -41,9 +41,10 @@ def write_fixture(root: Path, file_dtype: str) -> tuple[Path, Path, Path]:
     from safetensors.torch import save_file
     from transformers import SmolVLMConfig
 
+    from vla_ros.policies.lerobot.processors import FeatureNormalizer
     from vla_ros.policies.smolvla.configuration import PRESETS, SmolVLAConfig
     from vla_ros.policies.smolvla.policy import SmolVLAPolicy
-    from vla_ros.policies.smolvla.processors import FeatureNormalizer, write_pipelines
+    from vla_ros.policies.smolvla.processors import write_pipelines
     from vla_ros.policies.smolvla.vlm_files import tiny_tokenizer
 
     ckpt, vlm, space = root / 'checkpoint', root / 'vlm', root / 'joints.yaml'

@@ -1,4 +1,8 @@
-"""Reading a LeRobot π₀ / π₀.₅ checkpoint directory: config, processors, weights.
+"""Reading a LeRobot π₀ / π₀.₅ checkpoint directory: config and weights.
+
+The processor pipelines and the safetensors reading are LeRobot's format, shared with
+SmolVLA: :mod:`vla_ros.policies.lerobot`. π₀-specific here: the config checks, the key
+aliases and tied heads, and LeRobot's bf16/fp32 split.
 
 Layout (LeRobot 0.6.x ``save_pretrained`` of the policy and of its two processor
 pipelines)::
@@ -26,13 +30,12 @@ into memory).
 
 from __future__ import annotations
 
-import json
-import mmap
-import struct
 from pathlib import Path
 from typing import Any
 
 from vla_ros.policies.contract import PolicyLoadError
+from vla_ros.policies.lerobot.processors import read_json
+from vla_ros.policies.lerobot.weights import SafetensorsMap, summary, weight_mismatch_error
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
@@ -49,21 +52,6 @@ _PREFIX = 'model.'
 _EMBED = 'model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight'
 _LM_HEAD = 'model.paligemma_with_expert.paligemma.lm_head.weight'
 _EXPERT_LM_HEAD = 'model.paligemma_with_expert.gemma_expert.lm_head.weight'
-_ST_DTYPES = {'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'F64': 'float64',
-              'I64': 'int64', 'I32': 'int32', 'U8': 'uint8', 'BOOL': 'bool'}
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON object from ``path``, or a PolicyLoadError naming the file."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PolicyLoadError(f'{path.parent}: no {path.name} ({what})') from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PolicyLoadError(f'{path}: unreadable {what}: {exc}') from exc
-    if not isinstance(data, dict):
-        raise PolicyLoadError(f'{path}: {what} must be a JSON object')
-    return data
 
 
 def checkpoint_dir(model_path: Any, expected_type: str) -> tuple[Path, dict]:
@@ -97,46 +85,6 @@ def checkpoint_dir(model_path: Any, expected_type: str) -> tuple[Path, dict]:
     return path, config
 
 
-# ------------------------------------------------------------------------ safetensors
-class SafetensorsMap:
-    """Tensors of a .safetensors file viewed through one copy-on-write memory map."""
-
-    def __init__(self, path: Path):
-        """Parse the header; map the file (nothing is read until a tensor is used)."""
-        self.path = path
-        try:
-            with open(path, 'rb') as f:
-                (header_len,) = struct.unpack('<Q', f.read(8))
-                header = json.loads(f.read(header_len))
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        except (OSError, ValueError, struct.error) as exc:
-            raise PolicyLoadError(f'{path}: not a readable safetensors file: {exc}') from exc
-        header.pop('__metadata__', None)
-        self._start = 8 + header_len
-        self.entries = header
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The stored shape of ``name``."""
-        return tuple(self.entries[name]['shape'])
-
-    def tensor(self, name: str):
-        """``name`` as a tensor backed by the memory map (no copy)."""
-        import torch
-
-        entry = self.entries[name]
-        if entry['dtype'] not in _ST_DTYPES:
-            raise PolicyLoadError(f'{self.path}: tensor {name!r} has unsupported dtype '
-                                  f'{entry["dtype"]}')
-        dtype = getattr(torch, _ST_DTYPES[entry['dtype']])
-        begin, end = entry['data_offsets']
-        shape = tuple(entry['shape'])
-        if end == begin:
-            return torch.empty(shape, dtype=dtype)
-        flat = torch.frombuffer(self._map, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                                offset=self._start + begin)
-        return flat.view(shape)
-
-
 def _canonical(name: str, pi05: bool) -> str:
     """LeRobot's key fixes: add the ``model.`` prefix; π₀'s ``time_mlp`` -> ``action_time_mlp``.
 
@@ -153,12 +101,6 @@ def _canonical(name: str, pi05: bool) -> str:
             if name.startswith(_PREFIX + old):
                 name = _PREFIX + 'action_' + name[len(_PREFIX):]
     return name
-
-
-def _summary(names, limit: int = 20) -> str:
-    names = sorted(names)
-    more = f' ... and {len(names) - limit} more' if len(names) > limit else ''
-    return ', '.join(names[:limit]) + more
 
 
 def load_weights(model, path: Path, dtype, device) -> None:
@@ -181,7 +123,7 @@ def load_weights(model, path: Path, dtype, device) -> None:
         stored[key] = name
     if duplicates:
         raise PolicyLoadError(f'{path}: tensors map to the same parameter twice: '
-                              f'{_summary(duplicates)}')
+                              f'{summary(duplicates)}')
     expected = {_PREFIX + k: tuple(v.shape) for k, v in model.state_dict().items()}
     # The tied PaliGemma LM head stands for the embeddings when they are not stored.
     if _EMBED not in stored and _LM_HEAD in stored:
@@ -193,16 +135,10 @@ def load_weights(model, path: Path, dtype, device) -> None:
     mismatched = [f'{k} {source.shape(stored[k])} (model {shape})'
                   for k, shape in {**expected, **optional}.items()
                   if k in stored and source.shape(stored[k]) != shape]
-    problems = []
-    if missing:
-        problems.append(f'missing {len(missing)}: {_summary(missing)}')
-    if unexpected:
-        problems.append(f'unexpected {len(unexpected)}: {_summary(unexpected)}')
-    if mismatched:
-        problems.append(f'mis-shaped {len(mismatched)}: {_summary(mismatched)}')
-    if problems:
-        raise PolicyLoadError(f'{path}: weights do not match the {"pi05" if pi05 else "pi0"} '
-                              f'architecture of config.json; ' + '; '.join(problems))
+    error = weight_mismatch_error(path, f'the {"pi05" if pi05 else "pi0"} architecture of '
+                                  f'config.json', missing, unexpected, mismatched)
+    if error is not None:
+        raise error
     state = {}
     for key in expected:
         tensor = source.tensor(stored[key])
@@ -215,43 +151,3 @@ def load_weights(model, path: Path, dtype, device) -> None:
             tensor = tensor.to(device=device, dtype=target)
         state[key[len(_PREFIX):]] = tensor
     model.load_state_dict(state, strict=True, assign=True)
-
-
-# ------------------------------------------------------------------------ processors
-def read_pipeline(path: Path, filename: str) -> list[dict]:
-    """The ``steps`` of a processor pipeline JSON, each with its state tensors loaded."""
-    from safetensors.torch import load_file
-
-    data = read_json(path / filename, 'processor pipeline')
-    steps = data.get('steps')
-    if not isinstance(steps, list):
-        raise PolicyLoadError(f'{path / filename}: no "steps" list')
-    out = []
-    for i, step in enumerate(steps):
-        if not isinstance(step, dict):
-            raise PolicyLoadError(f'{path / filename}: step {i} is not an object')
-        entry = {'name': step.get('registry_name') or step.get('class', ''),
-                 'config': step.get('config') or {}, 'state': {}}
-        state_file = step.get('state_file')
-        if state_file:
-            state_path = path / state_file
-            if not state_path.is_file():
-                raise PolicyLoadError(f'{path / filename}: step {i} ({entry["name"]}) names '
-                                      f'{state_file}, which is missing')
-            try:
-                entry['state'] = load_file(str(state_path))
-            except Exception as exc:  # noqa: BLE001 - safetensors has its own error types
-                raise PolicyLoadError(f'{state_path}: unreadable: {exc}') from exc
-        out.append(entry)
-    return out
-
-
-def find_step(steps: list[dict], name: str, where: str, required: bool = True) -> dict | None:
-    """The one step registered as ``name`` (None, or an error when ``required``)."""
-    found = [s for s in steps if s['name'] == name]
-    if len(found) > 1:
-        raise PolicyLoadError(f'{where}: {len(found)} {name!r} steps, expected one')
-    if not found and required:
-        raise PolicyLoadError(f'{where}: no {name!r} step (steps: '
-                              f'{[s["name"] for s in steps]})')
-    return found[0] if found else None

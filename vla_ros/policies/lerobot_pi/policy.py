@@ -35,17 +35,24 @@ from vla_ros.policies.contract import (
     PolicyLoadError,
     PolicySpec,
 )
+from vla_ros.policies.lerobot.processors import (
+    NORMALIZER,
+    POSTPROCESSOR,
+    PREPROCESSOR,
+    TOKENIZER,
+    UNNORMALIZER,
+    find_step,
+    read_steps,
+    step_normalizer,
+)
 from vla_ros.policies.lerobot_pi.checkpoint import (
     FIXTURE_DIMS_KEY,
     POSTPROCESSOR_FILE,
     PREPROCESSOR_FILE,
     WEIGHTS_FILE,
     checkpoint_dir,
-    find_step,
-    read_pipeline,
 )
 from vla_ros.policies.lerobot_pi.processors import (
-    feature_normalizer,
     pi0_prompt,
     pi05_prompt,
     relative_mask,
@@ -213,8 +220,7 @@ class LeRobotPiPolicy(Policy):
         self.dims = dims_from_config(self.config, pi05=kind == 'pi05')
         self._read_processors()
         self._read_features(action_names, missing_cameras)
-        tok_step = find_step(self.pre_steps, 'tokenizer_processor', str(self.path /
-                                                                        PREPROCESSOR_FILE))
+        tok_step = find_step(self.pre_steps, TOKENIZER, str(self.path / PREPROCESSOR_FILE))
         self.token_options = {
             'max_length': int(tok_step['config'].get(
                 'max_length', self.config.get('tokenizer_max_length', 48))),
@@ -241,11 +247,12 @@ class LeRobotPiPolicy(Policy):
     def _read_processors(self) -> None:
         pre_where = str(self.path / PREPROCESSOR_FILE)
         post_where = str(self.path / POSTPROCESSOR_FILE)
-        self.pre_steps = read_pipeline(self.path, PREPROCESSOR_FILE)
-        self.post_steps = read_pipeline(self.path, POSTPROCESSOR_FILE)
-        self.normalizer_step = find_step(self.pre_steps, 'normalizer_processor', pre_where)
-        self.unnormalizer_step = find_step(self.post_steps, 'unnormalizer_processor',
-                                           post_where)
+        self.pre_steps = read_steps(self.path, PREPROCESSOR)
+        self.post_steps = read_steps(self.path, POSTPROCESSOR)
+        self.normalizer = step_normalizer(find_step(self.pre_steps, NORMALIZER, pre_where),
+                                          PREPROCESSOR_FILE)
+        self.unnormalizer = step_normalizer(find_step(self.post_steps, UNNORMALIZER,
+                                                      post_where), POSTPROCESSOR_FILE)
         self.relative_step = find_step(self.pre_steps, 'relative_actions_processor',
                                        pre_where, required=False)
         absolute = find_step(self.post_steps, 'absolute_actions_processor', post_where,
@@ -288,10 +295,8 @@ class LeRobotPiPolicy(Policy):
                 self.dims.max_action_dim:
             raise PolicyLoadError(f'{kind}: state/action dims {self.state_dim}/'
                                   f'{self.action_dim} exceed max_state_dim/max_action_dim')
-        where = str(self.path / PREPROCESSOR_FILE)
-        self.state_normalizer = feature_normalizer(self.normalizer_step, STATE_KEY, where)
-        self.action_normalizer = feature_normalizer(
-            self.unnormalizer_step, ACTION_KEY, str(self.path / POSTPROCESSOR_FILE))
+        self.state_normalizer = self.normalizer.feature(STATE_KEY)
+        self.action_normalizer = self.unnormalizer.feature(ACTION_KEY)
         names = list(action_names or config.get('action_feature_names') or
                      [f'action_{i}' for i in range(self.action_dim)])
         if len(names) != self.action_dim:

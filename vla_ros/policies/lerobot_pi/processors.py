@@ -1,9 +1,7 @@
 """The input/output processing of LeRobot π₀ / π₀.₅, as their saved pipelines describe it.
 
-* (un)normalization per feature type with the statistics saved beside the pipeline
-  (``normalizer_processor`` / ``unnormalizer_processor`` steps): IDENTITY, MEAN_STD
-  (``(x - mean) / (std + eps)``, inverse ``x * std + mean``), MIN_MAX, QUANTILES
-  (q01/q99 -> [-1, 1]) and QUANTILE10 (q10/q90), computed in fp32 as LeRobot does;
+* (un)normalization per feature type with the statistics saved beside the pipeline: the
+  LeRobot format shared with SmolVLA, :mod:`vla_ros.policies.lerobot.processors`;
 * relative actions (``relative_actions_processor`` / ``absolute_actions_processor``):
   ``absolute = action + raw state`` on the dimensions not excluded by name;
 * prompts: π₀ appends a newline to the task; π₀.₅ writes ``"Task: <task>, State: <256-bin
@@ -14,85 +12,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-
-from vla_ros.policies.contract import PolicyLoadError
-
-MODES = ('IDENTITY', 'MEAN_STD', 'MIN_MAX', 'QUANTILES', 'QUANTILE10')
-_NEEDS = {'MEAN_STD': ('mean', 'std'), 'MIN_MAX': ('min', 'max'),
-          'QUANTILES': ('q01', 'q99'), 'QUANTILE10': ('q10', 'q90')}
-
-
-@dataclass
-class FeatureNormalizer:
-    """(Un)normalizes one feature with one mode and its statistics (fp32 tensors)."""
-
-    key: str
-    mode: str
-    stats: dict = field(default_factory=dict)
-    eps: float = 1e-8
-
-    def __post_init__(self):
-        """Check the mode and that the statistics it needs are present."""
-        if self.mode not in MODES:
-            raise PolicyLoadError(f'{self.key}: unsupported normalization mode {self.mode!r}')
-        for name in _NEEDS.get(self.mode, ()):
-            if name not in self.stats:
-                raise PolicyLoadError(f'{self.key}: {self.mode} normalization needs the '
-                                      f'{name!r} statistic; the file has '
-                                      f'{sorted(self.stats)}')
-        self.stats = {k: v.to(torch.float32) for k, v in self.stats.items()}
-
-    def _bounds(self):
-        lo, hi = _NEEDS[self.mode]
-        low, high = self.stats[lo], self.stats[hi]
-        span = high - low
-        return low, torch.where(span == 0, torch.tensor(self.eps, dtype=span.dtype), span)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw -> model units."""
-        if self.mode == 'IDENTITY':
-            return x
-        if self.mode == 'MEAN_STD':
-            return (x - self.stats['mean']) / (self.stats['std'] + self.eps)
-        low, span = self._bounds()
-        return 2.0 * (x - low) / span - 1.0
-
-    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Model units -> raw."""
-        if self.mode == 'IDENTITY':
-            return x
-        if self.mode == 'MEAN_STD':
-            return x * self.stats['std'] + self.stats['mean']
-        low, span = self._bounds()
-        return (x + 1.0) * span / 2.0 + low
-
-
-def feature_normalizer(step: dict, key: str, where: str) -> FeatureNormalizer:
-    """The normalizer a (un)normalizer step applies to feature ``key``.
-
-    Like LeRobot: the mode comes from ``norm_map[features[key].type]`` (IDENTITY when the
-    type is not mapped), and a feature without statistics passes through unchanged.
-    """
-    config = step['config']
-    features = config.get('features') or {}
-    if key not in features:
-        return FeatureNormalizer(key, 'IDENTITY')
-    kind = features[key].get('type')
-    mode = (config.get('norm_map') or {}).get(kind, 'IDENTITY')
-    prefix = key + '.'
-    stats = {name[len(prefix):]: t for name, t in step['state'].items()
-             if name.startswith(prefix) and '.' not in name[len(prefix):]}
-    if mode != 'IDENTITY' and not stats:
-        return FeatureNormalizer(key, 'IDENTITY')
-    try:
-        return FeatureNormalizer(key, mode, stats, float(config.get('eps', 1e-8)))
-    except PolicyLoadError as exc:
-        raise PolicyLoadError(f'{where}: {exc}') from None
 
 
 def relative_mask(config: dict, action_dim: int) -> list[bool]:

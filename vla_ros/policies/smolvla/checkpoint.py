@@ -15,14 +15,7 @@ from pathlib import Path
 import torch
 
 from vla_ros.policies.contract import PolicyLoadError
-
-LIST_LIMIT = 20
-
-
-def _listing(names) -> str:
-    names = sorted(names)
-    more = f' ... and {len(names) - LIST_LIMIT} more' if len(names) > LIST_LIMIT else ''
-    return f'{names[:LIST_LIMIT]}{more}'
+from vla_ros.policies.lerobot.weights import read_header, summary, weight_mismatch_error
 
 
 def load_strict(model: torch.nn.Module, path: Path, dtype: torch.dtype, device,
@@ -32,28 +25,21 @@ def load_strict(model: torch.nn.Module, path: Path, dtype: torch.dtype, device,
 
     tied = tied or {}
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    present = {k: tuple(e['shape']) for k, e in read_header(path)[1].items()}
+    missing = [k for k in expected if k not in present
+               and not (k in tied and tied[k] in present)]
+    unexpected = [k for k in present if k not in expected]
+    shapes = [f'{k} {present[k]} (model {expected[k]})' for k in expected
+              if k in present and present[k] != expected[k]]
+    error = weight_mismatch_error(path, 'the SmolVLA architecture built from config.json '
+                                  'and the VLM config', missing, unexpected, shapes)
+    if error is not None:
+        raise error
     try:
         handle = safe_open(str(path), framework='pt', device='cpu')
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise PolicyLoadError(f'{path}: not a readable safetensors file: {exc}') from exc
     with handle as f:
-        present = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        missing = [k for k in expected if k not in present
-                   and not (k in tied and tied[k] in present)]
-        unexpected = [k for k in present if k not in expected]
-        shapes = [f'{k}: file {present[k]} vs model {expected[k]}' for k in expected
-                  if k in present and present[k] != expected[k]]
-        if missing or unexpected or shapes:
-            parts = []
-            if missing:
-                parts.append(f'missing {len(missing)}: {_listing(missing)}')
-            if unexpected:
-                parts.append(f'unexpected {len(unexpected)}: {_listing(unexpected)}')
-            if shapes:
-                parts.append(f'mis-shaped {len(shapes)}: {_listing(shapes)}')
-            raise PolicyLoadError(f'{path}: weights do not match the SmolVLA architecture '
-                                  f'built from config.json and the VLM config ('
-                                  f'{"; ".join(parts)})')
         state = {}
         for key in expected:
             source = key if key in present else tied[key]
@@ -65,7 +51,7 @@ def load_strict(model: torch.nn.Module, path: Path, dtype: torch.dtype, device,
     leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
                  if t.is_meta]
     if leftovers:
-        raise PolicyLoadError(f'{path}: tensors left without values: {_listing(leftovers)}')
+        raise PolicyLoadError(f'{path}: tensors left without values: {summary(leftovers)}')
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

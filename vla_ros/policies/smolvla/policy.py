@@ -156,7 +156,7 @@ class SmolVLAPolicy(TorchPolicy):
         """Processors for an untrained preset: actions scaled to the space's bounds."""
         import torch
 
-        from vla_ros.policies.smolvla.processors import FeatureNormalizer
+        from vla_ros.policies.lerobot.processors import FeatureNormalizer
 
         c = self.config
         action, _ = _stats_from(bounds_statistics(self.action_space))
@@ -377,14 +377,14 @@ class SmolVLAPolicy(TorchPolicy):
         """
         import torch
 
-        from vla_ros.policies.smolvla.checkpoint import load_strict
-        from vla_ros.policies.smolvla.processors import (
+        from vla_ros.policies.lerobot.processors import (
             NORMALIZER,
             POSTPROCESSOR,
             PREPROCESSOR,
             UNNORMALIZER,
-            read_pipeline,
         )
+        from vla_ros.policies.smolvla.checkpoint import load_strict
+        from vla_ros.policies.smolvla.processors import read_pipeline
         from vla_ros.policies.smolvla.vlm_files import (
             image_token_ids,
             load_tokenizer,
