@@ -16,7 +16,8 @@ for features the step does not list), in float32 and in LeRobot's expression ord
 - ``MIN_MAX`` / ``QUANTILES`` (q01/q99) / ``QUANTILE10`` (q10/q90):
   ``2 * (x - lo) / (hi - lo) - 1`` with a zero range replaced by ``eps``; inverse
   ``(x + 1) * (hi - lo) / 2 + lo``, except MIN_MAX: ``(x + 1) / 2 * (hi - lo) + lo``
-  (LeRobot writes the two differently; float32 rounding makes the order matter);
+  (LeRobot writes the two differently; both are kept verbatim, although halving is exact
+  in binary floating point, so the orders agree bit for bit outside subnormals);
 - ``IDENTITY``: unchanged.
 
 Unlike LeRobot, a feature whose mode needs statistics that the step's file lacks is an
