@@ -13,9 +13,10 @@ from vla_ros.policies.lerobot.processors import (
     read_steps,
     step_normalizer,
 )
-from vla_ros.policies.lerobot.weights import SafetensorsMap, read_header, weight_mismatch_error
+from vla_ros.policies.lerobot.weights import SafetensorsMap, read_header
 from vla_ros.policies.lerobot_pi.fixtures import write_checkpoint, write_tokenizer
 from vla_ros.policies.registry import make_policy
+from vla_ros.policies.strict_loading import weight_mismatch_error
 
 FEATURES = {'observation.state': {'type': 'STATE', 'shape': [3]},
             'action': {'type': 'ACTION', 'shape': [3]},

@@ -1,8 +1,7 @@
-"""Safetensors reading and the strict-loading report shared by vla_ros's weight loaders.
+"""Reading LeRobot's ``model.safetensors``: its header, and its tensors through a memory map.
 
-A model never loads silently wrong: every loader compares the file's tensors with the
-model's and reports missing, unexpected and mis-shaped tensors together, in one
-:class:`PolicyLoadError` (:func:`weight_mismatch_error`).
+The strict comparison's report is :mod:`vla_ros.policies.strict_loading` (shared with
+OpenVLA's released-layout loader).
 """
 
 from __future__ import annotations
@@ -14,31 +13,8 @@ from pathlib import Path
 
 from vla_ros.policies.contract import PolicyLoadError
 
-LIST_LIMIT = 20
 _ST_DTYPES = {'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'F64': 'float64',
               'I64': 'int64', 'I32': 'int32', 'U8': 'uint8', 'BOOL': 'bool'}
-
-
-def summary(names, limit: int = LIST_LIMIT) -> str:
-    """``a, b, c ... and N more``: the first ``limit`` of ``names``, sorted."""
-    names = sorted(names)
-    more = f' ... and {len(names) - limit} more' if len(names) > limit else ''
-    return ', '.join(names[:limit]) + more
-
-
-def weight_mismatch_error(where, what: str, missing=(), unexpected=(),
-                          mismatched=()) -> PolicyLoadError | None:
-    """One error naming every missing, unexpected and mis-shaped tensor (None if none).
-
-    ``what`` says what the weights failed to match (e.g. ``the pi05 architecture of
-    config.json``); ``mismatched`` entries are already formatted with both shapes.
-    """
-    problems = [f'{what_} {len(items)}: {summary(items)}'
-                for what_, items in (('missing', missing), ('unexpected', unexpected),
-                                     ('mis-shaped', mismatched)) if items]
-    if not problems:
-        return None
-    return PolicyLoadError(f'{where}: weights do not match {what}; ' + '; '.join(problems))
 
 
 def read_header(path: Path) -> tuple[int, dict]:

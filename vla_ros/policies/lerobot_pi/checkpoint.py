@@ -35,7 +35,8 @@ from typing import Any
 
 from vla_ros.policies.contract import PolicyLoadError
 from vla_ros.policies.lerobot.processors import read_json
-from vla_ros.policies.lerobot.weights import SafetensorsMap, summary, weight_mismatch_error
+from vla_ros.policies.lerobot.weights import SafetensorsMap
+from vla_ros.policies.strict_loading import summary, weight_mismatch_error
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'

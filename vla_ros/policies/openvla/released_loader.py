@@ -30,6 +30,7 @@ from vla_ros.policies.openvla.weight_mapping import (
     mapping_plan,
     released_shapes,
 )
+from vla_ros.policies.strict_loading import weight_mismatch_error
 
 PREPROCESSOR_FILE = 'preprocessor_config.json'
 _LISTED = 8  # names shown per problem kind in an error message
@@ -56,13 +57,9 @@ def check_tensors(plan: list[TensorMapping], native_shapes: dict,
     unexpected = sorted(set(stored) - set(expected))
     misshaped = sorted(f'{n} {list(stored[n].shape)} (expected {list(expected[n])})'
                        for n in set(expected) & set(stored) if stored[n].shape != expected[n])
-    problems = [f'{len(items)} {what}: {items[:_LISTED]}' + (' ...' if len(items) > _LISTED
-                                                              else '')
-                for what, items in (('missing', missing), ('unexpected', unexpected),
-                                    ('mis-shaped', misshaped)) if items]
-    if problems:
-        raise PolicyLoadError(f'{where}: the stored weights do not match the configuration; '
-                              + '; '.join(problems))
+    error = weight_mismatch_error(where, 'the configuration', missing, unexpected, misshaped)
+    if error is not None:
+        raise error
 
 
 def load_released_weights(model: OpenVlaForActionPrediction, directory: Path,

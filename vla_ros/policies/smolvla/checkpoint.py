@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from vla_ros.policies.contract import PolicyLoadError
-from vla_ros.policies.lerobot.weights import read_header, summary, weight_mismatch_error
+from vla_ros.policies.lerobot.weights import read_header
+from vla_ros.policies.strict_loading import summary, weight_mismatch_error
 
 
 def load_strict(model: torch.nn.Module, path: Path, dtype: torch.dtype, device,
