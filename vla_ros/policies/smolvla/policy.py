@@ -423,10 +423,9 @@ class SmolVLAPolicy(TorchPolicy):
 
 def read_config(path: Path, overrides: dict) -> SmolVLAConfig:
     """``config.json`` -> :class:`SmolVLAConfig`; unknown keys are an error."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PolicyLoadError(f'{path}: unreadable: {exc}') from exc
+    from vla_ros.policies.lerobot.processors import read_json
+
+    data = read_json(path, 'policy configuration')
     if data.get('type') != 'smolvla':
         raise PolicyLoadError(f'{path}: "type" is {data.get("type")!r}, not "smolvla"')
     fields = {f.name for f in dataclasses.fields(SmolVLAConfig)}
