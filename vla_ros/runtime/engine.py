@@ -132,6 +132,7 @@ class InferenceEngine:
         self._to_command: ActionToCommand | None = None
         self._loading: str | None = None
         self._load_note = ''
+        self._policy_note = ''
         self._frames: dict[str, Frame] = {}
         self._proprio: np.ndarray | None = None
         self._instruction = ''
@@ -212,8 +213,13 @@ class InferenceEngine:
             if self.config.swap_behavior == 'hold':
                 self._buffer.clear()
 
-    def finish_policy_load(self, name: str, policy: Policy | None, error: str = '') -> None:
-        """Switch atomically to ``policy``; on failure keep the old one and report."""
+    def finish_policy_load(self, name: str, policy: Policy | None, error: str = '',
+                           note: str = '') -> None:
+        """Switch atomically to ``policy``; on failure keep the old one and report.
+
+        ``note`` (e.g. that the policy has no trained weights) stays in every status
+        message while this policy is active.
+        """
         with self._lock:
             self._loading = None
             if policy is None:
@@ -223,6 +229,7 @@ class InferenceEngine:
                 return
             self._policy = policy
             self._policy_name = name
+            self._policy_note = note
             self._to_command = ActionToCommand(policy.spec.action_space)
             self._load_note = ''
             self._last_error = ''
@@ -403,6 +410,8 @@ class InferenceEngine:
                 message += f' (loading {self._loading!r} in the background)'
             if self._load_note and self._policy is not None:
                 message += f' ({self._load_note})'
+            if self._policy_note and self._policy is not None:
+                message += f' ({self._policy_note})'
             if now - self._input_error_time < 5.0:
                 message += f' (last rejected input: {self._input_error})'
             frame = self._primary_frame()
