@@ -173,7 +173,9 @@ def test_hot_swap_good_and_bad(harness):
     params = json.dumps({'pattern': 'zigzag'})
     assert h.node.set_parameters([Parameter('policy_params', value=params)])[0].successful
     assert h.wait_for(lambda: 'failed to load' in h.message())
-    assert h.last_status().state == PolicyStatus.STATE_RUNNING
+    # (swap_behavior 'hold' held while it loaded; the kept policy then runs again)
+    assert h.wait_for(lambda: h.state() == PolicyStatus.STATE_RUNNING
+                      and 'failed to load' in h.message())
     assert h.wait_for(lambda: abs(h.twists[-1][1].twist.linear.y - 0.1) < 1e-6)
 
 

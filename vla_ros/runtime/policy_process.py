@@ -7,7 +7,9 @@ node owns; this process copies each frame out of it once, so the node may reuse 
 segment as soon as the answer is back. This process never imports rclpy.
 
 Messages, node -> policy process:
-    ('load', name, config, torch_threads, warmup)   first message
+    ('load', name, config, torch_threads, warmup, (target, description, family))
+                                                   first message (the registry entry, so
+                                                   policies registered at run time load too)
     ('predict', seq, {camera: (shm_name, shape, stamp)}, instruction, proprio)
     ('reset',)   ('stop',)
 policy process -> node:
@@ -122,8 +124,12 @@ def serve(conn: Connection) -> int:
         message = conn.recv()
     except EOFError:
         return 0
-    _, name, config, torch_threads, warmup = message
+    _, name, config, torch_threads, warmup, entry = message
     try:
+        from vla_ros.policies.registry import available_policies, register_policy
+
+        if name not in available_policies():
+            register_policy(name, entry[0], entry[1], entry[2])
         policy, warmup_seconds = load(name, config, torch_threads, warmup)
     except Exception as exc:  # noqa: BLE001 - every load failure goes back to the node
         conn.send(('load_failed', f'{type(exc).__name__}: {exc}'))

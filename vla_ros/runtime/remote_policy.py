@@ -25,6 +25,7 @@ import numpy as np
 
 from vla_ros.actions.chunk_buffer import TimedChunk
 from vla_ros.policies.contract import Policy, PolicyLoadError
+from vla_ros.policies.registry import policy_info
 from vla_ros.runtime.supervision import ProcessSupervisor, RestartPolicy
 
 DEFAULT_START_TIMEOUT = 600.0  # a large checkpoint on a slow disk; a hang still ends
@@ -156,7 +157,9 @@ class RemotePolicy(Policy):
             child.close()
         conn = Connection(parent.detach())
         try:
-            conn.send(('load', self.name, self.config, self.torch_threads, self.warmup))
+            info = policy_info(self.name)
+            conn.send(('load', self.name, self.config, self.torch_threads, self.warmup,
+                       (info.target, info.description, info.family)))
             deadline = time.monotonic() + self.start_timeout
             while not conn.poll(0.1):
                 if proc.poll() is not None:
