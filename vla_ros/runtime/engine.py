@@ -10,7 +10,9 @@ All times are float seconds on one clock (the node's clock, or a bag's recorded 
 """
 
 import math
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -25,6 +27,9 @@ SWAP_BEHAVIORS = ('hold', 'keep')
 # real-time chunking); 'arrival': a chunk starts when it arrives, for single-step policies
 # (OpenVLA, RT-1, RT-2) whose one action would otherwise always be late.
 CHUNK_TIMINGS = ('observation', 'arrival')
+# Benchmarks only: append "policy stamp preprocess_s model_s" per inference to this file,
+# so the pipeline's overhead can be told apart from the model's own compute time.
+TIMING_LOG_ENV = 'VLA_ROS_TIMING_LOG'
 
 
 class EngineState(IntEnum):
@@ -496,16 +501,26 @@ def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, pro
         if missing:
             raise ValueError(f'no frame from camera(s) {missing}')
         stamp = frames[spec.camera_names[0]].stamp
+        start = time.perf_counter()
         images = {cam: preprocess(frames[cam].rgb, spec.image_size)
                   for cam in spec.camera_names}
         observation = Observation(images=images, instruction=instruction, stamp=stamp,
                                   proprio=proprio)
         policy.validate_observation(observation)
+        prepared = time.perf_counter()
         actions = policy.check_chunk(policy.predict_chunk(observation))
+        _log_timing(name, stamp, prepared - start, time.perf_counter() - prepared)
         return TimedChunk(stamp=observation.stamp, period=spec.control_period,
                           actions=actions, source=name), ''
     except Exception as exc:  # noqa: BLE001 - any policy failure must hold, not crash
         return None, f'policy {name!r} failed: {type(exc).__name__}: {exc}'
+
+
+def _log_timing(name: str, stamp: float, preprocess: float, model: float) -> None:
+    path = os.environ.get(TIMING_LOG_ENV)
+    if path:
+        with open(path, 'a') as f:
+            f.write(f'{name} {stamp:.9f} {preprocess:.6f} {model:.6f}\n')
 
 
 def _default_preprocess(rgb: np.ndarray, size) -> np.ndarray:
