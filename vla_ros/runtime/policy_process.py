@@ -26,10 +26,6 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-# The control loop shares the CPU with this process: on a busy machine the loop's next
-# tick matters more than a few ms of model time.
-NICENESS = 5
-
 
 class SharedFrames:
     """Read-only views of the node's shared frame segments, one per camera.
@@ -170,10 +166,6 @@ def main(argv=None) -> int:
     # A terminal's Ctrl-C reaches the whole process group: the node stops this process
     # itself (or it sees the socket close), so a KeyboardInterrupt here is only noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.nice(NICENESS)
-    except OSError:
-        pass
     conn = Connection(int(argv[0]))
     try:
         return serve(conn)
