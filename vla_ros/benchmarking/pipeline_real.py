@@ -62,7 +62,7 @@ class _Recorder:
     def __init__(self, context, namespace: str, width: int, height: int, gap: float):
         import rclpy
         from geometry_msgs.msg import TwistStamped
-        from rcl_interfaces.srv import SetParameters
+        from rcl_interfaces.srv import SetParametersAtomically
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
         from vla_ros_msgs.msg import ActionChunk, PolicyStatus
@@ -91,7 +91,10 @@ class _Recorder:
                      for c in ('front', 'wrist')]
         frame = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
         self.template = rgb_to_image_msg(frame, frame_id='camera')
-        self.params = self.node.create_client(SetParameters, 'vla_inference/set_parameters')
+        # Atomically: policy and model_path change in one step (set_parameters applies them
+        # one by one, which starts a load of the new policy with the old checkpoint first).
+        self.params = self.node.create_client(SetParametersAtomically,
+                                              'vla_inference/set_parameters_atomically')
         self.gap = gap
         self._last_frame = -math.inf
         self._pending = None  # stamp of the frame whose chunk we wait for
@@ -130,12 +133,12 @@ class _Recorder:
         self._pending = stamp
 
     def set_parameters(self, **values) -> None:
-        from rcl_interfaces.srv import SetParameters
+        from rcl_interfaces.srv import SetParametersAtomically
         from rclpy.parameter import Parameter
 
         if not self.params.wait_for_service(timeout_sec=20.0):
             raise RuntimeError('the inference node has no set_parameters service')
-        request = SetParameters.Request(parameters=[
+        request = SetParametersAtomically.Request(parameters=[
             Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         future = self.params.call_async(request)
         deadline = time.monotonic() + 20.0
@@ -143,9 +146,9 @@ class _Recorder:
             if time.monotonic() > deadline:
                 raise RuntimeError('set_parameters timed out')
             time.sleep(0.01)
-        bad = [r.reason for r in future.result().results if not r.successful]
-        if bad:
-            raise RuntimeError(f'set_parameters refused: {bad}')
+        result = future.result().result
+        if not result.successful:
+            raise RuntimeError(f'set_parameters refused: {result.reason}')
 
 
 def _rss_mb(pid, key='VmHWM:'):
