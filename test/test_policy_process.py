@@ -9,7 +9,7 @@ import pytest
 
 from vla_ros.runtime.engine import EngineConfig, EngineState, Frame, InferenceEngine
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
-from vla_ros.runtime.remote_policy import RemotePolicy, describe_exit
+from vla_ros.runtime.remote_policy import RemotePolicy, SpareProcess, describe_exit
 from vla_ros.runtime.supervision import ProcessSupervisor, RestartPolicy, hang_limit
 
 SCRIPTED = {'chunk_length': 8, 'image_size': [64, 48]}
@@ -280,16 +280,43 @@ def test_warm_up_runs_before_ready_for_a_torch_policy():
     from vla_ros.models import model_path
 
     model = model_path('octo')
-    remote = RemotePolicy('octo', {'model_path': model})
+    spares = SpareProcess()
+    remote = RemotePolicy('octo', {'model_path': model}, spares=spares)
     try:
         remote.start()
         assert remote.warmup_seconds > 0  # one dummy inference ran before 'ready'
+        assert spares.pid is not None  # a torch policy: the next swap finds torch imported
         frames = {cam: Frame(FRAME, 5.0) for cam in ('front', 'wrist')}
         chunk, error = remote.compute(frames, 'pick up the red cube', np.zeros(8, np.float32),
                                       30.0)
         assert error == '' and chunk.actions.shape == (4, 7)
     finally:
         remote.close()
+        spare = spares.pid
+        spares.close()
+    assert spare is None or not os.path.exists(f'/proc/{spare}') or _is_zombie(spare)
+
+
+def test_a_spare_process_serves_the_next_start():
+    spares = SpareProcess()
+    try:
+        spares.replenish()
+        pid = spares.pid
+        assert pid is not None
+        remote = RemotePolicy('scripted', SCRIPTED, spares=spares)
+        remote.start()
+        try:
+            assert remote.pid == pid
+            assert spares.pid is None  # a scripted policy needs no spare
+            chunk, error = remote.compute({'front': Frame(FRAME, 1.0)}, 'go', None, 5.0)
+            assert chunk is not None, error
+        finally:
+            remote.close()
+        spares.replenish()
+        pid = spares.pid
+    finally:
+        spares.close()
+    assert not os.path.exists(f'/proc/{pid}') or _is_zombie(pid)
 
 
 def _children(pid):

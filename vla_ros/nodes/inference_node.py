@@ -54,7 +54,7 @@ from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import SWAP_BEHAVIORS, EngineConfig, InferenceEngine
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.proprio import ProprioLayout
-from vla_ros.runtime.remote_policy import RemotePolicy
+from vla_ros.runtime.remote_policy import RemotePolicy, SpareProcess
 from vla_ros.runtime.worker import InferenceWorker
 
 STRATEGIES = ('receding_horizon', 'temporal_ensemble', 'latency_aware')
@@ -124,6 +124,8 @@ class InferenceNode(Node):
         self._input_error = ''
         self._process_mode = bool(p['policy_process'])
         self._remotes: set[RemotePolicy] = set()  # every policy process started, to close
+        self._spares = SpareProcess()  # torch imported ahead of the next swap or restart
+        self._starting: RemotePolicy | None = None  # the policy process loading now
         self._shutting_down = False
 
         sensors = MutuallyExclusiveCallbackGroup()
@@ -329,6 +331,11 @@ class InferenceNode(Node):
         with self._load_lock:
             self._load_generation += 1
             generation = self._load_generation
+            # A newer request supersedes a load in progress: stop it now rather than let
+            # it finish (seconds of CPU) only to be discarded.
+            superseded, self._starting = self._starting, None
+            if superseded is not None and superseded is not self._engine.policy:
+                threading.Thread(target=superseded.close, daemon=True).start()
         self._engine.begin_policy_load(name)
         self.get_logger().info(f'loading policy {name!r} with {json.dumps(config)}'
                                + (' in its own process' if self._process_mode else ''))
@@ -339,7 +346,7 @@ class InferenceNode(Node):
         def load():
             policy, error = None, ''
             try:
-                policy = self._make_policy(name, config, p['torch_threads'])
+                policy = self._make_policy(name, config, p['torch_threads'], generation)
             except Exception as exc:  # noqa: BLE001 - report any load failure, keep old policy
                 error = f'{type(exc).__name__}: {exc}'
             with self._load_lock:
@@ -364,19 +371,24 @@ class InferenceNode(Node):
 
         threading.Thread(target=load, name=f'load-{name}', daemon=True).start()
 
-    def _make_policy(self, name: str, config: dict, torch_threads: int):
+    def _make_policy(self, name: str, config: dict, torch_threads: int, generation: int):
         if self._process_mode:
-            policy = RemotePolicy(name, config, torch_threads)
+            policy = RemotePolicy(name, config, torch_threads, spares=self._spares)
             with self._load_lock:
-                if self._shutting_down:
-                    raise RuntimeError('the node is shutting down')
+                if self._shutting_down or generation != self._load_generation:
+                    raise RuntimeError('superseded')  # not reported: see load()
                 self._remotes.add(policy)
+                self._starting = policy
             try:
                 policy.start()
             except BaseException:
                 with self._load_lock:
                     self._remotes.discard(policy)
                 raise
+            finally:
+                with self._load_lock:
+                    if self._starting is policy:
+                        self._starting = None
             return policy
         policy = make_policy(name, **config)
         if torch_threads > 0 and 'torch' in sys.modules:
@@ -484,6 +496,7 @@ class InferenceNode(Node):
             self._shutting_down = True
             remotes = list(self._remotes)
         self._worker.stop()
+        self._spares.close()
         for remote in remotes:
             remote.close()
         super().destroy_node()

@@ -167,6 +167,12 @@ def main(argv=None) -> int:
     # itself (or it sees the socket close), so a KeyboardInterrupt here is only noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[0]))
+    if '--spare' in argv[1:]:
+        # Started ahead of need: pay for the heavy imports now, then wait for 'load'.
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass
     try:
         return serve(conn)
     finally:

@@ -31,6 +31,85 @@ from vla_ros.runtime.supervision import ProcessSupervisor, RestartPolicy
 DEFAULT_START_TIMEOUT = 600.0  # a large checkpoint on a slow disk; a hang still ends
 
 
+def spawn_policy_process(env=None, spare: bool = False):
+    """A fresh policy process and the node's end of its socket: (Popen, Connection)."""
+    parent, child = socket.socketpair()
+    command = [sys.executable, '-m', 'vla_ros.runtime.policy_process', str(child.fileno())]
+    if spare:
+        command.append('--spare')
+    try:
+        proc = subprocess.Popen(command, pass_fds=(child.fileno(),), env=env)
+    finally:
+        child.close()
+    return proc, Connection(parent.detach())
+
+
+class SpareProcess:
+    """One policy process started ahead of need, torch already imported, waiting for 'load'.
+
+    A fresh interpreter spends most of a swap or a restart importing torch (seconds; tens
+    of seconds on a loaded machine); a spare has done that while the robot was running.
+    Kept only after a torch policy loaded (a scripted policy needs no spare), replaced
+    after each use once that load has finished (so the two do not compete for the CPU).
+    """
+
+    def __init__(self):
+        """No spare yet."""
+        self._lock = threading.Lock()
+        self._spare = None
+        self._closed = False
+
+    def take(self, env=None):
+        """The spare if one is alive (and made with ``env``), else a fresh process."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare[2] == env and spare[0].poll() is None:
+            return spare[0], spare[1]
+        if spare is not None:
+            _close_unused(*spare[:2])
+        return spawn_policy_process(env)
+
+    def replenish(self, env=None) -> None:
+        """Start a spare if none is waiting."""
+        with self._lock:
+            if self._closed or (self._spare is not None and self._spare[0].poll() is None):
+                return
+            old, self._spare = self._spare, None
+        if old is not None:
+            _close_unused(*old[:2])
+        proc, conn = spawn_policy_process(env, spare=True)
+        with self._lock:
+            if self._closed or self._spare is not None:
+                extra = (proc, conn)
+            else:
+                self._spare, extra = (proc, conn, env), None
+        if extra is not None:
+            _close_unused(*extra)
+
+    @property
+    def pid(self):
+        """Process id of the waiting spare (None: none)."""
+        spare = self._spare
+        return spare[0].pid if spare is not None and spare[0].poll() is None else None
+
+    def close(self) -> None:
+        """Stop the spare; no new one is started after this."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _close_unused(*spare[:2])
+
+
+def _close_unused(proc, conn) -> None:
+    conn.close()  # the spare sees EOF before any 'load' and exits
+    try:
+        proc.wait(3.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(3.0)
+
+
 def describe_exit(returncode: int | None) -> str:
     """'exited with code 3' / 'was killed by SIGSEGV' for a process's return code."""
     if returncode is None:
@@ -81,14 +160,16 @@ class RemotePolicy(Policy):
 
     def __init__(self, name: str, config: dict, torch_threads: int = 1, warmup: bool = True,
                  start_timeout: float = DEFAULT_START_TIMEOUT,
-                 restart_policy: RestartPolicy | None = None, env=None):
-        """Describe the process to run; :meth:`start` starts it."""
+                 restart_policy: RestartPolicy | None = None, env=None,
+                 spares: SpareProcess | None = None):
+        """Describe the process to run; :meth:`start` starts it (from ``spares`` if given)."""
         self.name = name
         self.config = dict(config)
         self.torch_threads = int(torch_threads)
         self.warmup = warmup
         self.start_timeout = start_timeout
         self.env = env
+        self.spares = spares
         self.supervisor = ProcessSupervisor(restart_policy)
         self.warmup_seconds = 0.0
         self._spec = None
@@ -149,13 +230,10 @@ class RemotePolicy(Policy):
 
     def start(self) -> None:
         """Start the process and wait until it is ready (PolicyLoadError on failure)."""
-        parent, child = socket.socketpair()
-        command = [sys.executable, '-m', 'vla_ros.runtime.policy_process', str(child.fileno())]
-        try:
-            proc = subprocess.Popen(command, pass_fds=(child.fileno(),), env=self.env)
-        finally:
-            child.close()
-        conn = Connection(parent.detach())
+        if self.spares is not None:
+            proc, conn = self.spares.take(self.env)
+        else:
+            proc, conn = spawn_policy_process(self.env)
         try:
             info = policy_info(self.name)
             conn.send(('load', self.name, self.config, self.torch_threads, self.warmup,
@@ -192,6 +270,8 @@ class RemotePolicy(Policy):
         if cancelled:
             self._stop_process(proc, conn)
             raise PolicyLoadError(f'loading {self.name!r} was cancelled')
+        if self.spares is not None and policy_info(self.name).family != 'scripted':
+            self.spares.replenish(self.env)  # for the next swap or restart
 
     def restart(self) -> None:
         """Start a fresh process for the same policy (PolicyLoadError on failure)."""
