@@ -396,8 +396,13 @@ class InferenceNode(Node):
         return policy
 
     def _log_event(self, level: str, text: str) -> None:
-        log = self.get_logger()
-        {'info': log.info, 'warn': log.warning}.get(level, log.error)(text)
+        # One call site per severity: rclpy refuses a severity change at the same line.
+        if level == 'info':
+            self.get_logger().info(text)
+        elif level == 'warn':
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().error(text)
 
     # ------------------------------------------------------------ callbacks
     def _now(self) -> float:

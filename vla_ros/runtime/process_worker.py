@@ -26,7 +26,7 @@ class ProcessInferenceWorker:
         self._clock = clock
         self._wall = wall_clock
         self._on_result = on_result
-        self._on_event = on_event or (lambda level, text: None)
+        self._log = on_event or (lambda level, text: None)
         self._poll = poll_period
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -108,6 +108,12 @@ class ProcessInferenceWorker:
         finally:
             self._restarting.discard(id(policy))
             self._wake.set()
+
+    def _on_event(self, level: str, text: str) -> None:
+        try:
+            self._log(level, text)
+        except Exception:  # noqa: BLE001 - a failing logger must not stop supervision
+            pass
 
     def _fault(self, policy: RemotePolicy, message: str) -> None:
         if self._engine.policy is policy:  # a retired policy's end is no fault
