@@ -21,6 +21,7 @@ import mmap
 import os
 import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -71,13 +72,42 @@ def warmup_observation(spec) -> dict:
     return {cam: Frame(np.full((h, w, 3), 127, np.uint8), 0.0) for cam in spec.camera_names}
 
 
+# Imports and checkpoint loading are background work: on a busy CPU they must not take
+# cores from the control loop. Linux nice values are per thread, so this lowers only the
+# loading thread; inference (and warm-up, whose torch threads inherit the creating
+# thread's priority) runs in the main thread at the node's priority.
+LOADING_NICENESS = 10
+
+
+def in_background(fn, *args):
+    """Run ``fn(*args)`` in a thread at LOADING_NICENESS; its result or its exception."""
+    outcome = {}
+
+    def run():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADING_NICENESS)
+        except (OSError, AttributeError):
+            pass  # not Linux, or not allowed: load at normal priority
+        try:
+            outcome['value'] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome['error'] = exc
+
+    thread = threading.Thread(target=run, name='policy-load')
+    thread.start()
+    thread.join()
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['value']
+
+
 def load(name: str, config: dict, torch_threads: int, warmup: bool):
     """Make the policy, set torch's threads, run one dummy inference: (policy, seconds)."""
     from vla_ros.policies.registry import make_policy
     from vla_ros.policies.scripted import ScriptedPolicy
     from vla_ros.runtime.engine import predict_chunk
 
-    policy = make_policy(name, **config)
+    policy = in_background(lambda: make_policy(name, **config))
     if torch_threads > 0 and 'torch' in sys.modules:
         sys.modules['torch'].set_num_threads(torch_threads)
     seconds = 0.0
@@ -170,7 +200,7 @@ def main(argv=None) -> int:
     if '--spare' in argv[1:]:
         # Started ahead of need: pay for the heavy imports now, then wait for 'load'.
         try:
-            import torch  # noqa: F401
+            in_background(__import__, 'torch')
         except ImportError:
             pass
     try:
