@@ -14,7 +14,6 @@ multi-threaded process.
 """
 
 import json
-import sys
 import threading
 import unicodedata
 
@@ -49,9 +48,10 @@ from vla_ros.nodes.messages import (
     twist_msg,
 )
 from vla_ros.nodes.spin import spin_node
-from vla_ros.policies.registry import available_policies, make_policy, policy_info
+from vla_ros.policies.registry import available_policies, policy_info
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import SWAP_BEHAVIORS, EngineConfig, InferenceEngine
+from vla_ros.runtime.policy_process import load as load_policy
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.proprio import ProprioLayout
 from vla_ros.runtime.remote_policy import RemotePolicy, SpareProcess
@@ -390,9 +390,8 @@ class InferenceNode(Node):
                     if self._starting is policy:
                         self._starting = None
             return policy
-        policy = make_policy(name, **config)
-        if torch_threads > 0 and 'torch' in sys.modules:
-            sys.modules['torch'].set_num_threads(torch_threads)
+        # The same load as in a policy process: warm-up inference before READY.
+        policy, _ = load_policy(name, config, torch_threads, warmup=True)
         return policy
 
     def _log_event(self, level: str, text: str) -> None:
