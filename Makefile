@@ -77,9 +77,9 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/vla-ros demo --output demo_output/runtime
 	$(VENV)/bin/vla-ros demo --configuration openvla_arm --task reach --task-seed 5002 \
-	    --task-split train --duration 15 --output demo_output/openvla_reach
+	    --task-split train --duration 15 --after-success -1 --output demo_output/openvla_reach
 	-$(VENV)/bin/vla-ros demo --configuration openvla_arm --task pick_up --task-seed 5009 \
-	    --task-split train --duration 20 --output demo_output/openvla_pick_up
+	    --task-split train --duration 20 --after-success -1 --output demo_output/openvla_pick_up
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -19,6 +19,7 @@ setup(
         (f'share/{PACKAGE}/config/robots', glob('config/robots/*.yaml')),
         (f'share/{PACKAGE}/config/action_spaces', glob('config/action_spaces/*.yaml')),
         (f'share/{PACKAGE}/config/policies', glob('config/policies/*.yaml')),
+        (f'share/{PACKAGE}/config/dds', glob('config/dds/*.xml')),
     ],
     install_requires=['setuptools'],
     zip_safe=False,

@@ -44,7 +44,8 @@ def test_a_moved_target_and_missing_layouts_are_invalid():
 
 
 def test_object_probe_needs_keypoints():
-    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+    from vla_ros.policies.openvla.configuration_openvla import TINY
+    from vla_ros.policies.openvla_sim.configuration import OpenVlaSimConfig as OpenVlaConfig
 
     with pytest.raises(ValueError, match='keypoint_tokens'):
         OpenVlaConfig(**{**TINY, 'object_probe_weight': 1.0})
@@ -54,8 +55,8 @@ def test_object_probe_loss_is_added_and_trains_the_probe():
     torch = pytest.importorskip('torch')
     from vla_ros.policies.registry import make_policy
 
-    policy = make_policy('openvla', keypoint_tokens=True, object_probe_weight=1.0, seed=0)
-    plain = make_policy('openvla', keypoint_tokens=True, seed=0)
+    policy = make_policy('openvla_sim', keypoint_tokens=True, object_probe_weight=1.0, seed=0)
+    plain = make_policy('openvla_sim', keypoint_tokens=True, seed=0)
     rng = np.random.default_rng(0)
     targets, valid = batch_object_targets(
         [{'metadata': META, 'proprio': np.ones(8)}, {'metadata': {**META, 'task': 'reach'}}])
@@ -86,7 +87,8 @@ def test_target_indices_name_the_instructed_object():
 
 
 def test_target_probe_needs_the_readout_and_fitting_heads():
-    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+    from vla_ros.policies.openvla.configuration_openvla import TINY
+    from vla_ros.policies.openvla_sim.configuration import OpenVlaSimConfig as OpenVlaConfig
 
     with pytest.raises(ValueError, match='needs target_readout'):
         OpenVlaConfig(**{**TINY, 'target_probe_weight': 1.0})
@@ -107,14 +109,15 @@ def _loss_added_by(policy, batch, key):
 
 def test_pixel_probe_needs_the_pixel_readout_and_trains_it():
     torch = pytest.importorskip('torch')
-    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+    from vla_ros.policies.openvla.configuration_openvla import TINY
+    from vla_ros.policies.openvla_sim.configuration import OpenVlaSimConfig as OpenVlaConfig
     from vla_ros.policies.registry import make_policy
 
     with pytest.raises(ValueError, match='needs pixel_target_readout'):
         OpenVlaConfig(**{**TINY, 'pixel_probe_weight': 1.0})
     with pytest.raises(ValueError, match='positive integer'):
         OpenVlaConfig(**{**TINY, 'pixel_target_readout': True, 'pixel_readout_heads': 0})
-    policy = make_policy('openvla', pixel_target_readout=True, pixel_probe_weight=1.0, seed=0)
+    policy = make_policy('openvla_sim', pixel_target_readout=True, pixel_probe_weight=1.0, seed=0)
     batch = _named_target_batch(torch)
     with_probe, without = _loss_added_by(policy, batch, 'target_index')
     assert policy.model.pixel_probe.fc1.weight.grad.abs().sum() > 0
@@ -160,18 +163,19 @@ def test_named_object_pixels_land_on_the_named_object_in_the_rendered_frame():
         sim.close()
     # A held pick-up target (gripper closed) and samples without a layout are unknown.
     held = {'metadata': {**META, 'task': 'pick_up'}, 'proprio': np.r_[np.zeros(7), 0.2]}
-    assert named_object_pixels([held], (64, 64))[1].tolist() == [False]
-    assert named_object_pixels([{}], (64, 64)) is None
+    assert named_object_pixels([held], (64, 64), 'front')[1].tolist() == [False]
+    assert named_object_pixels([{}], (64, 64), 'front') is None
 
 
 def test_pixel_keypoint_loss_pulls_the_first_head_onto_the_named_object():
     torch = pytest.importorskip('torch')
-    from vla_ros.policies.openvla.configuration_openvla import TINY, OpenVlaConfig
+    from vla_ros.policies.openvla.configuration_openvla import TINY
+    from vla_ros.policies.openvla_sim.configuration import OpenVlaSimConfig as OpenVlaConfig
     from vla_ros.policies.registry import make_policy
 
     with pytest.raises(ValueError, match='pixel_keypoint_weight > 0 needs'):
         OpenVlaConfig(**{**TINY, 'pixel_keypoint_weight': 1.0})
-    policy = make_policy('openvla', pixel_target_readout=True, pixel_keypoint_weight=1.0,
+    policy = make_policy('openvla_sim', pixel_target_readout=True, pixel_keypoint_weight=1.0,
                          seed=0)
     batch = _named_target_batch(torch)
     batch['target_pixel'] = torch.tensor([[[0.5, -0.5]], [[0.0, 0.0]]])  # (B, cameras, 2)
@@ -181,9 +185,9 @@ def test_pixel_keypoint_loss_pulls_the_first_head_onto_the_named_object():
     # The term is the Huber distance of head 0's (row, col) to the valid target, in pixels.
     with torch.no_grad():
         ids = torch.tensor([policy.prompts.encode(batch['instructions'][0])])
-        features = []
-        policy.model.embed_inputs(ids, batch['images'][:1], pixel_targets_out=features)
-        error = (features[0][0, :2] - batch['target_pixel'][0, 0]) * 31.5
+        features = {}
+        policy.model.embed_inputs(ids, batch['images'][:1], features_out=features)
+        error = (features['pixels'][0][0, :2] - batch['target_pixel'][0, 0]) * 31.5
         expected = torch.where(error.abs() < 1, 0.5 * error ** 2, error.abs() - 0.5).sum()
     assert with_keypoint.item() - without.item() == pytest.approx(expected.item(), rel=1e-4)
 
@@ -206,7 +210,7 @@ def test_target_probe_regresses_the_named_object_through_the_readout():
     torch = pytest.importorskip('torch')
     from vla_ros.policies.registry import make_policy
 
-    policy = make_policy('openvla', target_readout=True, target_probe_weight=1.0, seed=0)
+    policy = make_policy('openvla_sim', target_readout=True, target_probe_weight=1.0, seed=0)
     batch = _named_target_batch(torch)
     targets, valid = batch['object_targets'], batch['object_valid']
     with_probe, without = _loss_added_by(policy, batch, 'target_index')
@@ -214,9 +218,10 @@ def test_target_probe_regresses_the_named_object_through_the_readout():
     assert policy.model.target_readout.query.weight.grad.abs().sum() > 0
     # The probe's error is against the named objects' rows only.
     with torch.no_grad():
-        features = []
+        found = {}
         ids = torch.ones(2, 3, dtype=torch.long)
-        policy.model.embed_inputs(ids, batch['images'], targets_out=features)
+        policy.model.embed_inputs(ids, batch['images'], features_out=found)
+        features = found['targets']
         predicted = policy.model.target_probe(features[0])[:, 0]
     named = torch.as_tensor(targets)[[0, 1], [0, 2]]
     mask = torch.as_tensor(valid)[[0, 1], [0, 2]]
@@ -232,7 +237,7 @@ def test_state_probe_reads_the_llm_state_before_the_first_action_token():
     from vla_ros.policies.openvla.modeling_openvla import IGNORE_INDEX
     from vla_ros.policies.registry import make_policy
 
-    policy = make_policy('openvla', state_probe_weight=1.0, seed=0)
+    policy = make_policy('openvla_sim', state_probe_weight=1.0, seed=0)
     batch = _named_target_batch(torch)
     with_probe, without = _loss_added_by(policy, batch, 'target_index')
     assert policy.model.state_probe.fc1.weight.grad.abs().sum() > 0
@@ -249,3 +254,35 @@ def test_state_probe_reads_the_llm_state_before_the_first_action_token():
         hidden = policy.model.language_model.model(inputs_embeds=embeds).last_hidden_state
     assert torch.allclose(state[0], hidden[0, 2], atol=1e-5)
     assert torch.allclose(state[1], hidden[1, 3], atol=1e-5)
+
+
+def test_simulator_targets_only_for_the_variant_with_the_cameras_of_its_spec():
+    torch = pytest.importorskip('torch')
+    from vla_ros.policies.registry import make_policy
+    from vla_ros.sim.scene import ArmSim
+    from vla_ros.training.auxiliary import simulator_targets
+    from vla_ros.training.data import collate
+
+    rng = np.random.default_rng(0)
+
+    def sample(cameras):
+        return {'images': {c: rng.integers(0, 256, (48, 64, 3), np.uint8) for c in cameras},
+                'instruction': 'pick up the red cube', 'actions': np.zeros((1, 7)),
+                'valid': np.ones(1, bool), 'proprio': np.r_[ArmSim.HOME, 1.0],
+                'metadata': META}
+
+    plain = collate(make_policy('openvla', seed=0), [sample(['front'])] * 2)
+    assert not {'object_targets', 'target_pixel'} & set(plain)  # OpenVLA asks for none
+    variant = make_policy('openvla_sim', camera_names=['wrist', 'front'], use_proprio=True,
+                          pixel_target_readout=True, pixel_keypoint_weight=1.0,
+                          pixel_probe_weight=1.0, seed=0)
+    batch = collate(variant, [sample(['front', 'wrist'])] * 2)
+    assert batch['object_targets'].shape == (2, len(OBJECTS), 4)
+    assert batch['target_index'].tolist() == [0, 0]
+    # One pixel per camera of the spec, in its order (the wrist camera first here).
+    assert batch['target_pixel'].shape == (2, 2, 2)
+    front = simulator_targets([sample(['front'])], ('front',), (64, 64))['target_pixel']
+    assert torch.equal(batch['target_pixel'][:1, 1], torch.as_tensor(front[:, 0]))
+    assert variant.training_loss(batch).isfinite()
+    with pytest.raises(ValueError, match="unknown camera 'top'"):
+        simulator_targets([sample(['front'])], ('top',), (64, 64))

@@ -150,3 +150,26 @@ def test_mujoco_backend_lays_out_a_task_episode_and_judges_it():
         assert backend.task_status()['success']
     finally:
         backend.stop()
+
+
+def test_mujoco_base_twist_is_measured_in_the_base_frame():
+    backend = make_backend('mujoco', mobile=True, image_size=(32, 32), seed=0)
+    try:
+        turn = int(round((np.pi / 2) / 0.05))  # a quarter turn at 1 rad/s
+        for _ in range(turn):
+            backend.send_command(np.zeros(6), 1.0, np.array([0.0, 0.0, 1.0]), 0.05)
+        for _ in range(20):
+            backend.send_command(np.zeros(6), 1.0, np.array([0.1, 0.0, 0.0]), 0.05)
+        state = backend.read_state()
+        x, y, yaw = state.base_pose
+        assert yaw == pytest.approx(np.pi / 2, abs=0.1)
+        assert y > 0.05 and abs(x) < 0.03  # forward is world +y after the quarter turn
+        vx, vy, wz = state.base_twist
+        assert vx == pytest.approx(0.1, abs=0.03) and abs(vy) < 0.02 and abs(wz) < 0.1
+    finally:
+        backend.stop()
+    fixed = make_backend('mujoco', image_size=(32, 32))
+    try:
+        assert fixed.read_state().base_twist is None
+    finally:
+        fixed.stop()

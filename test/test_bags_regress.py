@@ -108,13 +108,28 @@ def test_bad_inputs_are_refused(tmp_path):
     assert bag_main(['regress', str(empty), '-o', str(tmp_path / 'r')]) == 2
 
 
-def test_parameters_come_from_the_node_and_config_files():
+def test_parameters_come_from_the_schema_and_config_files():
+    from vla_ros import parameters
+
     defaults = default_parameters()
+    assert defaults == parameters.defaults(parameters.INFERENCE)
     assert defaults['policy'] == 'scripted' and defaults['control_rate_hz'] == 10.0
+    assert defaults['cameras'] == ['front']
     scripted = parameters_from_file(config_dir('policies', 'scripted.yaml'))
-    assert scripted['chunk_strategy'] == 'receding_horizon'
+    assert json.loads(scripted['policy_params'])['pattern'] == 'constant'
     robot = parameters_from_file(config_dir('robots', 'arm.yaml'))
-    assert robot['cameras'] == ['front'] and 'image_width' not in robot  # driver's only
+    assert robot['proprio_joints'][0] == 'joint1' and 'mobile' not in robot  # driver's only
+
+
+def test_regression_does_not_need_rclpy():
+    import subprocess
+    import sys
+
+    code = ('import sys; from vla_ros.bags.regress import resolve_parameters, LockstepReplay; '
+            "p = resolve_parameters({}, configuration='sim_arm'); "
+            "assert p['policy'] == 'scripted' and 'pattern' in p['policy_params'], p; "
+            "assert 'rclpy' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, '-c', code], check=True)
 
 
 def test_engine_split_inference_matches_run_inference():
@@ -172,3 +187,15 @@ def test_failing_policy_is_a_regression_with_the_reason():
     assert any('ScriptedPolicyFault' in note for note in result.notes)
     # after the failure the engine holds (zero twist), as the live node would
     assert np.all(result.replayed[-5:, 0] == 0.0) and np.all(result.recorded[-5:, 0] > 0)
+
+
+def test_regress_overrides_are_typed_by_the_schema():
+    from vla_ros.bags.regress import parse_assignment
+
+    assert parse_assignment('inference_rate_hz:=0') == ('inference_rate_hz', 0.0)
+    assert type(parse_assignment('inference_rate_hz:=0')[1]) is float
+    assert parse_assignment('model_path:=123') == ('model_path', '123')
+    with pytest.raises(RegressionError, match='is not a number'):
+        parse_assignment('control_rate_hz:=abc')
+    with pytest.raises(RegressionError, match='no parameter'):
+        parse_assignment('contrl_rate_hz:=10')

@@ -324,3 +324,144 @@ def test_mujoco_cameras_and_motion(graph):
     with client.lock:
         x1 = client.poses[-1].pose.position.x
     assert x1 - x0 > 0.05, (x0, x1)
+
+
+class Listener(Node):
+    """Keeps every message of one topic (a late joiner when created after the driver)."""
+
+    def __init__(self, context, msg_type, topic, profile, name='driver_test_listener'):
+        super().__init__(name, context=context)
+        self.lock = threading.Lock()
+        self.messages = []
+        self.create_subscription(msg_type, topic, self._on_msg, profile)
+
+    def _on_msg(self, msg):
+        with self.lock:
+            self.messages.append(msg)
+
+
+@pytest.mark.slow
+def test_task_episode_instruction_is_published_latched(graph):
+    from std_msgs.msg import String
+
+    from vla_ros.sim.tasks import get_task
+
+    driver = graph.driver(backend='mujoco', task='reach', task_seed=1000, task_split='test',
+                          image_width=32, image_height=32)
+    expected = get_task('reach').sample(1000, 'test').instruction
+    time.sleep(0.2)
+    # Subscribing after the driver published: transient local still delivers it.
+    late = graph.add(Listener(graph.context, String, 'instruction', qos.INSTRUCTION),
+                     SingleThreadedExecutor(context=graph.context))
+    assert wait_for(lambda: late.messages, 5.0), 'no latched instruction'
+    assert [m.data for m in late.messages] == [expected]
+    assert driver.count_publishers('/instruction') == 1
+
+
+@pytest.mark.slow
+def test_task_instruction_can_be_left_to_the_user(graph):
+    driver = graph.driver(backend='mujoco', task='reach', task_seed=1000, image_width=32,
+                          image_height=32, publish_task_instruction=False)
+    assert driver.count_publishers('/instruction') == 0
+    assert driver.backend.task_instruction()  # the episode still has one
+
+
+def test_no_instruction_without_a_task(graph):
+    driver = graph.driver(backend='dry_run')
+    assert driver.count_publishers('/instruction') == 0
+
+
+def test_mobile_base_odometry(graph):
+    odometry = pytest.importorskip('nav_msgs.msg', reason='nav_msgs not installed '
+                                   '(requirements.txt: ros-kilted-nav-msgs)')
+    odom = graph.add(Listener(graph.context, odometry.Odometry, 'odom', qos.SENSOR),
+                     SingleThreadedExecutor(context=graph.context))
+    driver = graph.driver(backend='dry_run', mobile=True)
+    assert wait_for(lambda: odom.messages, 5.0), 'no odom'
+    first = odom.messages[-1]
+    assert (first.header.frame_id, first.child_frame_id) == ('odom', 'base_link')
+    assert first.pose.pose.position.x == pytest.approx(0.0)
+    cmd = graph.client.create_publisher(TwistStamped, 'cmd_vel', qos.COMMAND)
+    assert wait_for(lambda: cmd.get_subscription_count() > 0, 5.0)
+
+    def drive(vx, wz):
+        msg = TwistStamped()
+        msg.twist.linear.x, msg.twist.angular.z = vx, wz
+        cmd.publish(msg)
+
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:
+        drive(0.2, 0.5)
+        time.sleep(0.02)
+    with odom.lock:
+        moving = odom.messages[-1]
+    assert moving.header.stamp.sec > 0
+    assert moving.twist.twist.linear.x == pytest.approx(0.2)
+    assert moving.twist.twist.angular.z == pytest.approx(0.5)
+    x = moving.pose.pose.position.x
+    assert 0.05 < x < 0.2, x
+    q = moving.pose.pose.orientation
+    yaw = 2.0 * math.atan2(q.z, q.w)
+    assert 0.1 < yaw < 0.5 and q.x == q.y == 0.0
+    time.sleep(WATCHDOG + 0.2)  # commands stopped: the base watchdog halts it
+    with odom.lock:
+        still = odom.messages[-1]
+    assert still.twist.twist.linear.x == 0.0 and still.twist.twist.angular.z == 0.0
+    x, y, yaw = driver.backend.read_state().base_pose
+    assert (still.pose.pose.position.x, still.pose.pose.position.y) == pytest.approx((x, y))
+    assert 2.0 * math.atan2(still.pose.pose.orientation.z,
+                            still.pose.pose.orientation.w) == pytest.approx(yaw)
+
+
+def test_lifecycle_transitions_gate_the_hardware(graph):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    params = {'backend': 'example_arm_backend:ExampleArmBackend', 'autostart': False,
+              'enable_actuation': True, 'rate_hz': RATE_HZ, 'watchdog_timeout': WATCHDOG,
+              'camera_rate_hz': 0.0}
+    driver = graph.add(DriverNode(context=graph.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in params.items()]),
+        SingleThreadedExecutor(context=graph.context))
+    client = graph.client
+    assert driver.backend is None  # unconfigured: nothing connected
+
+    def transition(transition_id):
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return client.call(ChangeState, '/vla_driver/change_state', request).success
+
+    def state():
+        return client.call(GetState, '/vla_driver/get_state',
+                           GetState.Request()).current_state.label
+
+    assert state() == 'unconfigured'
+    assert transition(Transition.TRANSITION_CONFIGURE) and state() == 'inactive'
+    arm = driver.backend
+    assert arm.connected
+    client.command = [0.1, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert wait_for(lambda: len(arm.sent) > 10)
+    assert all(not twist.any() for twist, _, _ in list(arm.sent))  # inactive: held still
+    assert transition(Transition.TRANSITION_ACTIVATE) and state() == 'active'
+    assert moving_x(client, 0.1)
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert moving_x(client, 0.0)
+    assert transition(Transition.TRANSITION_ACTIVATE) and moving_x(client, 0.1)
+
+    # An e-stop survives cleanup and a new configure; only ~/clear_estop releases it.
+    assert client.call(Trigger, '/vla_driver/estop', Trigger.Request()).success
+    assert moving_x(client, 0.0)
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert transition(Transition.TRANSITION_CLEANUP) and state() == 'unconfigured'
+    assert not arm.connected and driver.backend is None
+    assert not arm.sent[-1][0].any()  # the last command sent was a stop
+    assert transition(Transition.TRANSITION_CONFIGURE)
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert driver.estop_engaged
+    time.sleep(0.2)
+    assert all(not twist.any() for twist, _, _ in list(driver.backend.sent))
+    assert client.call(Trigger, '/vla_driver/clear_estop', Trigger.Request()).success
+    assert moving_x(client, 0.1)
+    client.command = None
+    assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN) and state() == 'finalized'
+    assert driver.backend is None

@@ -200,3 +200,41 @@ def test_arrival_timing_drops_chunks_of_stale_observations():
     chunk, error = engine.compute_chunk(job)
     assert engine.finish_inference(job, chunk, error, clock() + 0.8) is None
     assert 'old observation' in engine.status(clock() + 0.8).message
+
+
+def test_lockstep_inference_makes_chunks_usable_after_their_latency():
+    from vla_ros.runtime.lockstep import LockstepInference
+
+    policy = ScriptedPolicy(chunk_length=8)
+    engine = make_engine(policy, inference_rate_hz=2.5, low_queue_depth=0,
+                         strategy_params={'execute_steps': 4})
+    engine.set_instruction('go')
+    scheduler = LockstepInference(engine, latency=0.25)
+    holds, started = [], []
+    for step in range(12):
+        t = step * 0.1
+        feed(engine, t)
+        calls = policy.calls
+        holds.append(scheduler.tick(t).hold)
+        if policy.calls > calls:
+            started.append(step)
+        # one simulated worker: never a second inference while one is in flight
+        assert policy.calls - scheduler.chunks_buffered <= 1
+    # The chunk observed at 0.0 arrives at 0.25: ticks 0..2 hold, tick 3 runs its action 3.
+    assert holds[:4] == [True, True, True, False] and not any(holds[4:])
+    assert started == [0, 4, 8]  # every 1 / 2.5 Hz, as the node's rate says
+    assert len(scheduler.inference_wall_s) == 3 and not scheduler.errors
+    with pytest.raises(ValueError, match='latency'):
+        LockstepInference(engine, latency=-1.0)
+
+
+def test_lockstep_inference_reports_policy_errors_and_holds():
+    from vla_ros.runtime.lockstep import LockstepInference
+
+    engine = make_engine(ScriptedPolicy(chunk_length=8, fail_mode='raise'))
+    engine.set_instruction('go')
+    scheduler = LockstepInference(engine)
+    feed(engine, 0.0)
+    command = scheduler.tick(0.0)
+    assert command.hold and len(scheduler.errors) == 1 and scheduler.chunks_buffered == 0
+    assert 'ScriptedPolicyFault' in scheduler.errors[0]

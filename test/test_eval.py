@@ -15,11 +15,13 @@ from vla_ros.evaluation import cli  # noqa: E402
 from vla_ros.evaluation.report import contact_sheet, summarize  # noqa: E402
 from vla_ros.evaluation.rollout import (  # noqa: E402
     collect_demonstrations,
+    eval_engine_config,
     make_sim,
     rollout,
     run_episodes,
 )
 from vla_ros.policies.scripted import ScriptedPolicy  # noqa: E402
+from vla_ros.runtime.engine import EngineConfig  # noqa: E402
 from vla_ros.sim.expert import ScriptedExpert  # noqa: E402
 
 
@@ -52,8 +54,14 @@ def test_collect_writes_a_loadable_dataset(tmp_path):
                                      image_size=(24, 24), cameras=('front',))
     data = EpisodeDataset.load(tmp_path / 'demos')
     assert len(data) == summary['kept'] == 4
-    assert summary['tasks']['reach'] == {'attempted': 2, 'succeeded': 2, 'kept': 2,
+    assert summary['tasks']['reach'] == {'attempted': 2, 'succeeded': 2,
+                                         'succeeded_at_end': 2, 'kept': 2,
                                          'steps': sum(len(e) for e in data.episodes[:2])}
+    # Episodes run to the horizon by default, with the per-frame done label.
+    assert [len(e) for e in data.episodes] == [60, 60, 100, 100]
+    assert summary['until_horizon'] is True
+    for e in data.episodes:
+        assert e.done[-1] and not e.done[0] and e.metadata['success_at_end']
     assert json.loads((tmp_path / 'demos' / 'collection.json').read_text())['kept'] == 4
     assert {e.metadata['task'] for e in data.episodes} == {'reach', 'pick_up'}
     assert all(e.metadata['split'] == 'train' for e in data.episodes)
@@ -75,6 +83,9 @@ def test_eval_cli_json_and_contact_sheet(tmp_path, capsys):
         assert key in report
     assert set(report['per_task']) == {'reach', 'push', 'pick_up'}
     assert report['episodes'] == 6 and report['success_rate'] == 1.0
+    # Episodes run to the horizon: the expert still has the task achieved at the end.
+    assert report['until_horizon'] and report['success_at_end_rate'] == 1.0
+    assert report['gripper_chatter_events'] == 0 and report['lost_after_success'] == []
     assert sum(v['episodes'] for v in report['per_instruction'].values()) == 6
     img = cv2.imread(str(sheet))
     assert img is not None and img.shape[0] > 128 and img.shape[1] > 4 * 128
@@ -115,6 +126,75 @@ def test_latency_starves_the_buffer_until_the_first_chunk(sim):
     assert result.hold_ticks == 3  # the chunk stamped 0.0 arrives at 0.25 -> tick 0.3
     assert result.inference_calls == 15  # every 4 ticks
     assert policy.calls == 15 and result.mean_inference_s >= 0
+
+
+def test_eval_schedules_chunks_with_the_node_engine(sim):
+    # A single-step policy behind latency: timed from its observation every action is late
+    # (the robot holds all episode); timed from arrival, as the openvla/rt1/rt2 launch
+    # configurations run it, it executes. The eval now measures which one the robot runs.
+    policy = ScriptedPolicy(chunk_length=1, image_size=(16, 16))
+    late = rollout(policy, 'reach', 0, 'test', sim=sim, inference_latency=0.15)
+    assert late.hold_ticks == late.steps == 60 and late.inference_calls > 0
+    config = eval_engine_config(policy.spec, chunk_timing='arrival')
+    arrival = rollout(policy, 'reach', 0, 'test', sim=sim, inference_latency=0.15,
+                      engine_config=config)
+    # One worker, 1.5 ticks of latency: a chunk every second tick, serving one tick.
+    assert arrival.steps - arrival.hold_ticks == arrival.inference_calls - 1 > 25
+    # The engine's own triggers apply: no rate, infer when <= 2 actions are left.
+    chunky = ScriptedPolicy(chunk_length=8, image_size=(16, 16), velocity=(0.0,) * 6)
+    config = EngineConfig(control_rate_hz=10.0, inference_rate_hz=0.0, low_queue_depth=2)
+    result = rollout(chunky, 'reach', 0, 'test', sim=sim, engine_config=config)
+    assert result.steps == 60 and result.hold_ticks == 0
+    assert result.inference_calls == 10  # ticks 0, 6, 12, ...: 8 actions, refill at 2 left
+    with pytest.raises(ValueError, match='engine_config'):
+        rollout(chunky, 'reach', 0, sim=sim, engine_config=config, replan_every=2)
+    with pytest.raises(ValueError, match='inference_timeout'):
+        rollout(chunky, 'reach', 0, sim=sim, inference_latency=2.5)
+
+
+def test_eval_engine_config_reproduces_the_replan_schedule():
+    spec = ScriptedPolicy(chunk_length=8, image_size=(16, 16)).spec
+    config = eval_engine_config(spec, strategy_params={'execute_steps': 4})
+    assert config.inference_rate_hz == pytest.approx(2.5) and config.low_queue_depth == 0
+    assert config.chunk_timing == 'observation' and config.control_rate_hz == 10.0
+    assert eval_engine_config(spec, strategy='temporal_ensemble').inference_rate_hz == 10.0
+    assert eval_engine_config(spec, replan_every=20).inference_rate_hz == pytest.approx(0.5)
+    with pytest.raises(ValueError, match='not both'):
+        eval_engine_config(spec, replan_every=2, inference_rate_hz=1.0)
+
+
+def test_eval_cli_takes_the_schedule_from_a_node_parameter_file(capsys):
+    from vla_ros.bags.regress import default_parameters, parameters_from_file
+    from vla_ros.inference_config import engine_config
+
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--seed', '3',
+                     '--tasks', 'reach', '--json', '--no-progress',
+                     '--node-params', 'config/policies/openvla.yaml'])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    params = {**default_parameters(), **parameters_from_file('config/policies/openvla.yaml')}
+    node = engine_config(params)
+    assert report['schedule']['inference_rate_hz'] == node.inference_rate_hz == 5.0
+    assert report['schedule']['chunk_timing'] == node.chunk_timing == 'arrival'
+    assert report['schedule']['low_queue_depth'] == node.low_queue_depth
+    assert report['strategy_params'] == node.strategy_params == {'execute_steps': 1}
+    assert report['success_rate'] == 1.0
+    code = cli.main(['eval', '--policy', 'expert', '--episodes', '1', '--no-progress',
+                     '--node-params', 'config/policies/openvla.yaml', '--replan-every', '2'])
+    assert code == 2 and '--replan-every' in capsys.readouterr().err
+
+
+def test_simulated_frames_are_rendered_only_for_the_tick_they_belong_to(sim):
+    from vla_ros.evaluation.rollout import _SimCameras
+
+    cameras = _SimCameras(sim)
+    frame = cameras.frame('front')
+    assert frame.image((20, 10)).shape == (10, 20, 3)
+    cameras.advance()
+    with pytest.raises(RuntimeError, match='moved on'):
+        frame.image((20, 10))
+    blank = _SimCameras(sim, needs_images=False).frame('front').image((8, 6))
+    assert blank.shape == (6, 8, 3) and not blank.any()
 
 
 def test_policy_failures_hold_the_robot_and_are_counted(sim):

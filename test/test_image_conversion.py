@@ -1,4 +1,4 @@
-"""Image message -> policy input conversions (sensor_msgs/Image and CompressedImage)."""
+"""Image message -> array conversions, and the core's resize/normalize of those arrays."""
 
 import time
 from types import SimpleNamespace
@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
 
+from vla_ros.images import normalize_image, prepare_image
 from vla_ros.nodes.image_conversion import (
     SUPPORTED_ENCODINGS,
     ImageConversionError,
@@ -17,8 +18,6 @@ from vla_ros.nodes.image_conversion import (
     header_stamp_seconds,
     image_msg_to_rgb,
     msg_to_rgb,
-    normalize_image,
-    prepare_image,
     rgb_to_compressed_msg,
     rgb_to_image_msg,
 )
@@ -256,3 +255,13 @@ def test_fuzz_compressed_only_image_conversion_errors(data, fmt):
     except ImageConversionError:
         return
     assert out.ndim == 3 and out.shape[2] == 3
+
+
+def test_the_core_image_module_needs_no_ros():
+    # What training, evaluation and the node all see must import without rclpy.
+    import subprocess
+    import sys
+
+    code = ('import sys; import vla_ros.images; '
+            'assert not any(m.startswith(("rclpy", "sensor_msgs")) for m in sys.modules)')
+    subprocess.run([sys.executable, '-c', code], check=True)

@@ -199,7 +199,7 @@ def test_bad_image_is_rejected_with_reason(harness):
     assert moving(h)  # the last good frame keeps the policy going
 
 
-LEARNED = ['rt1', 'openvla', 'octo', 'pi0', 'rt2']
+LEARNED = ['rt1', 'openvla', 'octo', 'pi0_style', 'rt2']
 
 
 @pytest.mark.parametrize('family', LEARNED)

@@ -65,6 +65,25 @@ def test_wrapped_policy_sees_only_known_instructions():
     assert policy.seen is inner.seen
 
 
+def test_wrapper_forwards_the_contracts_optional_members():
+    from vla_ros.sim.expert import ScriptedExpert
+
+    class Attached(ScriptedExpert):
+        def attach_simulator(self, sim, instance):
+            self.attached = (sim, instance)
+
+    expert = Attached()
+    policy = InstructionRetrievalPolicy(expert, InstructionRetriever(KNOWN, bag_of_words))
+    # Declared on Policy, so these would silently be the defaults without forwarding.
+    assert policy.needs_images is False and expert.needs_images is False
+    policy.attach_simulator('sim', 'instance')
+    assert expert.attached == ('sim', 'instance')
+    assert policy.retriever is not None and expert.retriever is None
+    assert policy.model is None
+    with pytest.raises(NotImplementedError, match='not trainable'):
+        policy.collate([])
+
+
 def test_instruction_set_files_and_their_errors(tmp_path):
     path = write_instruction_set(tmp_path, ['b', 'a', 'b', ' '])
     assert json.loads(path.read_text()) == ['a', 'b'] == load_instruction_set(path)

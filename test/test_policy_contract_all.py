@@ -17,7 +17,12 @@ from vla_ros.policies.contract import InvalidObservationError, Observation
 from vla_ros.policies.listing import policy_row, policy_table
 from vla_ros.policies.registry import available_policies, make_policy
 
-ALL_POLICIES = available_policies()
+REGISTERED = available_policies()
+# The LeRobot pi0 / pi05 policies load only a checkpoint directory (model_path and a
+# tokenizer): there is no preset to build here. Their contract (shape, dtype, determinism,
+# strict loading) is tested on LeRobot-layout fixtures in test_policy_pi0_lerobot.py.
+CHECKPOINT_ONLY = frozenset({'pi0', 'pi05'})
+ALL_POLICIES = [n for n in REGISTERED if n not in CHECKPOINT_ONLY]
 # 'scripted' has no weights and no checkpoint format: its chunks are a pure function of
 # its constructor arguments, so there is nothing to save and reload. It is exempt from the
 # save/load test here, explicitly, rather than skipped at run time.
@@ -125,6 +130,66 @@ def test_bad_input_is_rejected(built, name, mutate, match):
         policy.predict_chunk(obs)
 
 
+@pytest.mark.parametrize('name', ALL_POLICIES)
+def test_optional_members_are_declared_with_their_documented_defaults(built, name):
+    policy = built(name)
+    # Every registered policy looks at its images; only the sim expert (not registered)
+    # declares needs_images False.
+    assert policy.needs_images is True
+    assert isinstance(policy.action_head, str) and isinstance(policy.action_type, str)
+    assert policy.retriever is None  # no instruction_set given
+    window = policy.history_window
+    assert isinstance(window, int) and window >= 1
+    if name == 'octo':
+        assert window == policy.config.history_window > 1
+    elif name == 'rt1':
+        assert window == policy.config.history_length > 1
+    else:  # the other families predict from the newest frame alone
+        assert window == 1
+    # attach_simulator defaults to ignoring the simulator: predictions do not change.
+    obs = example(policy)
+    before = first_chunk(policy, obs)
+    policy.attach_simulator(object(), object())
+    np.testing.assert_array_equal(first_chunk(policy, obs), before)
+    if name in NO_CHECKPOINT:
+        assert policy.model is None
+        with pytest.raises(NotImplementedError, match='not trainable'):
+            policy.set_statistics(None, 'default')
+        with pytest.raises(NotImplementedError, match='not trainable'):
+            policy.collate([])
+        return
+    import torch
+
+    assert isinstance(policy.model, torch.nn.Module)
+
+
+@pytest.mark.parametrize('name', CHECKPOINTED)
+def test_training_hooks_give_a_batch_the_family_can_learn_from(name):
+    import torch
+
+    from vla_ros.actions.normalization import DatasetStatistics, StatisticsEntry
+    from vla_ros.policies.torch_policy import bounds_statistics
+    from vla_ros.training.data import collate, install_statistics
+
+    policy = make_policy(name, seed=SEED)  # its statistics change: not the shared one
+    try:
+        spec = policy.spec
+        space = spec.action_space
+        stats = DatasetStatistics({'sim': StatisticsEntry(action=bounds_statistics(space))})
+        install_statistics(policy, stats, 'sim')  # through the contract's set_statistics
+        assert policy.unnorm_key == 'sim' and policy.statistics is stats
+        obs = example(policy)
+        sample = {'images': obs.images, 'instruction': obs.instruction,
+                  'actions': np.tile((space.low + space.high) / 2, (spec.chunk_length, 1)),
+                  'valid': np.ones(spec.chunk_length, bool), 'proprio': obs.proprio}
+        batch = collate(policy, [sample, sample])
+        loss = policy.training_loss(batch)
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        assert torch.isfinite(torch.as_tensor(loss)).all()
+    finally:
+        policy.close()
+
+
 def test_registry_listing_does_not_import_torch():
     code = ('import sys\n'
             'from vla_ros.policies.registry import available_policies\n'
@@ -166,7 +231,9 @@ def test_policy_table_covers_every_policy_and_reports_broken_ones():
         rows = {r['name']: r for r in policy_table(include_full=False)}
     finally:
         unregister_policy('_broken_family')
-    assert set(rows) == set(ALL_POLICIES) | {'_broken_family'}
+    assert set(rows) == set(REGISTERED) | {'_broken_family'}
+    for name in CHECKPOINT_ONLY:  # listed, with the reason they cannot be built bare
+        assert 'model_path is required' in rows[name]['error']
     assert 'vla_ros_no_such_module' in rows['_broken_family']['error']
     mlp = rows[TINY_MLP]
     assert mlp['action_head'] == 'MLP regression (tanh)' and mlp['full_parameters'] is None

@@ -14,7 +14,7 @@ from vla_ros.policies.contract import InvalidObservationError, Observation, Poli
 from vla_ros.policies.octo import OctoConfig
 from vla_ros.policies.octo.diffusion import DiffusionActionHead, cosine_alpha_bars
 from vla_ros.policies.octo.modeling import OBS, READOUT, TASK, block_attention_mask
-from vla_ros.policies.octo.policy import OctoPolicy, samples_with_history
+from vla_ros.policies.octo.policy import OctoPolicy
 from vla_ros.policies.registry import make_policy, policy_info
 from vla_ros.policies.torch_policy import bounds_statistics
 
@@ -342,7 +342,7 @@ def test_collate_matches_runtime_preprocessing_and_history():
     frames = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     episode = Episode('stack the cups', 'arm7', 0.1, {'front': frames},
                       rng.uniform(-0.01, 0.01, (3, 7)), np.arange(3) * 0.1)
-    samples = list(samples_with_history(EpisodeDataset([episode]), chunk_length=4))
+    samples = list(EpisodeDataset([episode]).samples(4, history=1))
     assert [len(s['history']) for s in samples] == [0, 1, 1]
     batch = policy.collate(samples)
     runtime = policy.images_tensor(Observation({'front': frames[2]}, 'stack the cups', 0.2))

@@ -21,7 +21,7 @@ from vla_ros.policies.registry import make_policy
 
 @pytest.fixture(scope='module')
 def policy():
-    return make_policy('pi0')
+    return make_policy('pi0_style')
 
 
 def example(policy, stamp=3.25, instruction='pick up the red cube', seed=0):
@@ -49,18 +49,31 @@ def test_deterministic_per_seed_and_stamp(policy):
     obs = example(policy)
     a = policy.predict_chunk(obs)
     np.testing.assert_array_equal(a, policy.predict_chunk(obs))
-    np.testing.assert_array_equal(a, make_policy('pi0').predict_chunk(obs))
+    np.testing.assert_array_equal(a, make_policy('pi0_style').predict_chunk(obs))
     # The stamp seeds the initial noise, the seed the weights and the noise.
     assert not np.array_equal(a, policy.predict_chunk(example(policy, stamp=3.35)))
-    assert not np.array_equal(a, make_policy('pi0', seed=1).predict_chunk(obs))
+    assert not np.array_equal(a, make_policy('pi0_style', seed=1).predict_chunk(obs))
 
 
 def test_save_pretrained_round_trip(policy, tmp_path):
     policy.save_pretrained(tmp_path)
-    loaded = make_policy('pi0', model_path=str(tmp_path))
+    loaded = make_policy('pi0_style', model_path=str(tmp_path))
     obs = example(policy)
     np.testing.assert_array_equal(policy.predict_chunk(obs), loaded.predict_chunk(obs))
     assert loaded.config == policy.config
+
+
+def test_checkpoints_saved_as_family_pi0_before_the_rename_still_load(policy, tmp_path):
+    import json
+
+    from vla_ros.policies.torch_policy import load_any
+
+    policy.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    (tmp_path / 'config.json').write_text(json.dumps({**config, 'family': 'pi0'}))
+    obs = example(policy)
+    for loaded in (make_policy('pi0_style', model_path=str(tmp_path)), load_any(tmp_path)):
+        np.testing.assert_array_equal(policy.predict_chunk(obs), loaded.predict_chunk(obs))
 
 
 def test_block_causal_mask_pattern():
@@ -100,7 +113,7 @@ def test_cached_prefix_equals_joint_pass():
 
 
 def test_prefix_is_computed_once_per_inference(monkeypatch):
-    p = make_policy('pi0', num_inference_steps=4)
+    p = make_policy('pi0_style', num_inference_steps=4)
     calls = {'prefix': 0, 'velocity': 0}
     prefix_cache, velocity = p.model.prefix_cache, p.model.velocity_from_cache
 
@@ -175,7 +188,7 @@ def test_training_loss_falls_on_a_fixed_batch():
 
 
 def test_proprio_state_token():
-    p = make_policy('pi0', proprio_dim=9)
+    p = make_policy('pi0_style', proprio_dim=9)
     assert p.spec.uses_proprio
     obs = example(p)
     obs.proprio = np.zeros(9, dtype=np.float32)
@@ -199,7 +212,7 @@ def test_bad_input_is_rejected(policy):
     with pytest.raises(ValueError, match=r'actions must be \(B, 50, 7\)'):
         policy.training_loss(bad)
     with pytest.raises(ValueError, match='bad configuration|positive integer'):
-        make_policy('pi0', chunk_length=0)
+        make_policy('pi0_style', chunk_length=0)
 
 
 def test_full_size_parameter_count():

@@ -41,7 +41,7 @@ def _load(name: str):
 def test_both_kinds_of_policy_are_shipped():
     families = {_family(n) for n in SHIPPED}
     assert 'openvla' in families, SHIPPED
-    assert families & {'octo', 'pi0'}, SHIPPED
+    assert families & {'octo', 'pi0_style'}, SHIPPED
 
 
 @pytest.mark.parametrize('name', SHIPPED)

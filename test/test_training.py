@@ -11,7 +11,7 @@ from tiny_mlp_policy import LINEAR_LAYERS, NAME
 
 from vla_ros.actions.spaces import load_action_space
 from vla_ros.datasets.episodes import Episode, EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Observation
 from vla_ros.policies.registry import available_policies, make_policy
 from vla_ros.training import cli
@@ -32,7 +32,8 @@ from vla_ros.training.trainer import (
 )
 
 # Every registered policy with a model ('scripted' has none; it is rejected in the CLI test).
-TRAINABLE = [n for n in available_policies() if n != 'scripted']
+# pi0 / pi05 load LeRobot checkpoints only (there is no untrained preset to train).
+TRAINABLE = [n for n in available_policies() if n not in ('scripted', 'pi0', 'pi05')]
 # Each instruction has its own action (plus small noise): learnable from the words alone.
 TASKS = {
     'move left': [0.0, 0.03, 0.0, 0.0, 0.0, 0.1, 1.0],
@@ -42,7 +43,7 @@ TASKS = {
 }
 
 
-def make_dataset(action_space='arm7', steps=10, seed=0, size=(48, 40)):
+def make_dataset(action_space='arm7', steps=10, seed=0, size=(48, 40), proprio=False):
     space = load_action_space(action_space)
     rng = np.random.default_rng(seed)
     episodes = []
@@ -52,8 +53,9 @@ def make_dataset(action_space='arm7', steps=10, seed=0, size=(48, 40)):
         actions[:, 6] = action[6]  # the gripper is exactly open or closed
         actions = np.clip(actions, space.low, space.high)
         images = rng.integers(0, 256, (steps, size[1], size[0], 3), dtype=np.uint8)
+        state = rng.normal(0, 0.1, (steps, space.dim)).astype(np.float32) if proprio else None
         episodes.append(Episode(instruction, action_space, 0.1, {'front': images},
-                                actions, np.arange(steps) * 0.1))
+                                actions, np.arange(steps) * 0.1, proprio=state))
     return EpisodeDataset(episodes)
 
 
@@ -217,8 +219,8 @@ def test_relabel_from_state_counts_what_it_relabelled(tmp_path, dataset):
 
 
 def test_set_changes_preset_fields_and_is_kept_for_resume(tmp_path, data_dir, capsys):
-    argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
-            '--steps', '4', '--batch-size', '2', '--full', '--no-progress',
+    argv = ['--policy', 'openvla_sim', '--data', str(data_dir), '--output',
+            str(tmp_path / 'o'), '--steps', '4', '--batch-size', '2', '--full', '--no-progress',
             '--checkpoint-every', '2', '--set', 'target_readout=true',
             '--set', 'target_readout_heads=2', '--stop-after', '2']
     code, _, err = run_cli(argv, capsys)
@@ -239,7 +241,7 @@ def test_init_weights_grows_an_openvla_model_by_a_module(tmp_path):
 
     make_policy('openvla', seed=0).save_pretrained(tmp_path / 'small')
     source = make_policy('openvla', model_path=str(tmp_path / 'small')).model.state_dict()
-    grown = make_policy('openvla', target_readout=True, seed=1)
+    grown = make_policy('openvla_sim', target_readout=True, seed=1)
     info = initialise_matching(grown, tmp_path / 'small')
     assert info['fresh'] and all(n.startswith('target_readout.') for n in info['fresh'])
     assert info['ignored'] == []
@@ -268,8 +270,9 @@ def test_lora_training_lowers_loss_and_saves_merged_weights(tmp_path, dataset):
 def test_every_family_trains_and_its_checkpoint_reloads(tmp_path, name):
     # A few steps through the real loop (the family's own collate if it has one); the
     # families' own tests check that their loss falls.
-    space = make_policy(name).action_space.name
-    data = make_dataset(space, steps=3, size=(80, 60))
+    spec = make_policy(name).spec
+    data = make_dataset(spec.action_space.name, steps=3, size=(80, 60),
+                        proprio=spec.uses_proprio)
     summary = train(config(tmp_path, policy=name, steps=2, batch_size=2, eval_samples=2,
                            lr=1e-4, checkpoint_every=1), dataset=data, progress=False)
     assert summary['complete'] and np.isfinite(summary['final_loss'])
@@ -386,8 +389,12 @@ def test_cli_trains_and_prints_a_json_summary(tmp_path, data_dir, capsys):
     (['--warmup-steps', '9'], r'warmup_steps (9) must be < steps (5)'),
     (['--policy', 'nope'], "unknown policy 'nope'; available:"),
     (['--policy', 'scripted'], "policy 'scripted' has no trainable model"),
-    ([], 'pass --lora-targets with some of its Linear layers: fuse, head, image_proj'),
-    (['--lora-targets', 'q_proj'], "LoRA targets ['q_proj'] match no Linear layer"),
+    (['--allow-untrained-base'],
+     'pass --lora-targets with some of its Linear layers: fuse, head, image_proj'),
+    (['--lora-targets', 'q_proj', '--allow-untrained-base'],
+     "LoRA targets ['q_proj'] match no Linear layer"),
+    ([], 'without --model-path (or --init-weights) the test_tiny_mlp'),
+    (['--full', '--allow-untrained-base'], '--allow-untrained-base applies to LoRA'),
     (['--resume'], '--resume: no checkpoint in'),
     (['--size', 'huge'], "unknown size 'huge'"),
     (['--init-weights', 'a', '--model-path', 'b'], 'init_weights and model_path are exclusive'),
@@ -403,6 +410,50 @@ def test_cli_errors_are_clear(tmp_path, data_dir, capsys, extra, message):
     code, out, err = run_cli(argv + extra, capsys)
     assert code == 2 and out == ''
     assert message in err, err
+
+
+def test_lora_on_a_random_preset_is_refused_unless_asked_for(tmp_path, data_dir, capsys):
+    # The README's own example once LoRA-tuned a randomly initialised OpenVLA in silence.
+    argv = ['--policy', 'openvla', '--data', str(data_dir), '--output', str(tmp_path / 'o'),
+            '--steps', '1', '--batch-size', '2', '--no-progress', '--eval-samples', '2']
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ''
+    for part in ('random weights', '--full', '--model-path', '--allow-untrained-base'):
+        assert part in err, err
+    code, out, err = run_cli(argv + ['--allow-untrained-base'], capsys)
+    assert code == 0, err
+    assert 'WARNING' in err and 'random weights' in err, err
+    # adapting a trained checkpoint is the normal case: no warning
+    code, out, err = run_cli(['--model-path', str(tmp_path / 'o'), '--data', str(data_dir),
+                              '--output', str(tmp_path / 'ft'), '--steps', '1',
+                              '--batch-size', '2', '--no-progress', '--eval-samples', '2'],
+                             capsys)
+    assert code == 0 and 'WARNING' not in err, err
+
+
+def test_written_weights_are_readable_as_the_umask_allows(tmp_path, data_dir, capsys):
+    # safetensors writes through a 0600 temporary file; a checkpoint must be shareable.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli(['--policy', 'openvla', '--data', str(data_dir), '--output',
+                                str(tmp_path / 'o'), '--steps', '2', '--batch-size', '2',
+                                '--full', '--no-progress', '--eval-samples', '2',
+                                '--checkpoint-every', '1'], capsys)
+        assert code == 0, err
+        code, _, err = run_cli(['--policy', NAME, '--data', str(data_dir), '--output',
+                                str(tmp_path / 'mlp'), '--steps', '1', '--full',
+                                '--no-progress'], capsys)
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob('*') if p.is_file()]
+    assert any(p.name == 'model.safetensors' for p in files)
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in files}
+    assert set(modes.values()) == {'0o644'}, modes
 
 
 def test_cli_rejects_bad_data(tmp_path, capsys):
@@ -425,3 +476,95 @@ def test_train_reads_recorded_bags_directly():
     episode = dataset.episodes[0]
     assert episode.instruction and len(episode) > 10
     assert 'front' in episode.images and episode.images['front'].dtype.name == 'uint8'
+
+
+# --- history windows: trained as they run --------------------------------------------------
+
+
+def _capture_windows(policy, family):
+    """Record the window each prediction or loss feeds the model (the families' own path)."""
+    windows = []
+    model = policy.model
+    if family == 'octo':
+        original = model.condition
+
+        def condition(images, text, valid, proprio=None):
+            windows.append((images.detach().clone(), valid.detach().clone(),
+                            None if proprio is None else proprio.detach().clone()))
+            return original(images, text, valid, proprio)
+
+        model.condition = condition
+    else:  # rt1: the per-frame token history the transformer decodes
+        original = model.decode
+
+        def decode(history):
+            windows.append((history.detach().clone(),))
+            return original(history)
+
+        model.decode = decode
+    return windows
+
+
+@pytest.mark.parametrize('family, options', [
+    ('octo', {'uses_proprio': True, 'proprio_dim': 8, 'history_window': 3}),
+    ('rt1', {'action_space': 'arm7'}),
+])
+@pytest.mark.parametrize('stride', [1, 3])
+def test_training_history_window_is_the_one_inference_builds(family, options, stride):
+    """A training sample's window equals what the policy gets at run time at that step."""
+    import torch
+
+    from vla_ros.training.data import history_sampling
+
+    policy = make_policy(family, seed=0, **options)
+    spec = policy.spec
+    assert policy.history_window > 1
+    steps, instruction = stride * (policy.history_window + 1), 'pick up the red cube'
+    rng = np.random.default_rng(stride)
+    raw = {c: rng.integers(0, 256, (steps, 40, 48, 3), dtype=np.uint8) for c in spec.camera_names}
+    proprio = rng.uniform(-1, 1, (steps, 8)).astype(np.float32)
+    space = spec.action_space
+    actions = np.tile((space.low + space.high) / 2, (steps, 1))
+    episode = Episode(instruction, space.name, spec.control_period, raw, actions,
+                      np.arange(steps) * spec.control_period, proprio=proprio)
+    samples = list(EpisodeDataset([episode]).samples(
+        spec.chunk_length, **history_sampling(policy, stride)))
+    windows = _capture_windows(policy, family)
+    # Run time: the robot infers every `stride` ticks; the policy keeps its own history.
+    policy.reset()
+    runtime = {}
+    for t in range(0, steps, stride):
+        images = {c: prepare_image(raw[c][t], spec.image_size) for c in spec.camera_names}
+        policy.predict_chunk(Observation(images, instruction, t * spec.control_period,
+                                         proprio[t] if spec.uses_proprio else None))
+        runtime[t] = windows.pop()
+    assert len(runtime) > policy.history_window  # past the padded episode start
+    for t, expected in runtime.items():
+        policy.training_loss(collate(policy, [samples[t]]))
+        trained = windows.pop()
+        for got, want in zip(trained, expected, strict=True):
+            if want is None:
+                assert got is None
+            elif want.dtype == torch.bool:
+                assert torch.equal(got, want), (t, got, want)
+            else:
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        if t >= stride:  # real history matters: the padded window is a different input
+            policy.training_loss(collate(policy, [dict(samples[t], history=[])]))
+            padded = windows.pop()
+            assert not torch.allclose(padded[0], expected[0], atol=1e-4)
+
+
+def test_samples_carry_the_episodes_earlier_frames():
+    dataset = make_dataset(steps=7)
+    plain = next(dataset.samples(4))
+    assert 'history' not in plain
+    samples = list(dataset.samples(4, history=2, stride=3))[:7]
+    frames = dataset.episodes[0].images['front']
+    assert [len(s['history']) for s in samples] == [0, 0, 0, 1, 1, 1, 2]
+    np.testing.assert_array_equal(samples[6]['history'][0]['images']['front'], frames[0])
+    np.testing.assert_array_equal(samples[6]['history'][1]['images']['front'], frames[3])
+    with pytest.raises(ValueError, match='stride'):
+        next(dataset.samples(4, history=1, stride=0))
+    with pytest.raises(ValueError, match='history'):
+        next(dataset.samples(4, history=-1))

@@ -39,6 +39,12 @@ class _Recorder:
         n.create_subscription(PoseStamped, 'ee_pose', self._on_pose, qos.SENSOR)
         n.create_subscription(PolicyStatus, 'vla/status', self._on_status, qos.STATUS)
         n.create_subscription(Image, 'camera/front/image_raw', self._on_image, qos.SENSOR)
+        from std_msgs.msg import Bool
+        from vla_ros_msgs.msg import GripperCommand
+
+        self.grippers, self.terminated_at = [], None
+        n.create_subscription(GripperCommand, 'cmd/gripper', self._on_gripper, qos.COMMAND)
+        n.create_subscription(Bool, 'cmd/terminate', self._on_terminate, qos.COMMAND)
         self.instruction_pub = n.create_publisher(String, 'instruction', qos.INSTRUCTION)
         self.task_status = None
         self.success_image = None
@@ -68,6 +74,13 @@ class _Recorder:
     def _on_pose(self, m):
         p = m.pose.position
         self.poses.append((self._t(), p.x, p.y, p.z))
+
+    def _on_gripper(self, m):
+        self.grippers.append((self._t(), float(m.position)))
+
+    def _on_terminate(self, m):
+        if m.data and self.terminated_at is None:
+            self.terminated_at = self._t()
 
     def _on_status(self, m):
         self.states.append((self._t(), int(m.state), m.message))
@@ -124,14 +137,29 @@ def _save_pictures(rec: _Recorder, out: Path, instruction: str) -> None:
     plt.close(fig)
 
 
+def _chatter(grippers, sent: float) -> int:
+    """Reversals of the gripper command within 0.5 s after a grasp (cmd/gripper stream)."""
+    closed = [(t, v < 0.5) for t, v in grippers if t >= sent]
+    changes = [t for (t, c), (_, prev) in zip(closed[1:], closed[:-1], strict=False)
+               if c != prev]
+    grasp = next((t for (t, c), (_, prev) in zip(closed[1:], closed[:-1], strict=False)
+                  if c and not prev), None)
+    if grasp is None:
+        return 0
+    return sum(1 for a, b in zip(changes[:-1], changes[1:], strict=False)
+               if a >= grasp and b - a < 0.5)
+
+
 def run_demo(output='demo_output', duration=8.0, instruction='',
              configuration='sim_arm', arguments=None, startup_timeout=60.0,
-             task='', task_seed=1000, task_split='test') -> dict:
+             task='', task_seed=1000, task_split='test', after_success=1.0) -> dict:
     """Run the demo and return its summary (also written to ``output/summary.json``).
 
     With ``task`` the simulated scene is an episode of that sim task: the instruction is
-    the episode's (unless given), the run ends shortly after the task succeeds, and the
-    summary reports the simulator's verdict.
+    the episode's (unless given), the run ends ``after_success`` seconds after the task
+    first succeeds (None: runs the whole ``duration``, as `vla-ros eval` runs to the
+    horizon), and the summary reports the simulator's verdict at first success and at
+    the end, whether the policy said it was done, and gripper chatter.
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -141,7 +169,9 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
     logs = open(out / 'nodes.log', 'w')  # noqa: SIM115 - closed in finally
     arguments = dict(arguments or {})
     if task:
-        arguments.update(task=task, task_seed=str(task_seed), task_split=task_split)
+        # The demo publishes the instruction itself (and times the episode from then on).
+        arguments.update(task=task, task_seed=str(task_seed), task_split=task_split,
+                         publish_task_instruction='false')
     launcher = ProcessLauncher(configuration, arguments, stdout=logs, stderr=logs)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(os.environ.get('ROS_DOMAIN_ID', '0')))
@@ -171,7 +201,8 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
             executor.spin_once(timeout_sec=0.05)
             if task and succeeded_at is None and rec.task_status['success']:
                 succeeded_at = rec._t() - sent
-                end = min(end, time.monotonic() + 1.0)  # show a moment of the result
+                if after_success is not None:  # show a moment of the result
+                    end = min(end, time.monotonic() + after_success)
     finally:
         codes = launcher.stop()
         executor.shutdown()
@@ -186,7 +217,8 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
     poses = [p for p in rec.poses if p[0] >= sent]
     displacement = (np.array(poses[-1][1:]) - np.array(poses[0][1:])).tolist() \
         if len(poses) > 1 else [math.nan] * 3
-    state_names = {0: 'loading', 1: 'ready', 2: 'running', 3: 'holding', 4: 'error'}
+    state_names = {0: 'loading', 1: 'ready', 2: 'running', 3: 'holding', 4: 'error',
+                   5: 'done'}
     summary = {
         'configuration': configuration, 'instruction': instruction,
         'duration_s': duration,
@@ -196,6 +228,10 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
         'ee_displacement_m': [round(v, 4) for v in displacement],
         'final_state': state_names.get(rec.states[-1][1], '?') if rec.states else 'none',
         'final_status_message': rec.states[-1][2] if rec.states else '',
+        'policy_reported_done': any(st[1] == 5 for st in rec.states if st[0] >= sent),
+        'seconds_to_terminate': None if rec.terminated_at is None
+        else round(rec.terminated_at - sent, 2),
+        'gripper_chatter_events': _chatter(rec.grippers, sent),
         'node_exit_codes': codes,
         'pictures': ['camera.png', 'commands.png'],
     }

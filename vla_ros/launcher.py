@@ -2,16 +2,19 @@
 
 Does what ``ros2 launch`` does for our launch files: one process per node with the same
 ``--ros-args`` (name, namespace, parameter files, overrides), Ctrl-C forwarded, and a
-clean stop (SIGINT, then SIGTERM, then SIGKILL after timeouts).
+clean stop (SIGINT, then SIGTERM, then SIGKILL after timeouts). The nodes get the
+large-image Fast DDS profile unless the user chose one (:mod:`vla_ros.dds`).
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
 from vla_ros import bringup
+from vla_ros.dds import apply_default_profile
 
 
 class ProcessLauncher:
@@ -19,10 +22,11 @@ class ProcessLauncher:
 
     def __init__(self, configuration: str, arguments: dict[str, str], env=None,
                  stdout=None, stderr=None):
-        """Resolve the nodes now so a bad argument fails before anything starts."""
+        """Resolve and validate the nodes now so a bad argument fails before anything starts."""
         self.arguments = bringup.resolve_arguments(configuration, arguments)
         self.specs = bringup.nodes(configuration, arguments)
         self.env = dict(os.environ if env is None else env)
+        apply_default_profile(self.env)
         self.stdout, self.stderr = stdout, stderr
         self.processes: list[tuple[bringup.NodeSpec, subprocess.Popen]] = []
 
@@ -31,6 +35,10 @@ class ProcessLauncher:
         namespace = self.arguments['namespace']
         return [[sys.executable, '-m', spec.module, *bringup.ros_args(spec, namespace)]
                 for spec in self.specs]
+
+    def shell_lines(self) -> list[str]:
+        """The commands as lines a POSIX shell gives back unchanged (``--print``)."""
+        return [shlex.join(command) for command in self.commands()]
 
     def start(self) -> None:
         """Start every node."""

@@ -108,6 +108,8 @@ class Strategy(abc.ABC):
     """How stored chunks turn into one action per tick. Not thread-safe; see ChunkBuffer."""
 
     name: ClassVar[str] = ''
+    # Constructor keyword -> inference node parameter that sets it (vla_ros.parameters).
+    node_parameters: ClassVar[dict[str, str]] = {}
 
     @abc.abstractmethod
     def add(self, chunk: TimedChunk, now: float) -> None:
@@ -184,6 +186,7 @@ class RecedingHorizon(_ChunkStore):
     """
 
     name = 'receding_horizon'
+    node_parameters = {'execute_steps': 'execute_steps'}
 
     def __init__(self, execute_steps: int = 5, max_chunks: int = 32) -> None:
         super().__init__(max_chunks)
@@ -243,6 +246,7 @@ class TemporalEnsemble(_ChunkStore):
     """
 
     name = 'temporal_ensemble'
+    node_parameters = {'m': 'ensemble_coefficient'}
 
     def __init__(self, m: float = 0.01, max_chunks: int = 32) -> None:
         super().__init__(max_chunks)
@@ -290,6 +294,7 @@ class LatencyAware(Strategy):
     """
 
     name = 'latency_aware'
+    node_parameters = {'new_weight': 'merge_new_weight'}
 
     def __init__(self, new_weight: float = 0.7) -> None:
         if (isinstance(new_weight, bool) or not isinstance(new_weight, (int, float))

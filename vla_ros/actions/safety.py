@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vla_ros.parameters import SAFETY_DEFAULTS as _DEFAULTS
+
 
 class UnsafeCommandError(ValueError):
     """A command that cannot be made safe by clamping (NaN, Inf or wrong shape)."""
@@ -22,16 +24,19 @@ _SCALARS = ('max_linear_velocity', 'max_angular_velocity', 'max_linear_accelerat
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """Velocity, acceleration and workspace limits; every scalar must be finite and > 0."""
+    """Velocity, acceleration and workspace limits; every scalar must be finite and > 0.
 
-    max_linear_velocity: float = 0.25
-    max_angular_velocity: float = 1.0
-    max_linear_acceleration: float = 1.0
-    max_angular_acceleration: float = 4.0
-    workspace_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)
-    workspace_max: tuple[float, float, float] = (1.0, 1.0, 1.5)
-    max_base_linear_velocity: float = 0.5
-    max_base_angular_velocity: float = 1.0
+    Defaults: the driver's (``vla_ros.parameters.SAFETY_DEFAULTS``, the one place they live).
+    """
+
+    max_linear_velocity: float = _DEFAULTS['max_linear_velocity']
+    max_angular_velocity: float = _DEFAULTS['max_angular_velocity']
+    max_linear_acceleration: float = _DEFAULTS['max_linear_acceleration']
+    max_angular_acceleration: float = _DEFAULTS['max_angular_acceleration']
+    workspace_min: tuple[float, float, float] = _DEFAULTS['workspace_min']
+    workspace_max: tuple[float, float, float] = _DEFAULTS['workspace_max']
+    max_base_linear_velocity: float = _DEFAULTS['max_base_linear_velocity']
+    max_base_angular_velocity: float = _DEFAULTS['max_base_angular_velocity']
 
     def __post_init__(self) -> None:
         for name in _SCALARS:

@@ -19,7 +19,7 @@ from vla_ros.actions.spaces import ActionSpace, load_action_space
 from vla_ros.bags.reader import BagReader
 from vla_ros.bags.session import Session, load_session
 from vla_ros.datasets.episodes import Episode, EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 
 _LINEAR = ('x', 'y', 'z')
 _ANGULAR = ('roll', 'pitch', 'yaw')

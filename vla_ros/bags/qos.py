@@ -66,6 +66,30 @@ def subscription_qos(offered: list[Qos], depth: int = 1000):
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
+def probe_qos(depth: int = 1000) -> tuple:
+    """Subscriptions for a topic with no publisher yet, matching whatever comes.
+
+    Best effort + volatile matches every publisher; reliable + transient local also gets
+    a latched publisher's history, even if it exits before a discovery poll sees it.
+    """
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    def profile(reliability, durability):
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 1),
+                          reliability=reliability, durability=durability)
+
+    return (profile(ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),
+            profile(ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL))
+
+
+def presumed_offer(profile) -> Qos:
+    """What a publisher matched by subscription ``profile`` offers at least (for metadata)."""
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, _enum(QosReliability, profile.reliability, 0),
+               _enum(QosDurability, profile.durability, 0), zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
+
+
 def replay_qos(offered: list[Qos], depth: int = 1000, reliable: bool = True):
     """The replay publisher for a topic recorded with ``offered`` profiles.
 

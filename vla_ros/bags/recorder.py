@@ -4,7 +4,10 @@ Hot path: one raw subscription per topic (``raw=True``: the callback receives th
 bytes, nothing is deserialized) whose callback only appends ``(topic, receive time,
 bytes)`` to a queue. A writer thread drains the queue into :class:`BagWriter` and flushes
 every ``flush_interval`` (the crash-safety guarantee is in :mod:`vla_ros.bags.writer`).
-Topic discovery (names, types, offered QoS) runs in a slow timer, never per message.
+Topic discovery (names, types, offered QoS) runs in a 100 ms timer, never per message.
+A topic is subscribed once it has a publisher, with the QoS its publishers offer
+(transient local included, so a latched instruction published before or while recording
+is in the bag), and re-subscribed when publishers come or go with other QoS.
 The bag timestamp is the middleware's receive time, as rosbag2 records it.
 
 The inference node's parameters are fetched once (``<ns>/vla_inference``, if it runs) and
@@ -19,10 +22,16 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vla_ros.bags.qos import offered_qos, subscription_qos
+from vla_ros.bags.qos import (
+    offered_qos,
+    presumed_offer,
+    probe_qos,
+    subscription_qos,
+)
 from vla_ros.bags.typestore import TypeRegistry, UnknownTypeError, rclpy_message_class
 from vla_ros.bags.writer import BagWriter
 
@@ -31,6 +40,10 @@ DEFAULT_TOPICS = ('instruction', 'cmd/ee_twist', 'cmd/gripper', 'cmd_vel', 'cmd/
                   'vla/action_chunk', 'vla/status', 'joint_states', 'ee_pose',
                   'vla_driver/applied_twist')
 DEFAULT_PATTERNS = (r'camera/[^/]+/image_raw(/compressed)?',)
+# Types known in advance: these topics are subscribed before anything in the graph names
+# them, so a latched instruction published while recording is received even when its
+# publisher exits before the next discovery poll.
+DEFAULT_TYPES = {'instruction': 'std_msgs/msg/String'}
 PARAMETERS_KEY = 'vla_ros/inference_parameters'
 
 
@@ -50,11 +63,13 @@ class TopicSelection:
     all_topics: bool = False
     exclude: tuple[str, ...] = ()
     namespace: str = ''
+    types: dict[str, str] = field(default_factory=dict)  # name -> type, known in advance
 
     @classmethod
     def vla_default(cls, namespace: str = '') -> TopicSelection:
         """Cameras, instruction, commands, chunks, status, joint states."""
-        return cls(DEFAULT_TOPICS, DEFAULT_PATTERNS, namespace=namespace)
+        return cls(DEFAULT_TOPICS, DEFAULT_PATTERNS, namespace=namespace,
+                   types=dict(DEFAULT_TYPES))
 
     def __post_init__(self):
         ns = self.namespace.strip('/')
@@ -63,6 +78,8 @@ class TopicSelection:
         self._patterns = [re.compile(p if p.startswith('/') else f'{prefix}/{p}')
                           for p in self.patterns]
         self._exclude = [re.compile(p) for p in self.exclude]
+        self.known_types = {_absolute(n, self.namespace): t for n, t in self.types.items()
+                            if self.wants(_absolute(n, self.namespace))}
 
     def wants(self, topic: str) -> bool:
         """Whether ``topic`` (absolute) is selected."""
@@ -71,6 +88,47 @@ class TopicSelection:
         if self.all_topics:
             return topic not in ('/rosout', '/parameter_events')
         return topic in self._names or any(p.fullmatch(topic) for p in self._patterns)
+
+
+class _RecentKeys:
+    """The last ``size`` keys added (a bounded set)."""
+
+    def __init__(self, size: int = 1024):
+        self._order: deque = deque()
+        self._keys: set = set()
+        self._size = size
+
+    def add(self, key) -> bool:
+        """Add ``key``; False if it was already there."""
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self._size:
+            self._keys.discard(self._order.popleft())
+        return True
+
+
+@dataclass
+class _TopicState:
+    """A recorded topic: bag index, type, its current subscriptions and their QoS."""
+
+    index: int
+    msgtype: str
+    cls: type
+    subscriptions: list = field(default_factory=list)
+    profiles: tuple = ()
+    seen: _RecentKeys = field(default_factory=_RecentKeys)
+    in_bag: bool = False  # announced to the writer (with the offered QoS)
+
+
+def _qos_key(profiles) -> tuple:
+    return tuple((p.reliability, p.durability) for p in profiles)
+
+
+def _describe(profiles) -> str:
+    return ' + '.join(f'{p.reliability.name.lower()}/{p.durability.name.lower()}'
+                      for p in profiles)
 
 
 @dataclass
@@ -92,7 +150,8 @@ class Recorder:
                  storage: str = 'sqlite3', version: int = 9, max_file_bytes: int = 0,
                  max_file_duration: float = 0.0, flush_interval: float = 0.5,
                  queue_depth: int = 1000, parameters_node: str | None = 'vla_inference',
-                 registry: TypeRegistry | None = None, log=None, compress: bool = False):
+                 registry: TypeRegistry | None = None, log=None, compress: bool = False,
+                 discovery_interval: float = 0.1):
         """Create the bag now (so a bad path fails before anything is subscribed)."""
         import rclpy
 
@@ -106,8 +165,7 @@ class Recorder:
         self.log = log or (lambda text: None)
         self.node = rclpy.create_node('vla_bag_recorder', context=context)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._subscribed: dict[str, int] = {}
-        self._subscriptions = []
+        self._topics: dict[str, _TopicState] = {}
         self.summary = RecordSummary(str(output))
         self._counts: list[int] = []
         self._names: list[str] = []
@@ -119,44 +177,110 @@ class Recorder:
         self._parameters_node = parameters_node
         self._param_future = None
         self._param_client = None
-        self.node.create_timer(0.5, self._discover)
+        self.node.create_timer(discovery_interval, self._discover)
         if parameters_node:
             self.node.create_timer(0.25, self._fetch_parameters)
         self._discover()
 
     # -------------------------------------------------------------- discovery
     def _discover(self) -> None:
-        for topic, types in self.node.get_topic_names_and_types():
-            if topic in self._subscribed or topic in self.summary.skipped_topics \
-                    or not self.selection.wants(topic):
-                continue
-            msgtype = types[0]
-            if len(types) > 1:
-                self.log(f'{topic} has several types {types}; recording {msgtype}')
-            try:
-                cls = rclpy_message_class(msgtype)
-            except UnknownTypeError as exc:
-                self.summary.skipped_topics[topic] = str(exc)
-                self.log(f'not recording {topic}: {exc}')
-                continue
-            infos = self.node.get_publishers_info_by_topic(topic)
-            offered = [offered_qos(i.qos_profile) for i in infos if i.topic_type == msgtype]
-            index = len(self._names)
-            self._names.append(topic)
-            self._counts.append(0)
-            self._subscribed[topic] = index
-            # Registration goes through the queue so the writer sees it before any message.
-            self._queue.put(('topic', index, topic, msgtype, offered))
-            put = self._queue.put
+        """Subscribe to new topics, re-subscribe where the publishers changed.
 
-            def on_message(data, info, index=index, put=put):
+        As ``ros2 bag record``: a topic's subscription takes the QoS its publishers
+        offer, and is re-created when the publishers present need another reliability
+        or durability (a latched publisher appearing next to best-effort ones, or a
+        best-effort one that a reliable subscription would not match). A selected topic
+        whose type is known but that has no publisher yet gets a pair of probes, best
+        effort + volatile (matches any publisher) and reliable + transient local (gets a
+        latched publisher's history): the middleware matches a publisher as soon as it
+        appears, before the next poll, so even a latched instruction from a publisher
+        that lives a moment is recorded. Polled every ``discovery_interval`` (rosbag2
+        polls every 100 ms).
+        """
+        graph = dict(self.node.get_topic_names_and_types())
+        for topic in list(graph) + [t for t in self.selection.known_types if t not in graph]:
+            if topic in self.summary.skipped_topics or not self.selection.wants(topic):
+                continue
+            state = self._topics.get(topic)
+            types = graph.get(topic) or [self.selection.known_types[topic]]
+            msgtype = state.msgtype if state is not None else types[0]
+            offered = self._offered(topic, msgtype) if topic in graph else []
+            if offered:
+                profiles = (subscription_qos(offered, self.queue_depth),)
+            elif state is None or not state.subscriptions:
+                profiles = probe_qos(self.queue_depth)
+            else:
+                continue  # publishers gone: keep the subscription for their return
+            if state is None:
+                state = self._register(topic, types)
+                if state is None:
+                    continue
+            if offered and not state.in_bag:
+                self._announce(state, offered)
+            if _qos_key(profiles) == _qos_key(state.profiles):
+                continue
+            if state.profiles:
+                self.log(f'{topic}: publishers changed, re-subscribing '
+                         f'{_describe(state.profiles)} -> {_describe(profiles)}')
+            self._subscribe(state, profiles)
+
+    def _offered(self, topic: str, msgtype: str) -> list:
+        return [offered_qos(i.qos_profile) for i in self.node.get_publishers_info_by_topic(topic)
+                if i.topic_type == msgtype]
+
+    def _register(self, topic: str, types: list[str]) -> _TopicState | None:
+        msgtype = types[0]
+        if len(types) > 1:
+            self.log(f'{topic} has several types {types}; recording {msgtype}')
+        try:
+            cls = rclpy_message_class(msgtype)
+        except UnknownTypeError as exc:
+            self.summary.skipped_topics[topic] = str(exc)
+            self.log(f'not recording {topic}: {exc}')
+            return None
+        state = _TopicState(len(self._names), msgtype, cls)
+        self._names.append(topic)
+        self._counts.append(0)
+        self._topics[topic] = state
+        self.log(f'recording {topic} [{msgtype}]')
+        return state
+
+    def _announce(self, state: _TopicState, offered: list) -> None:
+        """Add the topic to the bag; through the queue, so before any of its messages."""
+        self._queue.put(('topic', state.index, self._names[state.index], state.msgtype,
+                         offered))
+        state.in_bag = True
+
+    def _subscribe(self, state: _TopicState, profiles: tuple) -> None:
+        """(Re-)subscribe; the new subscriptions exist before the old ones go.
+
+        A transient-local subscription receives the publishers' history again, and two
+        subscriptions (overlap, or the probe pair) may deliver the same sample: samples
+        already seen (same source time stamp, sequence number and size) are dropped.
+        """
+        put = self._queue.put
+        index, seen, topic = state.index, state.seen, self._names[state.index]
+
+        def receiver(profile):
+            def on_message(data, info):
+                key = (info.get('source_timestamp'), info.get('publication_sequence_number'),
+                       len(data))
+                if key[0] and not seen.add(key):
+                    return  # delivered twice (overlap, probe pair, latched history)
+                if not state.in_bag:
+                    # Matched before a discovery poll saw the publisher: it offers at
+                    # least what this subscription asked for.
+                    self._announce(state, self._offered(topic, state.msgtype)
+                                   or [presumed_offer(profile)])
                 stamp = info.get('received_timestamp') or time.time_ns()
                 put((index, stamp, data))
+            return on_message
 
-            self._subscriptions.append(self.node.create_subscription(
-                cls, topic, on_message, subscription_qos(offered, self.queue_depth),
-                raw=True))
-            self.log(f'recording {topic} [{msgtype}]')
+        new = [self.node.create_subscription(state.cls, topic, receiver(profile), profile,
+                                             raw=True) for profile in profiles]
+        for old in state.subscriptions:
+            self.node.destroy_subscription(old)
+        state.subscriptions, state.profiles = new, profiles
 
     def _fetch_parameters(self) -> None:
         """Store the inference node's parameters once (regression rebuilds its config).
@@ -236,13 +360,15 @@ class Recorder:
 
     def stop(self) -> RecordSummary:
         """Stop receiving, write what is queued, close the bag; raise a writer error."""
-        for sub in self._subscriptions:
-            self.node.destroy_subscription(sub)
-        self._subscriptions = []
+        for state in self._topics.values():
+            for subscription in state.subscriptions:
+                self.node.destroy_subscription(subscription)
+            state.subscriptions = []
         self._stop.set()
         self._thread.join()
         self.node.destroy_node()
-        self.summary.counts = {n: c for n, c in zip(self._names, self._counts, strict=True)}
+        self.summary.counts = {n: c for n, c in zip(self._names, self._counts, strict=True)
+                               if self._topics[n].in_bag}
         meta = self.writer.metadata()
         self.summary.duration_s = meta.duration_ns * 1e-9
         if self._error is not None:

@@ -28,10 +28,18 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from vla_ros import parameters
 from vla_ros.bags.reader import BagReader
 from vla_ros.bags.session import Session, load_session
+from vla_ros.inference_config import (
+    command_limits,
+    engine_config,
+    parse_policy_params,
+    policy_arguments,
+)
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import Frame, InferenceEngine
+from vla_ros.runtime.lockstep import LockstepInference
 
 NODE_NAME = 'vla_inference'
 EE_DIMS = ('vx', 'vy', 'vz', 'wx', 'wy', 'wz')
@@ -46,19 +54,8 @@ class RegressionError(ValueError):
 
 # ------------------------------------------------------------------ parameters
 def default_parameters() -> dict:
-    """The inference node's declared parameter defaults (read from the node itself)."""
-    from vla_ros.nodes.inference_node import InferenceNode
-
-    class _Collect:
-        def __init__(self):
-            self.values = {}
-
-        def declare_parameter(self, name, value=None, descriptor=None, **_):
-            self.values[name] = value
-
-    collector = _Collect()
-    InferenceNode._declare_parameters(collector)
-    return collector.values
+    """The inference node's declared parameter defaults (from the parameter schema)."""
+    return parameters.defaults(parameters.INFERENCE)
 
 
 def parameters_from_file(path: str | Path, node_name: str = NODE_NAME) -> dict:
@@ -76,11 +73,15 @@ def parameters_from_file(path: str | Path, node_name: str = NODE_NAME) -> dict:
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
-    """``name:=value`` (value read as YAML, like ``-p`` on a ROS command line)."""
+    """``name:=value``, converted to the inference parameter's declared type (as at launch)."""
     if ':=' not in text:
         raise RegressionError(f'expected name:=value, got {text!r}')
     name, value = text.split(':=', 1)
-    return name.strip(), yaml.safe_load(value) if value.strip() else ''
+    name = name.strip()
+    try:
+        return name, parameters.convert(parameters.spec(parameters.INFERENCE, name), value)
+    except ValueError as exc:
+        raise RegressionError(str(exc)) from None
 
 
 def resolve_parameters(recorded: dict, configuration: str | None = None,
@@ -96,6 +97,8 @@ def resolve_parameters(recorded: dict, configuration: str | None = None,
         for path in spec.param_files:
             params.update(parameters_from_file(path))
         params.update(spec.parameters)
+        for path in spec.final_param_files:
+            params.update(parameters_from_file(path))
     for path in params_files:
         params.update(parameters_from_file(path))
     unknown = sorted(set(overrides or {}) - set(params))
@@ -105,26 +108,10 @@ def resolve_parameters(recorded: dict, configuration: str | None = None,
     if policy:
         params['policy'] = policy
     if policy_params:
-        from vla_ros.nodes.inference_node import parse_policy_params
-
         merged = parse_policy_params(params['policy_params'])
         merged.update(policy_params)
         params['policy_params'] = json.dumps(merged)
     return params
-
-
-def policy_arguments(params: dict) -> tuple[str, dict]:
-    """Registry name and constructor arguments, as the node's policy loader builds them."""
-    from vla_ros.nodes.inference_node import parse_policy_params
-
-    config = parse_policy_params(params['policy_params'])
-    for key in ('model_path', 'unnorm_key'):
-        if params.get(key):
-            config[key] = params[key]
-    if params.get('model_path'):
-        config.setdefault('device', params['device'])
-        config.setdefault('dtype', params['dtype'])
-    return params['policy'], config
 
 
 def _instruction_problem(text: str) -> str:
@@ -260,15 +247,14 @@ class LockstepReplay:
     def __init__(self, session: Session, params: dict, policy=None,
                  virtual_latency: float = 0.1):
         """Build engine, limits and policy from ``params`` (as the node does)."""
-        from vla_ros.nodes.inference_node import InferenceNode
         from vla_ros.policies.registry import make_policy
 
         if virtual_latency < 0:
             raise RegressionError('virtual latency must be >= 0')
         self.session = session
         self.params = params
-        self.engine = InferenceEngine(InferenceNode._engine_config(params))
-        self.limits = InferenceNode._command_limits(params)
+        self.engine = InferenceEngine(engine_config(params))
+        self.limits = command_limits(params)
         name, config = policy_arguments(params)
         if policy is None:
             try:
@@ -375,22 +361,15 @@ class LockstepReplay:
             events.append((t, 4, 'tick', i))
         events.sort(key=lambda e: (e[0], e[1]))
         rows = np.full((len(tick_times), len(DIMENSIONS)), np.nan)
-        pending = None
+        scheduler = LockstepInference(self.engine, self.virtual_latency)  # as vla-ros eval
         for t, _, kind, value in events:
-            if pending is not None and pending[3] <= t:
-                job, chunk, error, finish = pending
-                if self.engine.finish_inference(job, chunk, error, finish) is not None:
-                    self.chunks_replayed += 1
-                pending = None
+            scheduler.deliver(t)
             if kind == 'tick':
                 rows[value] = self._tick(t)
             else:
                 self._apply_input(kind, value, t)
-            if pending is None and self.engine.inference_due(t):
-                job = self.engine.begin_inference(t)
-                if job is not None:
-                    chunk, error = self.engine.compute_chunk(job)
-                    pending = (job, chunk, error, t + self.virtual_latency)
+            scheduler.maybe_infer(t)
+        self.chunks_replayed += scheduler.chunks_buffered
         return rows
 
 

@@ -73,6 +73,7 @@ class Session:
     joint_states: list[tuple[float, np.ndarray]] = field(default_factory=list)
     chunks: list[ChunkRecord] = field(default_factory=list)
     statuses: list[tuple[float, float]] = field(default_factory=list)  # (recv, latency)
+    status_instructions: list[tuple[float, str]] = field(default_factory=list)
     ticks: list[TickRecord] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -157,6 +158,7 @@ def load_session(reader: BagReader, namespace: str | None = None,
                 tuple(msg.dimension_names)))
         elif kind == '_status':
             session.statuses.append((recv, float(msg.last_inference_latency)))
+            session.status_instructions.append((recv, str(msg.instruction)))
         elif kind == '_twist':
             t = msg.twist
             session.ticks.append(TickRecord(
@@ -173,4 +175,34 @@ def load_session(reader: BagReader, namespace: str | None = None,
         tick.gripper = grippers.get(tick.stamp_ns)
         tick.base = bases.get(tick.stamp_ns)
     session.ticks.sort(key=lambda t: t.stamp)
+    _instruction_in_effect_at_start(session, reader.start_ns * 1e-9)
     return session
+
+
+def _instruction_in_effect_at_start(session: Session, bag_start: float) -> None:
+    """Date the node's instruction from the bag's start if its chunks prove it had one.
+
+    The bag time of a message is the recorder's receive time. A latched instruction
+    reaches the inference node and the recorder when each matches the publisher, which
+    can be a second apart; and a recorder started after the instruction's publisher
+    exited never receives it. Either way the node computed chunks before the bag shows
+    an instruction (no chunk is computed without one); the instruction it used is the
+    one its PolicyStatus reports, or else the first one recorded.
+    """
+    if not session.chunks:
+        return
+    first_chunk = min(c.recv for c in session.chunks)
+    first_recorded = session.instructions[0][0] if session.instructions else float('inf')
+    if first_recorded <= first_chunk:
+        return
+    text = next((t for recv, t in session.status_instructions
+                 if t.strip() and recv < first_recorded), '')
+    if not text and session.instructions:
+        text = session.instructions[0][1]
+    if not text:
+        return
+    start = min(bag_start, first_chunk)
+    if session.instructions and session.instructions[0][1] == text:
+        session.instructions[0] = (start, text)
+    else:
+        session.instructions.insert(0, (start, text))

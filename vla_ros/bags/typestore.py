@@ -160,10 +160,6 @@ class TypeRegistry:
         text, _ = self.store.generate_msgdef(msgtype, ros_version=2)
         return text, self.store.hash_rihs01(msgtype)
 
-    def message_class(self, msgtype: str):
-        """The rclpy message class of a type name (e.g. for a publisher)."""
-        return rclpy_message_class(msgtype)
-
 
 def _referenced_types(desc) -> list[str]:
     """Message type names a rosbags field description refers to."""

@@ -42,7 +42,8 @@ def _period_errors_ms(times, nominal):
 def run_baseline(latency: float, duration: float, width=640, height=480,
                  control_period=0.1) -> dict:
     """The seed's VLAInferenceLoop shape: observe, infer, act, repeat (no threads)."""
-    from vla_ros.nodes.image_conversion import image_msg_to_rgb, prepare_image, rgb_to_image_msg
+    from vla_ros.images import prepare_image
+    from vla_ros.nodes.image_conversion import image_msg_to_rgb, rgb_to_image_msg
     from vla_ros.policies.contract import Observation
     from vla_ros.policies.scripted import ScriptedPolicy
 

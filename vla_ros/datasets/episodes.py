@@ -31,6 +31,9 @@ class Episode:
     stamps: np.ndarray              # (T,) float64 seconds
     proprio: np.ndarray | None = None  # (T, P) float32
     metadata: dict = field(default_factory=dict)
+    # (T,) bool: the task was already achieved in the state of frame t (None: unknown,
+    # e.g. recordings made before the label existed). What a learned stop is trained on.
+    done: np.ndarray | None = None
 
     def __post_init__(self):
         self.actions = np.asarray(self.actions, dtype=np.float32)
@@ -53,6 +56,11 @@ class Episode:
                 raise ValueError(f'proprio must be ({n}, P), got {self.proprio.shape}')
         if not self.instruction.strip():
             raise ValueError('instruction is empty')
+        if self.done is not None:
+            self.done = np.asarray(self.done)
+            if self.done.shape != (n,) or self.done.dtype != bool:
+                raise ValueError(f'done must be a ({n},) bool array, got {self.done.dtype} '
+                                 f'{self.done.shape}')
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -64,6 +72,8 @@ class Episode:
         arrays.update(actions=self.actions, stamps=self.stamps)
         if self.proprio is not None:
             arrays['proprio'] = self.proprio
+        if self.done is not None:
+            arrays['done'] = self.done
         meta = {'instruction': self.instruction, 'action_space': self.action_space,
                 'control_period': self.control_period, 'metadata': self.metadata}
         arrays['meta'] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -77,8 +87,10 @@ class Episode:
             meta = json.loads(bytes(data['meta']).decode())
             images = {k[len('image_'):]: data[k] for k in data.files if k.startswith('image_')}
             proprio = data['proprio'] if 'proprio' in data.files else None
+            done = data['done'] if 'done' in data.files else None
             return cls(meta['instruction'], meta['action_space'], meta['control_period'],
-                       images, data['actions'], data['stamps'], proprio, meta['metadata'])
+                       images, data['actions'], data['stamps'], proprio, meta['metadata'],
+                       done)
 
 
 class EpisodeDataset:
@@ -126,21 +138,42 @@ class EpisodeDataset:
                                 num_trajectories=len(self.episodes))
         return DatasetStatistics({key: entry})
 
-    def samples(self, chunk_length: int):
+    def samples(self, chunk_length: int, history: int = 0, stride: int = 1):
         """Yield training samples: the frame at t and the actions t .. t+chunk-1.
 
         Past the end of an episode the chunk is padded with the last action and the
         ``valid`` mask says which rows are real (so a loss can ignore the padding).
+
+        ``history`` > 0 adds ``sample['history']``: the real earlier frames of the same
+        episode a policy with a history window would have seen at step t, oldest first,
+        each ``{'images': {camera: HxWx3}, 'proprio': ...}``: the frames at t - k x
+        ``stride`` for k = ``history`` .. 1 that lie within the episode, where ``stride``
+        is the number of control ticks between two inferences at run time (the history
+        is made of the frames earlier inferences looked at). Nothing is padded here: near
+        the episode start the list is shorter, and the family pads it by the same rule
+        its inference uses.
         """
+        if isinstance(history, bool) or int(history) != history or history < 0:
+            raise ValueError(f'history must be an integer >= 0, got {history!r}')
+        if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+            raise ValueError(f'stride must be an integer >= 1, got {stride!r}')
         for episode in self.episodes:
             n = len(episode)
             for t in range(n):
                 rows = np.minimum(np.arange(t, t + chunk_length), n - 1)
-                yield {
+                sample = {
                     'images': {c: frames[t] for c, frames in episode.images.items()},
                     'instruction': episode.instruction,
                     'actions': episode.actions[rows],
                     'valid': np.arange(t, t + chunk_length) < n,
                     'proprio': None if episode.proprio is None else episode.proprio[t],
+                    'done': None if episode.done is None else bool(episode.done[t]),
                     'metadata': episode.metadata,
                 }
+                if history:
+                    earlier = [t - k * stride for k in range(int(history), 0, -1)]
+                    sample['history'] = [
+                        {'images': {c: frames[s] for c, frames in episode.images.items()},
+                         'proprio': None if episode.proprio is None else episode.proprio[s]}
+                        for s in earlier if s >= 0]
+                yield sample

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from vla_ros.drivers.backend import RobotBackend, RobotState
+from vla_ros.drivers.backend import RobotBackend, RobotState, parameters_from_schema
 from vla_ros.sim import kinematics as kin
 
 __all__ = ['DryRunBackend']
@@ -29,6 +29,13 @@ class DryRunBackend(RobotBackend):
 
     name = 'dry_run'
     is_hardware = False
+    parameters = parameters_from_schema('dry_run')  # defaults: vla_ros.parameters
+
+    @classmethod
+    def from_parameters(cls, values, log=None):
+        """Build from the driver's parameters, logging through the node's logger."""
+        return cls(mobile=values['mobile'], log=log)
+
     def __init__(self, dof=7, log=None, log_period=1.0, mobile=False, clock=time.time):
         self.supports_base = bool(mobile)
         self.chain = kin.panda_like_chain() if dof == 7 else kin.generic_chain(int(dof))
@@ -58,6 +65,7 @@ class DryRunBackend(RobotBackend):
         self._dq = np.zeros(self.dof)
         self._gripper = 1.0
         self._base = np.zeros(3)
+        self._base_twist = np.zeros(3)
 
     def start(self):
         """Log that the dry run started."""
@@ -84,6 +92,7 @@ class DryRunBackend(RobotBackend):
             vx, vy, wz = np.asarray(base_twist, float).reshape(3)
             c, s = np.cos(self._base[2]), np.sin(self._base[2])
             self._base += dt * np.array([c * vx - s * vy, s * vx + c * vy, wz])
+            self._base_twist = np.array([vx, vy, wz])
         self._count += 1
         now = self._clock()
         if now - self._last_log >= self._log_period:
@@ -100,4 +109,6 @@ class DryRunBackend(RobotBackend):
             joint_positions=self._q.copy(), joint_velocities=self._dq.copy(),
             ee_position=pos, ee_orientation=kin.rotation_to_quat(rot),
             gripper=self._gripper,
-            base_pose=tuple(float(v) for v in self._base) if self.supports_base else None)
+            base_pose=tuple(float(v) for v in self._base) if self.supports_base else None,
+            base_twist=(tuple(float(v) for v in self._base_twist) if self.supports_base
+                        else None))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vla_ros.drivers.backend import RobotBackend, RobotState
+from vla_ros.drivers.backend import RobotBackend, RobotState, parameters_from_schema
 from vla_ros.sim.scene import ArmSim
 
 __all__ = ['MujocoBackend']
@@ -17,6 +17,17 @@ class MujocoBackend(RobotBackend):
 
     name = 'mujoco'
     is_hardware = False
+    # Flat names (not 'mujoco.seed'): launch files, robot configs and recorded sessions
+    # have always set them so.
+    parameters = parameters_from_schema('mujoco')  # defaults: vla_ros.parameters
+
+    @classmethod
+    def from_parameters(cls, values, log=None):
+        """Build from the driver's parameters (width and height make ``image_size``)."""
+        return cls(mobile=values['mobile'], seed=values['seed'],
+                   image_size=(values['image_width'], values['image_height']),
+                   task=values['task'], task_seed=values['task_seed'],
+                   task_split=values['task_split'])
 
     def __init__(self, mobile=False, image_size=(224, 224), seed=None,
                  cameras=('front', 'wrist'), task='', task_seed=0, task_split='test'):
@@ -70,6 +81,10 @@ class MujocoBackend(RobotBackend):
                 'success': outcome.success, 'wrong_object': outcome.wrong_object,
                 'sim_time': round(self.sim.time, 3)}
 
+    def task_instruction(self):
+        """The task episode's instruction (None without a task)."""
+        return None if self.task_instance is None else self.task_instance.instruction
+
     def send_command(self, ee_twist, gripper, base_twist, dt):
         """Step the simulation for ``dt`` seconds under the command."""
         if base_twist is not None and not self.supports_base:
@@ -84,7 +99,7 @@ class MujocoBackend(RobotBackend):
             joint_positions=self.sim.joint_positions(),
             joint_velocities=self.sim.joint_velocities(), ee_position=pos,
             ee_orientation=quat, gripper=self.sim.gripper_opening(),
-            base_pose=self.sim.base_pose())
+            base_pose=self.sim.base_pose(), base_twist=self.sim.base_velocity())
 
     def cameras(self):
         """All scene cameras at the configured image size."""

@@ -31,8 +31,31 @@ def _group(results, key) -> dict:
     }
 
 
+def _at_end(rs) -> dict:
+    """First success beside success at the end of the horizon, and gripper chatter."""
+    from vla_ros.actions.gripper import chatter_events
+
+    ran = [r for r in rs if r.until_horizon]
+    out = {'success_at_end': sum(r.success_at_end for r in ran) if ran else None,
+           'success_at_end_rate': _rate(sum(r.success_at_end for r in ran), len(ran))
+           if ran else None}
+    ok = [r for r in rs if r.first_success_step is not None]
+    out['mean_first_success_step'] = round(float(np.mean(
+        [r.first_success_step for r in ok])), 2) if ok else None
+    out['policy_said_done'] = int(sum(r.terminated_step is not None for r in rs))
+    events = [chatter_events(r.gripper_commands, r.control_period) for r in rs]
+    out['gripper_chatter_events'] = int(sum(len(e) for e in events))
+    out['episodes_with_gripper_chatter'] = int(sum(bool(e) for e in events))
+    return out
+
+
 def summarize(results, wall_time_s: float | None = None) -> dict:
     """Success rates per task / instruction / template / target, lengths and latencies.
+
+    ``success_rate`` counts first successes; episodes run to the horizon
+    (``until_horizon``) also give ``success_at_end_rate``: the task still achieved at the
+    last tick (object still lifted, hand still at the target). ``gripper_chatter_events``
+    counts reversals of the thresholded gripper command within 0.5 s after a grasp.
 
     ``mean_episode_length`` counts control periods over all episodes (failures run to the
     step limit or their wrong-object stop); ``mean_inference_latency_s`` averages the wall
@@ -54,12 +77,14 @@ def summarize(results, wall_time_s: float | None = None) -> dict:
             'mean_success_length': round(float(np.mean([r.steps for r in ok])), 2)
             if ok else None,
             'mean_inference_latency_s': float(np.mean(task_calls)) if task_calls else None,
+            **_at_end(rs),
         }
     report = {
         'episodes': len(results),
         'successes': sum(r.success for r in results),
         'success_rate': _rate(sum(r.success for r in results), len(results)),
         'wrong_object_rate': _rate(sum(r.wrong_object for r in results), len(results)),
+        **_at_end(results),
         'mean_episode_length': round(float(np.mean([r.steps for r in results])), 2),
         'mean_inference_latency_s': float(np.mean(calls)) if calls else None,
         'p95_inference_latency_s': float(np.percentile(calls, 95)) if calls else None,
@@ -74,6 +99,11 @@ def summarize(results, wall_time_s: float | None = None) -> dict:
         'failures': [{'task': r.task, 'seed': r.seed, 'instruction': r.instruction,
                       'wrong_object': r.wrong_object, 'steps': r.steps,
                       'metrics': r.metrics} for r in results if not r.success],
+        'lost_after_success': [{'task': r.task, 'seed': r.seed, 'instruction': r.instruction,
+                                'first_success_step': r.first_success_step,
+                                'steps': r.steps, 'metrics': r.metrics}
+                               for r in results if r.success and r.until_horizon
+                               and not r.success_at_end],
     }
     if wall_time_s is not None:
         report['wall_time_s'] = round(float(wall_time_s), 2)

@@ -1,24 +1,39 @@
 """Closed-loop rollouts of a policy on the simulated tasks, in simulated time.
 
-:func:`rollout` runs one episode the way the inference node runs a robot, minus ROS:
-render the policy's cameras, build an :class:`Observation` stamped with the sim time, call
-``predict_chunk``, put the chunk into a :class:`ChunkBuffer` when its simulated inference
-latency has passed, and on every control tick turn ``action_at(t)`` into a twist with
-:class:`ActionToCommand` and step the simulator (zero twist, gripper unchanged, when the
-buffer is starved). The episode ends on success, on a persistent wrong-object event, or at
-the task's step limit. A policy that raises or returns a bad chunk is handled as the
-inference node handles it: the robot holds, and the episode counts the error.
+:func:`rollout` runs one episode the way the inference node runs a robot, minus ROS: the
+node's own :class:`~vla_ros.runtime.engine.InferenceEngine` decides when to infer, buffers
+chunks with the chosen strategy and turns every control tick into a command, driven in
+lock-step with the simulator by :class:`~vla_ros.runtime.lockstep.LockstepInference`.
+Each tick the policy's cameras are offered to the engine stamped with the sim time (they
+are rendered only if an inference actually uses them), the twist of ``command_at(t)`` is
+applied to the simulator, and a hold (starved buffer, policy error, ...) keeps the arm
+still and the gripper as it is. The episode ends on success, on a persistent
+wrong-object event, or at the task's step limit; with ``until_horizon=True`` success does
+not end it, so the result also says whether the task is still achieved at the horizon
+(``success_at_end``: the object still lifted, the hand still at the target), which is
+what a user sees. A policy that raises or returns a bad
+chunk is handled by the engine exactly as on the robot: it holds, and the episode counts
+the error. The engine also filters the gripper command (``gripper_mode``) and, when the
+policy says done (a ``terminate`` dimension), holds until a new instruction, as on the
+robot; the rollout only records when that happened.
 
-Inference is modelled as one worker: a new observation is taken at a tick when no
-inference is in flight and ``replan_every`` ticks have passed since the last one started
-(default: a receding-horizon strategy's ``execute_steps``, else every tick). Its chunk
-arrives ``inference_latency`` simulated seconds later, so a latency of 0.25 s at 10 Hz
-makes the first two or three actions of every chunk stale, as on a real robot.
+The engine configuration comes from :func:`eval_engine_config`. Its defaults reproduce
+the schedule ``vla-ros eval`` always used: infer every ``replan_every`` ticks (default: a
+receding-horizon strategy's ``execute_steps``, else every tick), never earlier
+(``low_queue_depth`` 0: only a starved buffer triggers an extra inference), chunks timed
+from their observation. Pass the node's parameters instead (``engine_config``, or
+``vla-ros eval --node-params``) to measure exactly what a launch configuration runs. A
+chunk arrives ``inference_latency`` simulated seconds after its observation, so a latency
+of 0.25 s at 10 Hz makes the first two or three actions of every chunk stale, as on a
+real robot.
 
-Policies only see observations. The scripted expert additionally exposes
-``attach_simulator(sim, instance)``; the rollout calls it before the episode, which is the
-one place privileged state crosses over. A policy whose ``needs_images`` attribute is
-false (only the expert) gets blank frames of the declared size instead of renders.
+Policies only see observations. A policy may take privileged simulator access through
+:meth:`Policy.attach_simulator` (only the scripted expert does); the rollout calls it
+before the episode, which is the one place privileged state crosses over. A policy whose
+``needs_images`` is false gets blank frames of the declared size instead of renders.
+
+End of episode: :func:`_finish` judges the outcome and builds the
+:class:`RolloutResult`; episode-level metrics belong there.
 """
 
 from __future__ import annotations
@@ -30,14 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.actions.chunk_buffer import ChunkBuffer, RecedingHorizon, TimedChunk, make_strategy
 from vla_ros.datasets.episodes import Episode
 from vla_ros.policies.contract import Observation, Policy
 from vla_ros.runtime.commands import ActionToCommand
+from vla_ros.runtime.engine import EngineConfig, InferenceEngine
+from vla_ros.runtime.lockstep import LockstepInference, default_inference_interval
 from vla_ros.sim.tasks import Task, TaskInstance, get_task
 
 __all__ = ['RolloutResult', 'rollout', 'run_episodes', 'collect_demonstrations',
-           'proprio_vector', 'make_sim', 'PROPRIO_NAMES']
+           'eval_engine_config', 'proprio_vector', 'make_sim', 'PROPRIO_NAMES']
 
 PROPRIO_NAMES = tuple(f'joint{i}' for i in range(1, 8)) + ('gripper',)
 DEFAULT_RECORD_CAMERAS = ('front', 'wrist')
@@ -68,10 +84,16 @@ class RolloutResult:
     direction: str | None
     instruction: str
     template: str
-    success: bool
+    success: bool           # achieved at some tick (the first success)
     wrong_object: bool
     steps: int
     inference_calls: int
+    success_at_end: bool = False     # achieved at the last tick run
+    first_success_step: int | None = None
+    gripper_commands: list = field(default_factory=list)  # executed opening per tick
+    until_horizon: bool = False      # success did not end the episode
+    terminated_step: int | None = None  # tick at which the policy said done (then held)
+    control_period: float = 0.1
     inference_wall_s: list = field(default_factory=list)
     hold_ticks: int = 0
     policy_errors: int = 0
@@ -92,8 +114,11 @@ class RolloutResult:
         return {'task': self.task, 'seed': self.seed, 'split': self.split,
                 'target': self.target, 'direction': self.direction,
                 'instruction': self.instruction, 'template': self.template,
-                'success': self.success, 'wrong_object': self.wrong_object,
-                'steps': self.steps, 'inference_calls': self.inference_calls,
+                'success': self.success, 'success_at_end': self.success_at_end,
+                'first_success_step': self.first_success_step,
+                'until_horizon': self.until_horizon, 'terminated_step': self.terminated_step,
+                'wrong_object': self.wrong_object, 'steps': self.steps,
+                'inference_calls': self.inference_calls,
                 'mean_inference_s': self.mean_inference_s, 'hold_ticks': self.hold_ticks,
                 'policy_errors': self.policy_errors, 'first_error': self.first_error,
                 'wall_time_s': self.wall_time_s, 'metrics': self.metrics}
@@ -110,20 +135,95 @@ def _instance(task, seed, split) -> TaskInstance:
 
 
 def _observe(sim, policy: Policy, instruction: str, stamp: float) -> Observation:
+    """A direct observation (for the DAgger labeler, which is not scheduled)."""
     spec = policy.spec
-    if getattr(policy, 'needs_images', True):
-        images = {cam: sim.render(cam, size=spec.image_size) for cam in spec.camera_names}
-    else:  # privileged policies (the expert): valid but blank frames, no render cost
-        w, h = spec.image_size
-        images = {cam: np.zeros((h, w, 3), np.uint8) for cam in spec.camera_names}
+    frames = _SimCameras(sim, policy.needs_images)
+    images = {cam: frames.frame(cam).image(spec.image_size) for cam in spec.camera_names}
     proprio = proprio_vector(sim) if spec.uses_proprio else None
     return Observation(images=images, instruction=instruction, stamp=stamp, proprio=proprio)
 
 
-def _default_replan(strategy, chunk_length: int) -> int:
-    if isinstance(strategy, RecedingHorizon):
-        return max(1, min(strategy.execute_steps, chunk_length))
-    return 1
+class _SimCameras:
+    """The simulator's cameras as the engine's frame source, rendered on demand.
+
+    The engine wants the newest frame of every camera on every tick, but uses one only
+    when an inference starts, on that same tick. A :class:`_SimFrame` therefore renders
+    when the engine preprocesses it, refusing once the simulator has stepped past it, so
+    a tick costs no render unless the policy really looks.
+    """
+
+    def __init__(self, sim, needs_images: bool = True) -> None:
+        self.sim = sim
+        self.needs_images = bool(needs_images)
+        self.tick = 0
+        self.render_s = 0.0  # wall time spent rendering, kept out of inference latency
+
+    def frame(self, camera: str) -> '_SimFrame':
+        """The current view of ``camera`` (valid until :meth:`advance`)."""
+        return _SimFrame(self, camera, self.tick)
+
+    def advance(self) -> None:
+        """The simulator stepped: frames handed out so far are stale."""
+        self.tick += 1
+
+
+@dataclass(frozen=True)
+class _SimFrame:
+    cameras: _SimCameras
+    camera: str
+    tick: int
+
+    def image(self, size) -> np.ndarray:
+        """RGB uint8 (h, w, 3) at ``size`` = (w, h): a render, or blank if never looked at."""
+        if self.tick != self.cameras.tick:
+            raise RuntimeError(f'camera {self.camera!r} frame of tick {self.tick} used at '
+                               f'tick {self.cameras.tick}: the simulator has moved on')
+        if not self.cameras.needs_images:  # privileged policies: valid but blank frames
+            w, h = size
+            return np.zeros((h, w, 3), np.uint8)
+        started = time.perf_counter()
+        image = self.cameras.sim.render(self.camera, size=tuple(size))
+        self.cameras.render_s += time.perf_counter() - started
+        return image
+
+
+def _render_frame(frame: '_SimFrame', size, method: str = 'default') -> np.ndarray:
+    """The engine's preprocess step for simulated frames.
+
+    They are rendered at the policy's size directly, so there is no resize (``method``).
+    """
+    return frame.image(size)
+
+
+def eval_engine_config(spec, control_period: float | None = None,
+                       strategy: str = 'receding_horizon', strategy_params: dict | None = None,
+                       replan_every: int | None = None, inference_rate_hz: float | None = None,
+                       low_queue_depth: int = 0, chunk_timing: str = 'observation'
+                       ) -> EngineConfig:
+    """The inference engine's configuration for an offline rollout of a policy with ``spec``.
+
+    The control rate is ``1 / control_period`` (default: the spec's). Inference runs at
+    ``inference_rate_hz``, or every ``replan_every`` control ticks (default: a receding
+    horizon's ``execute_steps`` capped at the chunk length, else every tick); give one or
+    the other. ``low_queue_depth`` and ``chunk_timing`` are the node's parameters of the
+    same names (defaults: only a starved buffer triggers an extra inference, chunks
+    timed from their observation).
+    """
+    period = float(spec.control_period if control_period is None else control_period)
+    if not (math.isfinite(period) and period > 0):
+        raise ValueError(f'control_period must be positive, got {control_period!r}')
+    params = dict(strategy_params or {})
+    if replan_every is not None and inference_rate_hz is not None:
+        raise ValueError('give replan_every or inference_rate_hz, not both')
+    if inference_rate_hz is None:
+        replan = default_inference_interval(spec.chunk_length, strategy, params) \
+            if replan_every is None else int(replan_every)
+        if replan < 1:
+            raise ValueError(f'replan_every must be >= 1, got {replan_every!r}')
+        inference_rate_hz = 1.0 / (replan * period)
+    return EngineConfig(control_rate_hz=1.0 / period, inference_rate_hz=float(inference_rate_hz),
+                        low_queue_depth=int(low_queue_depth), chunk_strategy=strategy,
+                        strategy_params=params, chunk_timing=chunk_timing)
 
 
 def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
@@ -132,12 +232,18 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
             replan_every: int | None = None, image_size=(64, 64), record: bool = False,
             record_cameras=DEFAULT_RECORD_CAMERAS, frame_size=None, sim=None,
             wrong_object_patience: int = 3, action_noise: float = 0.0,
-            noise_seed: int | None = None, labeler: Policy | None = None) -> RolloutResult:
+            noise_seed: int | None = None, labeler: Policy | None = None,
+            engine_config: EngineConfig | None = None,
+            until_horizon: bool = False) -> RolloutResult:
     """Run ``policy`` closed loop on one episode of ``task`` and judge it.
 
     ``task`` is a Task, a task name or a ready TaskInstance (then ``seed``/``split`` are
-    taken from it). ``control_period`` defaults to the policy's. ``inference_latency`` is
-    simulated seconds between an observation and its chunk becoming usable.
+    taken from it). ``control_period`` defaults to the policy's. The inference schedule
+    is :func:`eval_engine_config` of ``strategy``, ``strategy_params`` and
+    ``replan_every``, or ``engine_config`` when given (then those three must be left
+    at their defaults, and its control rate sets the tick period).
+    ``inference_latency`` is simulated seconds between an observation and its chunk
+    becoming usable.
     ``record=True`` also returns an :class:`Episode` (``record_cameras`` at ``image_size``,
     executed actions, stamps, proprioception, task metadata). ``frame_size`` (w, h) keeps
     the first and last front-camera frames for contact sheets. ``sim`` reuses a simulator
@@ -152,16 +258,27 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     ``labeler`` (DAgger, Ross et al. 2011): ``policy`` drives, and every tick the recorded
     action is what ``labeler`` (the privileged expert, chunk length 1) would do in the
     state ``policy`` led to. Needs ``record=True``.
+
+    ``until_horizon``: keep running after success until the step limit (a persistent
+    wrong-object event still ends the episode). A recorded episode always carries the
+    per-frame ``done`` label (the task was already achieved in that frame's state).
+    The gripper command hygiene (``gripper_mode`` and its thresholds/dwell) is part of
+    ``engine_config``: the engine filters the gripper as the inference node does, and
+    the recorded actions carry the opening it commanded.
     """
     if not isinstance(policy, Policy):
         raise ValueError(f'policy must be a Policy, got {type(policy).__name__}')
     spec = policy.spec
-    period = float(spec.control_period if control_period is None else control_period)
-    latency = float(inference_latency)
-    if not (math.isfinite(period) and period > 0):
-        raise ValueError(f'control_period must be positive, got {control_period!r}')
-    if not (math.isfinite(latency) and latency >= 0):
-        raise ValueError(f'inference_latency must be >= 0 seconds, got {inference_latency!r}')
+    if engine_config is None:
+        engine_config = eval_engine_config(spec, control_period, strategy, strategy_params,
+                                           replan_every)
+    elif (strategy, strategy_params, replan_every) != ('receding_horizon', None, None):
+        raise ValueError('with engine_config, give the strategy and schedule there only')
+    elif control_period is not None and \
+            abs(float(control_period) - engine_config.control_period) > 1e-12:
+        raise ValueError(f'control_period {control_period} differs from engine_config\'s '
+                         f'{engine_config.control_period}')
+    period = engine_config.control_period
     if int(wrong_object_patience) < 1:
         raise ValueError('wrong_object_patience must be >= 1')
     if not (math.isfinite(action_noise) and 0.0 <= action_noise <= 1.0):
@@ -172,114 +289,153 @@ def rollout(policy: Policy, task, seed: int = 0, split: str = 'test',
     if labeler is not None:
         if not record:
             raise ValueError('labeler only makes sense with record=True')
-        if labeler.spec.chunk_length != 1 or labeler.spec.action_space != spec.action_space:
+        # A policy with a learned stop (arm7_done) is labelled in the expert's arm7: the
+        # stop's label is the recorded done flag.
+        own = spec.action_space.names
+        if labeler.spec.chunk_length != 1 or labeler.spec.action_space.names not in (
+                own, own[:-1] if own[-1:] == ('terminate',) else None):
             raise ValueError('the labeler must output single arm actions in the policy\'s '
                              'action space')
     instance = _instance(task, seed, split)
-    buffer_strategy = make_strategy(strategy, **(strategy_params or {}))
-    replan = _default_replan(buffer_strategy, spec.chunk_length) if replan_every is None \
-        else int(replan_every)
-    if replan < 1:
-        raise ValueError(f'replan_every must be >= 1, got {replan_every!r}')
-    to_command = ActionToCommand(spec.action_space)
-    if to_command.has_base:
+    if ActionToCommand(spec.action_space).has_base:
         raise ValueError('the sim tasks use a fixed-base arm; base actions are not supported')
+    if float(inference_latency) > engine_config.inference_timeout:
+        raise ValueError(f'inference latency {inference_latency} s exceeds the engine\'s '
+                         f'inference_timeout ({engine_config.inference_timeout} s): every '
+                         f'inference would be overdue and the robot would hold')
+    engine = InferenceEngine(engine_config, preprocess=_render_frame)
+    scheduler = LockstepInference(engine, inference_latency)
     own_sim = sim is None
     sim = make_sim(image_size) if own_sim else sim
     started = time.perf_counter()
     try:
-        return _run(policy, instance, sim, ChunkBuffer(buffer_strategy), to_command, period,
-                    latency, replan, record, tuple(record_cameras), tuple(image_size),
-                    frame_size, int(wrong_object_patience), started, noise, labeler)
+        return _run(policy, instance, sim, scheduler, period, record, tuple(record_cameras),
+                    tuple(image_size), frame_size, int(wrong_object_patience), started, noise,
+                    labeler,
+                    bool(until_horizon))
     finally:
         if own_sim:
             sim.close()
 
 
-def _run(policy, instance, sim, buffer, to_command, period, latency, replan, record,
-         record_cameras, image_size, frame_size, patience, started,
-         noise=None, labeler=None) -> RolloutResult:
-    spec = policy.spec
+def _start_episode(policy, labeler, instance, sim, scheduler) -> None:
+    """Reset the scene, load the policy into the engine, give experts their privileges."""
     instance.reset(sim)
+    engine = scheduler.engine
+    engine.begin_policy_load(policy.spec.name)
+    engine.finish_policy_load(policy.spec.name, policy)  # resets the policy
+    engine.set_instruction(instance.instruction)
     for p in (policy, labeler):
-        if p is None:
-            continue
-        p.reset()
-        attach = getattr(p, 'attach_simulator', None)
-        if callable(attach):
-            attach(sim, instance)
+        if p is not None:
+            if p is labeler:
+                p.reset()
+            p.attach_simulator(sim, instance)
+
+
+def _run(policy, instance, sim, scheduler, period, record, record_cameras, image_size,
+         frame_size, patience, started, noise=None, labeler=None,
+         until_horizon=False) -> RolloutResult:
+    spec = policy.spec
+    engine = scheduler.engine
+    to_command = ActionToCommand(spec.action_space)
+    _start_episode(policy, labeler, instance, sim, scheduler)
+    cameras = _SimCameras(sim, policy.needs_images)
     first = sim.render('front', size=frame_size) if frame_size else None
     frames = {cam: [] for cam in record_cameras} if record else None
-    actions, stamps, proprio = [], [], []
-    pending: tuple[float, TimedChunk] | None = None
-    next_inference = 0
+    actions, stamps, proprio, done = [], [], [], []
+    trace = _EpisodeTrace(until_horizon)
     gripper = 1.0  # the scene starts with the gripper open
-    inference_wall, holds, wrong_streak, errors = [], 0, 0, []
+    holds, wrong_streak, inference_wall = 0, 0, []
     outcome = instance.evaluate(sim)
     wrong = False
     step = 0
     for step in range(instance.max_steps):
         now = step * period  # tick times by arithmetic, so no float drift reaches the buffer
-        if pending is not None and pending[0] <= now + 1e-9:
-            buffer.add(pending[1], pending[0])
-            pending = None
-        if pending is None and step >= next_inference:
-            observation = _observe(sim, policy, instance.instruction, now)
-            next_inference = step + replan
-            t0 = time.perf_counter()
-            try:
-                chunk = policy.check_chunk(policy.predict_chunk(observation))
-            except Exception as exc:  # noqa: BLE001 - as the inference node: hold, report
-                errors.append(f'{type(exc).__name__}: {exc}')
-                chunk = None
-            inference_wall.append(time.perf_counter() - t0)
-            if chunk is not None:
-                timed = TimedChunk(stamp=now, period=spec.control_period, actions=chunk,
-                                   source=spec.name)
-                if latency <= 1e-9:
-                    buffer.add(timed, now)
-                else:
-                    pending = (now + latency, timed)
+        for cam in spec.camera_names:
+            engine.set_image(cam, cameras.frame(cam), now)
+        if spec.uses_proprio:
+            engine.set_proprio(proprio_vector(sim))
+        calls, rendered = len(scheduler.inference_wall_s), cameras.render_s
+        command = scheduler.tick(now)
+        if len(scheduler.inference_wall_s) > calls:  # the policy's time, not the renderer's
+            inference_wall.append(scheduler.inference_wall_s[-1] - (cameras.render_s - rendered))
         if record:
             for cam in record_cameras:
                 frames[cam].append(sim.render(cam, size=image_size))
             proprio.append(proprio_vector(sim))
             stamps.append(now)
+            done.append(outcome.success)  # the state this frame shows already achieves it
             if labeler is not None:
                 label = labeler.check_chunk(labeler.predict_chunk(
                     _observe(sim, labeler, instance.instruction, now)))[0]
-        buffered = buffer.action_at(now)
-        if buffered is None:
+        if command.hold:
             holds += 1
             twist = np.zeros(6)
             executed = np.zeros(spec.action_space.dim)
             if 'gripper' in spec.action_space.names:
                 executed[spec.action_space.index('gripper')] = gripper
         else:
-            executed = spec.action_space.clip(buffered.action)
-            applied = executed if noise is None else noise(executed)
-            command = to_command(applied, spec.control_period)
+            executed = command.action
             twist = command.ee_twist
-            if command.gripper is not None:
+            if noise is not None:  # perturb the motion only; gripper and stop stay the engine's
+                twist = to_command(noise(executed), spec.control_period).ee_twist
+            if command.terminate:  # the engine holds from the next tick on, as on the robot
+                trace.terminated_step = step
+            if command.gripper is not None:  # as the engine's gripper_mode filtered it
                 gripper = command.gripper
-        actions.append(executed if labeler is None else spec.action_space.clip(label))
+                if 'gripper' in spec.action_space.names:
+                    executed = executed.copy()
+                    executed[spec.action_space.index('gripper')] = gripper
+        trace.gripper_commands.append(gripper)
+        actions.append(executed if labeler is None else labeler.spec.action_space.clip(label))
         sim.step_ee_twist(twist, gripper, dt=period)
+        cameras.advance()
         outcome = instance.evaluate(sim)
         wrong_streak = wrong_streak + 1 if outcome.wrong_object else 0
         wrong = wrong or wrong_streak >= patience
-        if outcome.success or wrong:
+        if outcome.success and trace.first_success_step is None:
+            trace.first_success_step = step + 1
+        if wrong or (outcome.success and not trace.until_horizon):
             break
-    steps = step + 1
+    return _finish(policy, instance, sim, scheduler.errors, inference_wall, outcome, wrong,
+                   step + 1, holds, period, frame_size, first, started, noise, labeler,
+                   trace, (frames, actions, stamps, proprio, done) if record else None)
+
+
+@dataclass
+class _EpisodeTrace:
+    """What an episode did besides its outcome: first success, the stop, gripper commands."""
+
+    until_horizon: bool
+    first_success_step: int | None = None
+    terminated_step: int | None = None
+    gripper_commands: list = field(default_factory=list)
+
+
+def _finish(policy, instance, sim, errors, inference_wall, outcome, wrong, steps, holds,
+            period, frame_size, first, started, noise, labeler, trace: _EpisodeTrace,
+            recorded) -> RolloutResult:
+    """Judge the finished episode and package it (and its recording, if any).
+
+    ``outcome`` is the judgement after the last tick run: with ``trace.until_horizon``
+    that is the end of the horizon (``success_at_end``), beside the first success.
+    """
+    spec = policy.spec
+    first_success = trace.first_success_step
     last = sim.render('front', size=frame_size) if frame_size else None
     episode = None
-    if record:
+    if recorded is not None:
+        frames, actions, stamps, proprio, done = recorded
         episode = Episode(
-            instruction=instance.instruction, action_space=spec.action_space.name,
+            instruction=instance.instruction,
+            action_space=(labeler or policy).spec.action_space.name,
             control_period=period,
             images={cam: np.stack(f) for cam, f in frames.items()},
             actions=np.array(actions, dtype=np.float32), stamps=np.array(stamps),
-            proprio=np.array(proprio), metadata={
-                **instance.info(), 'success': outcome.success, 'wrong_object': wrong,
+            proprio=np.array(proprio), done=np.array(done, dtype=bool), metadata={
+                **instance.info(), 'success': first_success is not None,
+                'success_at_end': outcome.success, 'first_success_step': first_success,
+                'until_horizon': trace.until_horizon, 'wrong_object': wrong,
                 'policy': spec.name, 'proprio_names': list(PROPRIO_NAMES),
                 'action_noise': 0.0 if noise is None else noise.scale,
                 'labels': 'executed' if labeler is None else labeler.spec.name})
@@ -287,7 +443,10 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
         task=instance.task.name, seed=instance.seed, split=instance.split,
         target=instance.target, direction=instance.direction,
         instruction=instance.instruction, template=instance.template,
-        success=outcome.success, wrong_object=wrong, steps=steps,
+        success=first_success is not None, wrong_object=wrong, steps=steps,
+        success_at_end=outcome.success, first_success_step=first_success,
+        gripper_commands=trace.gripper_commands, until_horizon=trace.until_horizon,
+        control_period=period, terminated_step=trace.terminated_step,
         inference_calls=len(inference_wall), inference_wall_s=inference_wall,
         hold_ticks=holds, policy_errors=len(errors), first_error=errors[0] if errors else '',
         wall_time_s=time.perf_counter() - started,
@@ -295,14 +454,15 @@ def _run(policy, instance, sim, buffer, to_command, period, latency, replan, rec
 
 
 class _ActionNoise:
-    """Seeded Gaussian perturbation of executed actions (the gripper is left alone)."""
+    """Seeded Gaussian perturbation of executed actions (gripper and terminate left alone)."""
 
     def __init__(self, space, scale: float, seed: int | None) -> None:
         self.scale = scale
         self._space = space
         self._std = scale * np.maximum(np.abs(space.low), np.abs(space.high))
-        if 'gripper' in space.names:
-            self._std[space.index('gripper')] = 0.0
+        for name in ('gripper', 'terminate'):  # states, not motions
+            if name in space.names:
+                self._std[space.index(name)] = 0.0
         self._rng = np.random.default_rng(seed)
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
@@ -354,7 +514,8 @@ def _progress(total: int, unit: str, enabled: bool):
 def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: str = 'train',
                            image_size=(64, 64), cameras=DEFAULT_RECORD_CAMERAS,
                            policy: Policy | None = None, progress: bool = False,
-                           action_noise: float = 0.0, expert_labels: bool = False) -> dict:
+                           action_noise: float = 0.0, expert_labels: bool = False,
+                           until_horizon: bool = True) -> dict:
     """Record ``episodes`` expert attempts per task into an EpisodeDataset directory.
 
     ``action_noise`` > 0: each episode executes the expert's actions with noise of a
@@ -364,6 +525,11 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     ``expert_labels`` (DAgger): ``policy`` (e.g. a trained one) drives and the scripted
     expert labels every visited state; then every episode is kept, failed or not, since
     the expert's corrections are most useful exactly where the policy went wrong.
+
+    ``until_horizon`` (default): episodes run to the task's horizon after success, so the
+    data shows holding the lifted object still / staying at the target, and every frame
+    carries the ``done`` label; an expert episode is then kept only if the task is still
+    achieved at the horizon. False: episodes end at the first success (the old data).
 
     Only successful episodes are written (``episode_00000.npz``, ... as
     :class:`~vla_ros.datasets.episodes.EpisodeDataset` names them), one at a time so memory
@@ -384,7 +550,8 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     policy = policy or ScriptedExpert(image_size=image_size)
     labeler = ScriptedExpert(image_size=image_size) if expert_labels else None
     tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
-    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'kept': 0, 'steps': 0} for t in tasks}
+    counts = {t.name: {'attempted': 0, 'succeeded': 0, 'succeeded_at_end': 0, 'kept': 0,
+                       'steps': 0} for t in tasks}
     written = 0
     sim = make_sim(image_size)
     bar = _progress(len(tasks) * int(episodes), 'episodes', progress)
@@ -397,11 +564,14 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
                 result = rollout(policy, task, seed + i, split, record=True,
                                  record_cameras=cameras, image_size=image_size, sim=sim,
                                  action_noise=float(rng.uniform(0.0, action_noise)),
-                                 noise_seed=int(rng.integers(2**31)), labeler=labeler)
+                                 noise_seed=int(rng.integers(2**31)), labeler=labeler,
+                                 until_horizon=until_horizon)
                 entry = counts[task.name]
                 entry['attempted'] += 1
                 entry['succeeded'] += int(result.success)
-                if result.success or labeler is not None:
+                entry['succeeded_at_end'] += int(result.success_at_end)
+                achieved = result.success_at_end if until_horizon else result.success
+                if achieved or labeler is not None:
                     result.episode.save(output / f'episode_{written:05d}.npz')
                     written += 1
                     entry['kept'] += 1
@@ -417,7 +587,7 @@ def collect_demonstrations(output, tasks, episodes: int, seed: int = 0, split: s
     summary = {'output': str(output), 'split': split, 'seed': seed,
                'episodes_per_task': int(episodes), 'image_size': list(image_size),
                'cameras': list(cameras), 'policy': policy.spec.name,
-               'action_noise': action_noise,
+               'action_noise': action_noise, 'until_horizon': until_horizon,
                'labels': labeler.spec.name if labeler else 'executed', 'tasks': counts,
                'attempted': sum(c['attempted'] for c in counts.values()),
                'kept': written, 'steps': sum(c['steps'] for c in counts.values()),

@@ -1,16 +1,22 @@
 """Driver node: the one place commands reach a robot backend.
 
-Everything between a policy and the motors that must hold even when the policy misbehaves
-lives here: a command watchdog, a latched e-stop, an actuation interlock, NaN rejection and
-velocity / acceleration / workspace limits. The backend (MuJoCo sim, dry run, or a user's arm
-SDK) sits behind ``vla_ros.drivers.backend.RobotBackend`` and knows nothing about ROS.
+The safety decisions (command watchdog, latched e-stop, actuation interlock, stale stamps,
+NaN rejection, velocity / acceleration / workspace limits) live in the pure, fake-clock
+tested :class:`vla_ros.drivers.core.DriverCore`; this node only wires ROS to it: callbacks
+hand commands to the core, a timer asks it what to send and sends that to the backend. The
+backend (MuJoCo sim, dry run, or a user's arm SDK) sits behind
+``vla_ros.drivers.backend.RobotBackend``, knows nothing about ROS, and declares its own
+parameters (``BackendParameter``), which this node declares only for the backend in use.
 
 Interface (all topic names relative, so they follow the node's namespace and remappings):
 
 * subscribes ``cmd/ee_twist`` (TwistStamped), ``cmd/gripper`` (GripperCommand),
   ``cmd_vel`` (TwistStamped, mobile base), ``estop`` (Bool, latched; True engages);
 * publishes ``joint_states``, ``ee_pose``, ``~/applied_twist`` (exactly what the backend
-  was sent), ``camera/<name>/image_raw`` and ``/diagnostics``;
+  was sent), ``camera/<name>/image_raw``, ``/diagnostics``; with a mobile base ``odom``
+  (nav_msgs/Odometry, ``odom_frame`` -> ``base_frame``); with a sim task episode
+  ``~/task_status`` and (``publish_task_instruction``) the episode's ``instruction``
+  (latched);
 * services ``~/estop`` and ``~/clear_estop`` (Trigger), ``~/enable`` (SetBool).
 
 ``enable_actuation`` has no fixed default: unless it is set explicitly it resolves to True
@@ -20,8 +26,7 @@ before someone has deliberately enabled them.
 
 import json
 import math
-import threading
-from typing import Optional
+import sys
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -34,25 +39,32 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 from vla_ros_msgs.msg import GripperCommand
 
-from vla_ros.actions.safety import (
-    SafetyLimits,
-    UnsafeCommandError,
-    apply_arm_limits,
-    check_finite,
-    limit_base,
+from vla_ros import parameters as schema
+from vla_ros.actions.safety import SafetyLimits
+from vla_ros.drivers.backend import (
+    BackendError,
+    backend_parameters,
+    create_backend,
+    resolve_backend,
 )
-from vla_ros.drivers.backend import make_backend
+from vla_ros.drivers.core import DriverCore, resolve_actuation_enabled
 from vla_ros.nodes import qos
+from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import rgb_to_image_msg
 from vla_ros.nodes.spin import spin_node
+
+try:  # nav_msgs is needed only for a mobile base's odometry
+    from nav_msgs.msg import Odometry
+except ImportError:  # pragma: no cover - depends on the installation
+    Odometry = None
 
 # Parameters that make up SafetyLimits; a change to any of them rebuilds the limits at once.
 LIMIT_PARAMS = (
@@ -63,197 +75,271 @@ LIMIT_PARAMS = (
 _WARN_PERIOD = 2.0  # s between repeats of a throttled warning
 
 
-# Node parameters each built-in backend takes; user 'module:Class' backends get none.
-_BACKEND_PARAMS = {
-    'mujoco': lambda node: dict(
-        mobile=node._param('mobile'), seed=node._param('seed'),
-        image_size=(node._param('image_width'), node._param('image_height')),
-        task=node._param('task'), task_seed=node._param('task_seed'),
-        task_split=node._param('task_split')),
-    'dry_run': lambda node: dict(mobile=node._param('mobile'), log=node.get_logger().info),
-}
+# ====================================================================== parameters
+# Everything the driver node declares is in these two functions (the backend's own
+# parameters come from its class); the node reads them back with get_parameter.
+
+def declare_driver_parameters(node: Node) -> None:
+    """Declare the driver's own parameters (not the backend's) from the schema."""
+    declare_parameters(node, schema.DRIVER_PARAMETERS)
 
 
-def _no_params(node):
-    return {}
+def declare_backend_parameters(node: Node, declared) -> dict:
+    """Declare a backend's ``BackendParameter`` s read-only on ``node``; return the values."""
+    values = {}
+    for p in declared:
+        if node.has_parameter(p.name):
+            raise BackendError(f'backend parameter {p.name!r} collides with a driver parameter; '
+                             'prefix it with the backend name')
+        kwargs = {}
+        if p.minimum is not None or p.maximum is not None:
+            if isinstance(p.default, bool):
+                raise BackendError(f'backend parameter {p.name!r}: a bool has no range')
+            if isinstance(p.default, int):
+                kwargs['integer_range'] = [IntegerRange(
+                    from_value=int(-2**63 if p.minimum is None else p.minimum),
+                    to_value=int(2**63 - 1 if p.maximum is None else p.maximum), step=1)]
+            elif isinstance(p.default, float):
+                kwargs['floating_point_range'] = [FloatingPointRange(
+                    from_value=-math.inf if p.minimum is None else float(p.minimum),
+                    to_value=math.inf if p.maximum is None else float(p.maximum), step=0.0)]
+        node.declare_parameter(p.name, p.default, ParameterDescriptor(
+            description=p.description, read_only=True, **kwargs))
+        values[p.name] = node.get_parameter(p.name).value
+    return values
 
 
-def _float_range(low, high, description):
-    return ParameterDescriptor(
-        description=description,
-        floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)])
+def limits_from_parameters(values) -> SafetyLimits:
+    """SafetyLimits from the LIMIT_PARAMS values (raises ValueError / TypeError if bad)."""
+    values = dict(values)
+    for key in ('workspace_min', 'workspace_max'):
+        values[key] = [float(v) for v in values[key]]
+    return SafetyLimits.from_dict(values)
 
 
-def _read_only(description, **kwargs):
-    return ParameterDescriptor(description=description, read_only=True, **kwargs)
+def _stamp_seconds(msg):
+    """A header stamp in seconds; None for a zero stamp (hand-made messages)."""
+    stamp = msg.header.stamp
+    if stamp.sec == 0 and stamp.nanosec == 0:
+        return None
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
-def _twist_array(msg, topic) -> np.ndarray:
+def _twist_values(msg):
     linear, angular = msg.twist.linear, msg.twist.angular
-    return check_finite(
-        [linear.x, linear.y, linear.z, angular.x, angular.y, angular.z], topic)
+    return [linear.x, linear.y, linear.z, angular.x, angular.y, angular.z]
 
 
-class DriverNode(Node):
-    """Watchdog, e-stop, interlock and safety limits in front of a ``RobotBackend``."""
+# ====================================================================== node
+class DriverNode(LifecycleNode):
+    """ROS adapter around a :class:`DriverCore` and a ``RobotBackend``; a lifecycle node.
+
+    configure builds the backend (connects) and the ROS interfaces, activate opens the
+    lifecycle gate of the core, deactivate closes it (the robot holds still, state is still
+    published), cleanup / shutdown stop and release the backend. With ``autostart`` (the
+    default) the node configures and activates itself, so it runs without a lifecycle
+    manager exactly like a plain node.
+    """
 
     def __init__(self, context=None, node_name: str = 'vla_driver', **node_kwargs):
         super().__init__(node_name, context=context, **node_kwargs)
-        self._declare_parameters()
+        declare_driver_parameters(self)
         p = self._param
         self._rate_hz = p('rate_hz')
         self._period = 1.0 / self._rate_hz
-        self._watchdog_timeout = p('watchdog_timeout')
         self._frame = p('ee_frame')
-        self._limits = self._limits_from({n: p(n) for n in LIMIT_PARAMS})
-
-        backend = p('backend')
-        self.backend = make_backend(backend, **_BACKEND_PARAMS.get(backend, _no_params)(self))
-        self._resolve_enable_actuation()
+        self.backend = None
+        self.core = None
+        self._entities = []  # (destroy function, entity) made by configure
+        self._estop_carried = False  # an e-stop survives cleanup / configure
+        self._configure_error = None
+        # The backend's parameters exist (and are checked) for the node's whole life.
+        backend_class = resolve_backend(p('backend'))
+        self._backend_values = declare_backend_parameters(
+            self, backend_parameters(backend_class))
         # Registered after declaring: declarations (already checked by the descriptors)
         # must not reach callbacks that use state not yet built.
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        if p('autostart'):
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise self._configure_error or RuntimeError('driver failed to configure')
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError('driver failed to activate')
 
-        # Shared between subscriber / service threads and the control loop.
-        self._lock = threading.Lock()
-        self._ee_cmd: Optional[np.ndarray] = None
-        self._ee_received: Optional[Time] = None
-        self._base_cmd: Optional[np.ndarray] = None
-        self._base_received: Optional[Time] = None
-        self._gripper_cmd: Optional[float] = None
-        self._estop = False
-        # Control-loop state (only touched from the exclusive control group).
-        self._applied = np.zeros(6)
-        self._gripper_target: Optional[float] = None
-        self._last_tick: Optional[Time] = None
-        self._watchdog_tripped = True
-        self._clamped_count = 0
-        self._rejected_count = 0
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state):
+        """Build and start the backend, the core and every ROS interface."""
+        try:
+            self._configure()
+        except Exception as err:  # noqa: BLE001 - reported, and re-raised by autostart
+            self._configure_error = err
+            self.get_logger().error(f'configure failed: {type(err).__name__}: {err}')
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state):
+        """Open the lifecycle gate (a fresh command is needed to move)."""
+        self.core.set_active(True)
+        self.get_logger().info(
+            f"active: driving '{self.backend.name}' at {self._rate_hz:.0f} Hz, actuation "
+            f"{'enabled' if self.core.actuation_enabled else 'DISABLED (call ~/enable)'}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state):
+        """Close the lifecycle gate: hold still, keep publishing state."""
+        self.core.set_active(False)
+        self.get_logger().info('inactive: holding still')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state):
+        """Stop the robot and release the backend and the ROS interfaces."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        """Like cleanup, from any state."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        """A transition raised: leave the robot still and released."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _keep(self, entity, destroy):
+        self._entities.append((destroy, entity))
+        return entity
+
+    def _configure(self):
+        p = self._param
+        self.backend = create_backend(p('backend'), self._backend_values,
+                                      log=self.get_logger().info)
+        try:
+            user_enabled = bool(p('enable_actuation'))
+        except ParameterUninitializedException:
+            user_enabled = None
+        enabled = resolve_actuation_enabled(user_enabled, self.backend.is_hardware)
+        if user_enabled is None:
+            # Store the resolved value so `ros2 param get` shows what is in force.
+            self.set_parameters([Parameter('enable_actuation', value=enabled)])
 
         self.backend.start()
-        self._gripper_target = float(self.backend.read_state().gripper)
+        self.core = DriverCore(
+            lambda: self.get_clock().now().nanoseconds * 1e-9,
+            limits_from_parameters({n: p(n) for n in LIMIT_PARAMS}),
+            period=self._period, watchdog_timeout=p('watchdog_timeout'), enabled=enabled,
+            supports_base=self.backend.supports_base,
+            initial_gripper=float(self.backend.read_state().gripper), active=False)
+        if self._estop_carried:
+            self.core.engage_estop()
 
-        # Input callbacks only store values under the lock, so they may run beside the loop.
+        # Input callbacks only hand values to the core (it locks), so they may run beside
+        # the loop.
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(
-            TwistStamped, 'cmd/ee_twist', self._on_ee_twist, qos.COMMAND, callback_group=inputs)
-        self.create_subscription(
-            GripperCommand, 'cmd/gripper', self._on_gripper, qos.COMMAND, callback_group=inputs)
-        self.create_subscription(
-            TwistStamped, 'cmd_vel', self._on_cmd_vel, qos.COMMAND, callback_group=inputs)
-        self.create_subscription(
-            Bool, 'estop', self._on_estop_topic, qos.LATCHED, callback_group=inputs)
-        self.create_service(Trigger, '~/estop', self._srv_estop, callback_group=inputs)
-        self.create_service(
-            Trigger, '~/clear_estop', self._srv_clear_estop, callback_group=inputs)
-        self.create_service(SetBool, '~/enable', self._srv_enable, callback_group=inputs)
+        sub, srv, pub = self.destroy_subscription, self.destroy_service, self.destroy_publisher
+        for msg_type, topic, callback, profile in (
+                (TwistStamped, 'cmd/ee_twist', self._on_ee_twist, qos.COMMAND),
+                (GripperCommand, 'cmd/gripper', self._on_gripper, qos.COMMAND),
+                (TwistStamped, 'cmd_vel', self._on_cmd_vel, qos.COMMAND),
+                (Bool, 'estop', self._on_estop_topic, qos.LATCHED)):
+            self._keep(self.create_subscription(
+                msg_type, topic, callback, profile, callback_group=inputs), sub)
+        for srv_type, name, callback in (
+                (Trigger, '~/estop', self._srv_estop),
+                (Trigger, '~/clear_estop', self._srv_clear_estop),
+                (SetBool, '~/enable', self._srv_enable)):
+            self._keep(self.create_service(srv_type, name, callback, callback_group=inputs),
+                       srv)
 
-        self._joint_pub = self.create_publisher(JointState, 'joint_states', qos.SENSOR)
-        self._pose_pub = self.create_publisher(PoseStamped, 'ee_pose', qos.SENSOR)
-        self._applied_pub = self.create_publisher(TwistStamped, '~/applied_twist', qos.STATUS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        def publisher(msg_type, topic, profile):
+            return self._keep(self.create_publisher(msg_type, topic, profile), pub)
+
+        self._joint_pub = publisher(JointState, 'joint_states', qos.SENSOR)
+        self._pose_pub = publisher(PoseStamped, 'ee_pose', qos.SENSOR)
+        self._applied_pub = publisher(TwistStamped, '~/applied_twist', qos.STATUS)
+        self._diag_pub = publisher(DiagnosticArray, '/diagnostics', 10)
+        self._odom_pub = None
+        if self.backend.supports_base:
+            if Odometry is None:
+                self.get_logger().error(
+                    'nav_msgs is not installed: no odom for the mobile base '
+                    '(pip install ros-kilted-nav-msgs)')
+            else:
+                self._odom_pub = publisher(Odometry, 'odom', qos.SENSOR)
+                self._odom_frames = (p('odom_frame'), p('base_frame'))
 
         # The backend (MuJoCo in particular) is not thread-safe: every call into it after
         # start() runs in this one mutually exclusive group.
         backend_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(self._period, self._control_tick, callback_group=backend_group)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=backend_group)
-        if getattr(self.backend, 'task_instance', None) is not None:
+
+        def timer(period, callback):
+            return self._keep(self.create_timer(period, callback, callback_group=backend_group),
+                              self.destroy_timer)
+
+        timer(self._period, self._control_tick)
+        timer(1.0, self._publish_diagnostics)
+        if self.backend.task_status() is not None:
             # Ground truth of the simulated episode (a simulator feature, not a sensor).
-            self._task_pub = self.create_publisher(String, '~/task_status', qos.LATCHED)
-            self.create_timer(0.5, self._publish_task_status, callback_group=backend_group)
+            self._task_pub = publisher(String, '~/task_status', qos.LATCHED)
+            timer(0.5, self._publish_task_status)
+        instruction = self.backend.task_instruction()
+        if instruction and p('publish_task_instruction'):
+            # Latched like an operator's instruction: a late inference node still gets it.
+            publisher(String, 'instruction', qos.INSTRUCTION).publish(String(data=instruction))
+            self.get_logger().info(f'task instruction published: {instruction!r}')
         self._image_pubs = {}
         camera_rate = p('camera_rate_hz')
         if camera_rate > 0.0:
             for name in self.backend.cameras():
-                self._image_pubs[name] = self.create_publisher(
-                    Image, f'camera/{name}/image_raw', qos.SENSOR)
+                self._image_pubs[name] = publisher(Image, f'camera/{name}/image_raw', qos.SENSOR)
             if self._image_pubs:
-                self.create_timer(
-                    1.0 / camera_rate, self._camera_tick, callback_group=backend_group)
-        self.get_logger().info(
-            f"driving '{self.backend.name}' at {self._rate_hz:.0f} Hz, actuation "
-            f"{'enabled' if self._actuation_enabled else 'DISABLED (call ~/enable)'}")
+                timer(1.0 / camera_rate, self._camera_tick)
+
+    def _release(self):
+        """Destroy the timers first (no tick after the stop), stop the robot, release all."""
+        entities, self._entities = self._entities, []
+        for destroy, entity in entities:
+            if destroy == self.destroy_timer:
+                destroy(entity)
+        backend, core = self.backend, self.core
+        self.backend = self.core = None
+        if core is not None:
+            self._estop_carried = core.estop_engaged
+        try:
+            if backend is not None:
+                try:
+                    if core is not None:
+                        stop = core.stop_output()
+                        backend.send_command(stop.ee_twist, stop.gripper, stop.base_twist,
+                                             stop.dt)
+                finally:
+                    backend.stop()
+        finally:
+            for destroy, entity in entities:
+                if destroy != self.destroy_timer:
+                    destroy(entity)
 
     @property
     def estop_engaged(self) -> bool:
         """Whether the e-stop is engaged (only ``~/clear_estop`` clears it)."""
-        return self._estop
+        return self._estop_carried if self.core is None else self.core.estop_engaged
 
     @property
     def actuation_enabled(self) -> bool:
-        """Whether the actuation interlock lets commands through."""
-        return self._actuation_enabled
+        """Whether the actuation interlock lets commands through (not the lifecycle gate)."""
+        return False if self.core is None else self.core.actuation_enabled
+
+    @property
+    def _limits(self) -> SafetyLimits:
+        if self.core is None:  # unconfigured: what configure would use
+            return limits_from_parameters({n: self._param(n) for n in LIMIT_PARAMS})
+        return self.core.limits
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name):
         return self.get_parameter(name).value
-
-    def _declare_parameters(self):
-        d = self.declare_parameter
-        d('backend', 'mujoco', _read_only("Robot backend: 'mujoco' or 'dry_run'."))
-        d('mobile', False, _read_only('Give the simulated robot a mobile base.'))
-        d('rate_hz', 50.0, _read_only(
-            'Control loop rate [Hz].', floating_point_range=[
-                FloatingPointRange(from_value=1.0, to_value=1000.0, step=0.0)]))
-        d('camera_rate_hz', 10.0, _read_only(
-            'Camera publish rate [Hz]; 0 disables images.', floating_point_range=[
-                FloatingPointRange(from_value=0.0, to_value=120.0, step=0.0)]))
-        for axis in ('width', 'height'):
-            d(f'image_{axis}', 224, _read_only(
-                f'Rendered camera image {axis} [px].',
-                integer_range=[IntegerRange(from_value=16, to_value=4096, step=1)]))
-        d('watchdog_timeout', 0.25, _float_range(
-            0.01, 10.0, 'Zero the arm twist when the newest cmd/ee_twist is older than this '
-                        '(since arrival, or since its stamp if that is older) [s].'))
-        # Typed but without a value: unset means "derive from backend.is_hardware".
-        d('enable_actuation', Parameter.Type.BOOL, ParameterDescriptor(
-            description='Actuation interlock. Unset: True for sim / dry run, False for '
-                        'hardware. Also toggled by the ~/enable service.'))
-        d('max_linear_velocity', 0.25, _float_range(0.001, 2.0, 'EE linear speed limit [m/s].'))
-        d('max_angular_velocity', 1.0, _float_range(
-            0.001, 2 * math.pi, 'EE angular speed limit [rad/s].'))
-        d('max_linear_acceleration', 2.0, _float_range(
-            0.01, 50.0, 'EE linear acceleration limit [m/s^2].'))
-        d('max_angular_acceleration', 8.0, _float_range(
-            0.01, 200.0, 'EE angular acceleration limit [rad/s^2].'))
-        # The sim table top in the arm-base frame (x 0.2..0.9, y +-0.5, top at z = 0),
-        # less a margin at the far edges and 1 cm above the surface.
-        d('workspace_min', [0.2, -0.45, 0.01], ParameterDescriptor(
-            description='Lower corner [x, y, z] of the EE workspace box in ee_frame [m].'))
-        d('workspace_max', [0.8, 0.45, 0.6], ParameterDescriptor(
-            description='Upper corner [x, y, z] of the EE workspace box in ee_frame [m].'))
-        d('max_base_linear_velocity', 0.5, _float_range(
-            0.0, 2.0, 'Mobile base linear speed limit [m/s].'))
-        d('max_base_angular_velocity', 1.0, _float_range(
-            0.001, 2 * math.pi, 'Mobile base angular speed limit [rad/s].'))
-        d('ee_frame', 'base_link', _read_only(
-            'Frame of ee_pose and of the EE twists (the arm base frame).'))
-        d('seed', 0, _read_only('Seed for the simulated scene.', integer_range=[
-            IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
-        d('task', '', _read_only(
-            "MuJoCo only: lay the scene out as an episode of a sim task ('reach', 'push', "
-            "'pick_up'); its instruction and outcome are published on ~/task_status."))
-        d('task_seed', 1000, _read_only('Episode seed of the sim task.', integer_range=[
-            IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
-        d('task_split', 'test', _read_only("Sim task split: 'train' or 'test'."))
-
-    def _resolve_enable_actuation(self):
-        try:
-            enabled = bool(self._param('enable_actuation'))
-        except ParameterUninitializedException:
-            enabled = not self.backend.is_hardware
-            # Store the resolved value so `ros2 param get` shows what is in force.
-            self.set_parameters([Parameter('enable_actuation', value=enabled)])
-        self._actuation_enabled = enabled
-
-    @staticmethod
-    def _limits_from(values):
-        values = dict(values)
-        for key in ('workspace_min', 'workspace_max'):
-            values[key] = [float(v) for v in values[key]]
-        return SafetyLimits.from_dict(values)
 
     def _validate_parameters(self, params):
         """Reject bad values; ranges and types were already checked by the descriptors."""
@@ -269,88 +355,49 @@ class DriverNode(Node):
             merged = {n: self._param(n) for n in LIMIT_PARAMS}
             merged.update({p.name: p.value for p in params if p.name in LIMIT_PARAMS})
             try:
-                self._limits_from(merged)
+                limits_from_parameters(merged)
             except (ValueError, TypeError) as err:
                 return SetParametersResult(successful=False, reason=f'invalid limits: {err}')
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params):
+        if self.core is None:
+            return  # unconfigured: configure reads the parameters
         names = {param.name for param in params}
         if names & set(LIMIT_PARAMS):
             # One reference swap: the control loop sees either the old or the new set.
-            self._limits = self._limits_from({n: self._param(n) for n in LIMIT_PARAMS})
+            self.core.set_limits(
+                limits_from_parameters({n: self._param(n) for n in LIMIT_PARAMS}))
         if 'watchdog_timeout' in names:
-            self._watchdog_timeout = self._param('watchdog_timeout')
+            self.core.set_watchdog_timeout(self._param('watchdog_timeout'))
         if 'enable_actuation' in names:
             enabled = bool(self._param('enable_actuation'))
-            if enabled != getattr(self, '_actuation_enabled', None):
+            if self.core.set_enabled(enabled):
                 self.get_logger().info(f"actuation {'enabled' if enabled else 'disabled'}")
-            with self._lock:
-                self._actuation_enabled = enabled
-                # Require a command sent after enabling, not one queued while disabled.
-                self._ee_cmd = None
 
     # ------------------------------------------------------------------ inputs
-    def _command_time(self, msg, topic):
-        """When a command counts as sent: arrival, or its stamp if that is older.
-
-        A command delayed in transit or queued while this process was stalled must not
-        run for a full watchdog timeout after it finally arrives. A zero stamp (hand-made
-        messages) counts as sent on arrival. Returns None for a command already too old.
-        """
-        now = self.get_clock().now()
-        stamp = msg.header.stamp
-        if stamp.sec == 0 and stamp.nanosec == 0:
-            return now
-        sent = Time.from_msg(stamp, clock_type=now.clock_type)
-        age = (now - sent).nanoseconds * 1e-9
-        if age > self._watchdog_timeout:
-            self._reject(f'{topic} is stale: stamped {age:.3f} s ago '
-                         f'(> watchdog_timeout {self._watchdog_timeout:.3f} s)')
-            return None
-        return min(now, sent)
-
     def _on_ee_twist(self, msg):
-        try:
-            twist = _twist_array(msg, 'cmd/ee_twist')
-        except UnsafeCommandError as err:
-            self._reject(err)
-            return
-        sent = self._command_time(msg, 'cmd/ee_twist')
-        if sent is None:
-            return
-        with self._lock:
-            self._ee_cmd = twist
-            self._ee_received = sent
+        why = self.core.command_ee_twist(_twist_values(msg), _stamp_seconds(msg))
+        if why is not None:
+            self._reject(why)
 
     def _on_gripper(self, msg):
-        if not (math.isfinite(msg.position) and math.isfinite(msg.max_effort)):
-            self._reject(f'cmd/gripper is not finite: {msg.position}, {msg.max_effort}')
-            return
-        with self._lock:
-            self._gripper_cmd = min(max(float(msg.position), 0.0), 1.0)
+        why = self.core.command_gripper(msg.position, msg.max_effort)
+        if why is not None:
+            self._reject(why)
 
     def _on_cmd_vel(self, msg):
-        if not self.backend.supports_base:
+        if not self.core.supports_base:
             self.get_logger().warning(
                 f"backend '{self.backend.name}' has no mobile base; ignoring cmd_vel",
                 throttle_duration_sec=_WARN_PERIOD)
             return
-        try:
-            twist = _twist_array(msg, 'cmd_vel')
-        except UnsafeCommandError as err:
-            self._reject(err)
-            return
-        sent = self._command_time(msg, 'cmd_vel')
-        if sent is None:
-            return
-        with self._lock:
-            # Planar base: vx, vy, wz.
-            self._base_cmd = twist[[0, 1, 5]]
-            self._base_received = sent
+        why = self.core.command_base_twist(_twist_values(msg), _stamp_seconds(msg))
+        if why is not None:
+            self._reject(why)
 
     def _reject(self, why):
-        self._rejected_count += 1
+        """Log a rejected command (the core counted it)."""
         self.get_logger().warning(
             f'dropping command: {why}', throttle_duration_sec=_WARN_PERIOD)
 
@@ -363,10 +410,7 @@ class DriverNode(Node):
                 throttle_duration_sec=_WARN_PERIOD)
 
     def _engage_estop(self, source):
-        with self._lock:
-            was = self._estop
-            self._estop = True
-        if not was:
+        if self.core.engage_estop():
             self.get_logger().error(f'E-STOP engaged ({source})')
 
     def _srv_estop(self, request, response):
@@ -375,12 +419,7 @@ class DriverNode(Node):
         return response
 
     def _srv_clear_estop(self, request, response):
-        with self._lock:
-            was = self._estop
-            self._estop = False
-            # Commands that arrived during the e-stop must not run once it clears.
-            self._ee_cmd = None
-            self._base_cmd = None
+        was = self.core.clear_estop()
         if was:
             self.get_logger().warning('e-stop cleared')
         response.success = True
@@ -397,57 +436,20 @@ class DriverNode(Node):
     # ------------------------------------------------------------------ control loop
     def _control_tick(self):
         now = self.get_clock().now()
-        # Measured dt (bounded) so acceleration limits hold if a tick runs late.
-        dt = self._period if self._last_tick is None else min(
-            max((now - self._last_tick).nanoseconds * 1e-9, 1e-4), 3 * self._period)
-        self._last_tick = now
-        timeout = self._watchdog_timeout
-        with self._lock:
-            estop, enabled = self._estop, self._actuation_enabled
-            ee_cmd, ee_age = self._ee_cmd, self._age(self._ee_received, now)
-            base_cmd, base_age = self._base_cmd, self._age(self._base_received, now)
-            gripper_cmd = self._gripper_cmd
-
-        allowed = enabled and not estop
-        fresh = ee_cmd is not None and ee_age <= timeout
-        self._log_watchdog(not fresh)
-        state = self.backend.read_state()
-        if allowed and fresh:
-            limited = apply_arm_limits(
-                ee_cmd, self._applied, np.asarray(state.ee_position), dt, self._limits)
-            twist = np.asarray(limited.twist, dtype=float)
-            if limited.clamped:
-                self._clamped_count += 1
-        else:
-            # Stops are immediate: decelerating through the acceleration limit would
-            # lengthen the stop, which is exactly what an e-stop or watchdog must not do.
-            twist = np.zeros(6)
-        if allowed and gripper_cmd is not None:
-            self._gripper_target = gripper_cmd
-        base = None
-        if self.backend.supports_base:
-            base = np.zeros(3)
-            if allowed and base_cmd is not None and base_age <= timeout:
-                base = limit_base(base_cmd, self._limits)
-
-        self.backend.send_command(twist, self._gripper_target, base, dt)
-        self._applied = twist
-        self._publish_applied(twist, now)
+        out = self.core.tick(np.asarray(self.backend.read_state().ee_position),
+                             now=now.nanoseconds * 1e-9)
+        self._log_watchdog(out.watchdog_changed)
+        self.backend.send_command(out.ee_twist, out.gripper, out.base_twist, out.dt)
+        self._publish_applied(out.ee_twist, now)
         self._publish_state(self.backend.read_state(), now)
 
-    @staticmethod
-    def _age(received, now):
-        return math.inf if received is None else (now - received).nanoseconds * 1e-9
-
     def _log_watchdog(self, tripped):
-        # Log transitions only; it starts tripped (no command yet) without a warning.
-        if tripped == self._watchdog_tripped:
-            return
-        self._watchdog_tripped = tripped
-        if tripped:
+        # The core reports transitions only; it starts tripped (no command yet) silently.
+        if tripped is True:
             self.get_logger().warning(
-                f'watchdog: no cmd/ee_twist for {self._watchdog_timeout:.3f} s; holding still')
-        elif not tripped:
+                f'watchdog: no cmd/ee_twist for {self.core.watchdog_timeout:.3f} s; '
+                'holding still')
+        elif tripped is False:
             self.get_logger().info('watchdog: ee commands flowing')
 
     def _publish_task_status(self):
@@ -478,6 +480,22 @@ class DriverNode(Node):
         o = pose.pose.orientation
         o.w, o.x, o.y, o.z = map(float, state.ee_orientation)
         self._pose_pub.publish(pose)
+        if self._odom_pub is not None and state.base_pose is not None:
+            self._odom_pub.publish(self._odometry(state, stamp))
+
+    def _odometry(self, state, stamp):
+        odom = Odometry()
+        odom.header.stamp = stamp
+        odom.header.frame_id, odom.child_frame_id = self._odom_frames
+        x, y, yaw = map(float, state.base_pose)
+        odom.pose.pose.position.x, odom.pose.pose.position.y = x, y
+        q = odom.pose.pose.orientation
+        q.w, q.z = math.cos(yaw / 2.0), math.sin(yaw / 2.0)
+        if state.base_twist is not None:
+            vx, vy, wz = map(float, state.base_twist)
+            odom.twist.twist.linear.x, odom.twist.twist.linear.y = vx, vy
+            odom.twist.twist.angular.z = wz
+        return odom
 
     def _camera_tick(self):
         stamp = self.get_clock().now().to_msg()
@@ -486,26 +504,21 @@ class DriverNode(Node):
                 self.backend.render(name), stamp=stamp, frame_id=f'{name}_camera'))
 
     def _publish_diagnostics(self):
-        with self._lock:
-            estop, enabled = self._estop, self._actuation_enabled
-        status = DiagnosticStatus(name=f'{self.get_name()}: driver', hardware_id=self.backend.name)
-        if estop:
-            status.level, status.message = DiagnosticStatus.ERROR, 'e-stop engaged'
-        elif not enabled:
-            status.level, status.message = DiagnosticStatus.WARN, 'actuation disabled'
-        elif self._watchdog_tripped:
-            status.level, status.message = DiagnosticStatus.OK, 'idle (watchdog: no commands)'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'commands flowing'
+        status = self.core.status()
+        level = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
+                 'error': DiagnosticStatus.ERROR}[status.level]
+        msg = DiagnosticStatus(name=f'{self.get_name()}: driver', hardware_id=self.backend.name,
+                               level=level, message=status.message)
         values = {
-            'watchdog_tripped': self._watchdog_tripped, 'estop': estop,
-            'actuation_enabled': enabled, 'clamped_count': self._clamped_count,
-            'rejected_count': self._rejected_count, 'backend': self.backend.name,
+            'watchdog_tripped': status.watchdog_tripped, 'estop': status.estop,
+            'actuation_enabled': status.actuation_enabled,
+            'clamped_count': status.clamped_count, 'rejected_count': status.rejected_count,
+            'backend': self.backend.name,
         }
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
+        msg.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[msg])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
 
     def destroy_node(self):
         """Leave the robot still and release the backend before the node goes away.
@@ -513,21 +526,20 @@ class DriverNode(Node):
         Call it from the thread that spun the node: GL contexts of simulated cameras are
         bound to the thread that rendered with them.
         """
-        backend = getattr(self, 'backend', None)
         try:
-            if backend is not None:
-                try:
-                    base = np.zeros(3) if backend.supports_base else None
-                    backend.send_command(np.zeros(6), self._gripper_target, base, self._period)
-                finally:
-                    backend.stop()
+            if getattr(self, 'backend', None) is not None:
+                self._release()
         finally:
             super().destroy_node()
 
 
 def main(args=None):
     """Entry point of ``ros2 run vla_ros driver_node``."""
-    spin_node(DriverNode, args)
+    try:
+        spin_node(DriverNode, args)
+    except BackendError as err:  # a user's configuration error: the message, no traceback
+        print(f'vla_driver: {err}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

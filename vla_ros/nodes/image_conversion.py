@@ -1,9 +1,10 @@
-"""Image messages <-> numpy arrays: the one tested path from camera topics to policy input.
+"""Image messages <-> numpy arrays: the one tested path from camera topics to RGB arrays.
 
 ``image_msg_to_rgb`` / ``compressed_msg_to_rgb`` turn ``sensor_msgs/Image`` and
-``sensor_msgs/CompressedImage`` into HxWx3 uint8 RGB; ``prepare_image`` resizes to the
-policy's declared size and ``normalize_image`` applies a policy's mean/std. The readers
-only use the message fields (duck typing), so rosbags-deserialized messages work too.
+``sensor_msgs/CompressedImage`` into HxWx3 uint8 RGB, ``rgb_to_image_msg`` /
+``rgb_to_compressed_msg`` go the other way. What a policy then sees of the array (resizing,
+normalization) is the pure core's :mod:`vla_ros.images`. The readers only use the message
+fields (duck typing), so rosbags-deserialized messages work too.
 
 We deliberately do not use ``cv_bridge``: the PyPI ``cv-bridge`` package is a broken
 ROS 1 port, and a real ROS 2 cv_bridge is not always installed (pip-only setups). Even
@@ -29,6 +30,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vla_ros.images import ImageConversionError, check_rgb
+
 # encoding -> (channels, bytes per channel); depth/mono16 need scaling to uint8
 _ENCODINGS: dict[str, tuple[int, int]] = {
     'rgb8': (3, 1),
@@ -48,10 +51,9 @@ _TO_RGB = {
     'mono8': cv2.COLOR_GRAY2RGB,
 }
 DEFAULT_DEPTH_RANGE_MM = (0.0, 4000.0)
-
-
-class ImageConversionError(ValueError):
-    """An image message cannot be converted (bad sizes, encoding or data)."""
+__all__ = ['DEFAULT_DEPTH_RANGE_MM', 'ImageConversionError', 'SUPPORTED_ENCODINGS',
+           'compressed_msg_to_rgb', 'header_stamp_seconds', 'image_msg_to_rgb', 'msg_to_rgb',
+           'rgb_to_compressed_msg', 'rgb_to_image_msg', 'stamp_to_seconds']
 
 
 def _byte_view(data: Any, what: str) -> np.ndarray:
@@ -187,50 +189,6 @@ def msg_to_rgb(msg: Any, **kwargs: Any) -> np.ndarray:
     return image_msg_to_rgb(msg, **kwargs)
 
 
-def _check_rgb(rgb: Any) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
-            or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        desc = f'{rgb.dtype} {rgb.shape}' if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise ImageConversionError(f'expected a non-empty HxWx3 uint8 RGB array, got {desc}')
-    return rgb
-
-
-def prepare_image(
-    rgb: np.ndarray, size: tuple[int, int] = (224, 224), interpolation: int | None = None
-) -> np.ndarray:
-    """Resize HxWx3 uint8 RGB to ``size`` = (width, height), returning a contiguous array.
-
-    By default INTER_AREA is used when shrinking (it averages, so no aliasing) and
-    INTER_LINEAR when enlarging. Returns the input itself if it already has that size and
-    is contiguous.
-    """
-    rgb = _check_rgb(rgb)
-    w, h = (int(v) for v in size)
-    if w <= 0 or h <= 0:
-        raise ValueError(f'size must be a positive (width, height), got {size!r}')
-    if rgb.shape[:2] == (h, w):
-        return np.ascontiguousarray(rgb)
-    if interpolation is None:
-        shrink = w <= rgb.shape[1] and h <= rgb.shape[0]
-        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (w, h), interpolation=interpolation)
-
-
-def normalize_image(rgb: np.ndarray, mean: Any, std: Any) -> np.ndarray:
-    """Return float32 CHW ``(rgb / 255 - mean) / std`` (mean/std per channel, [0, 1] scale)."""
-    rgb = _check_rgb(rgb)
-    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-    std = np.asarray(std, dtype=np.float32).reshape(-1)
-    if mean.size != 3 or std.size != 3 or not (std > 0).all():
-        raise ValueError(f'mean and std must be 3 values with std > 0, got {mean}, {std}')
-    # Fold /255 into the affine map: x * (1 / (255 std)) - mean / std, one pass.
-    scale = 1.0 / (255.0 * std)
-    out = rgb.transpose(2, 0, 1).astype(np.float32)
-    out *= scale[:, None, None]
-    out -= (mean / std)[:, None, None]
-    return out
-
-
 def stamp_to_seconds(stamp: Any) -> float:
     """Convert a builtin_interfaces/Time (``sec``, ``nanosec``) to float seconds."""
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
@@ -281,7 +239,7 @@ def rgb_to_image_msg(
     channels, depth = _ENCODINGS[key]
     if depth == 1 and not (key == 'mono8' and isinstance(rgb, np.ndarray) and rgb.ndim == 2
                            and rgb.dtype == np.uint8):
-        rgb = _check_rgb(rgb)
+        rgb = check_rgb(rgb)
         if key != 'rgb8':
             code = {'bgr8': cv2.COLOR_RGB2BGR, 'rgba8': cv2.COLOR_RGB2RGBA,
                     'bgra8': cv2.COLOR_RGB2BGRA, 'mono8': cv2.COLOR_RGB2GRAY}[key]
@@ -310,7 +268,7 @@ def rgb_to_compressed_msg(
     """Build a ``sensor_msgs/CompressedImage`` (jpeg or png) from HxWx3 uint8 RGB."""
     from sensor_msgs.msg import CompressedImage
 
-    rgb = _check_rgb(rgb)
+    rgb = check_rgb(rgb)
     if fmt not in ('jpeg', 'png'):
         raise ValueError(f'fmt must be "jpeg" or "png", got {fmt!r}')
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == 'jpeg' else []

@@ -17,23 +17,25 @@ import json
 import threading
 import unicodedata
 
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from vla_ros_msgs.msg import ActionChunk, GripperCommand, PolicyStatus
 
-from vla_ros.actions.safety import SafetyLimits
+from vla_ros.inference_config import (
+    ENGINE_PARAMS,
+    POLICY_PARAMS,
+    command_limits,
+    engine_config,
+    parse_policy_params,
+    policy_arguments,
+)
 from vla_ros.nodes import qos
+from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -48,45 +50,23 @@ from vla_ros.nodes.messages import (
     twist_msg,
 )
 from vla_ros.nodes.spin import spin_node
+from vla_ros.parameters import INFERENCE_PARAMETERS
 from vla_ros.policies.registry import available_policies, policy_info
 from vla_ros.runtime.commands import shape_command
-from vla_ros.runtime.engine import SWAP_BEHAVIORS, EngineConfig, InferenceEngine
+from vla_ros.runtime.engine import InferenceEngine
 from vla_ros.runtime.policy_process import load as load_policy
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.proprio import ProprioLayout
 from vla_ros.runtime.remote_policy import RemotePolicy, SpareProcess
 from vla_ros.runtime.worker import InferenceWorker
 
-STRATEGIES = ('receding_horizon', 'temporal_ensemble', 'latency_aware')
-# Changing any of these reloads the policy in the background.
-POLICY_PARAMS = ('policy', 'policy_params', 'model_path', 'device', 'dtype', 'unnorm_key')
-# Families whose policies are learned models: without a checkpoint they act at random.
-LEARNED_FAMILIES = ('rt1', 'openvla', 'octo', 'pi0', 'rt2')
-ENGINE_PARAMS = ('chunk_strategy', 'execute_steps', 'ensemble_coefficient',
-                 'merge_new_weight', 'low_queue_depth', 'stale_image_timeout',
-                 'inference_timeout', 'swap_behavior', 'chunk_timing')
+__all__ = ['ENGINE_PARAMS', 'LEARNED_FAMILIES', 'POLICY_PARAMS', 'InferenceNode',
+           'instruction_problem', 'main', 'parse_policy_params', 'untrained_warning']
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-
-
-def _int_range(lo, hi):
-    return [IntegerRange(from_value=lo, to_value=hi, step=1)]
-
-
-def parse_policy_params(text: str) -> dict:
-    """Parse the ``policy_params`` parameter (a JSON or YAML mapping)."""
-    if not text.strip():
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f'policy_params is not valid YAML/JSON: {exc}') from exc
-    if not isinstance(value, dict):
-        raise ValueError(f'policy_params must be a mapping, got {type(value).__name__}')
-    return value
-
+# Registry families whose policies are learned models that also build from a preset
+# without a checkpoint (then they act at random). pi0 and pi05 are not listed: they
+# refuse to load without model_path, which is its own clear error.
+LEARNED_FAMILIES = ('rt1', 'openvla', 'octo', 'pi0_style', 'rt2', 'smolvla')
 
 MAX_INSTRUCTION_CHARS = 2000
 
@@ -110,15 +90,15 @@ class InferenceNode(Node):
 
     def __init__(self, context=None, **kwargs):
         super().__init__(kwargs.pop('node_name', 'vla_inference'), context=context, **kwargs)
-        self._declare_parameters()
+        declare_parameters(self, INFERENCE_PARAMETERS)
         p = self._params()
-        self._engine = InferenceEngine(self._engine_config(p))
+        self._engine = InferenceEngine(engine_config(p))
         self._proprio_layout = ProprioLayout(
             tuple(j for j in p['proprio_joints'] if j),
             tuple(j for j in p['gripper_joints'] if j), p['gripper_open_position'])
         self._ee_frame = p['ee_frame']
         self._base_frame = p['base_frame']
-        self._limits = self._command_limits(p)
+        self._limits = command_limits(p)
         self._load_lock = threading.Lock()
         self._load_generation = 0
         self._input_error = ''
@@ -172,121 +152,12 @@ class InferenceNode(Node):
         self._start_policy_load(p)
 
     # ------------------------------------------------------------ parameters
-    def _declare_parameters(self):
-        def d(text, **kw):
-            return ParameterDescriptor(description=text, **kw)
-
-        self.declare_parameter('policy', 'scripted', d(
-            'registry name of the policy (vla-ros policies lists them); changing it '
-            'loads the new policy in the background'))
-        self.declare_parameter('policy_params', '{}', d(
-            'extra constructor arguments of the policy, a JSON/YAML mapping'))
-        self.declare_parameter('model_path', '', d('checkpoint directory or file'))
-        self.declare_parameter('device', 'cpu', d('torch device, e.g. cpu or cuda:0'))
-        self.declare_parameter('dtype', 'float32', d('float32, bfloat16 or float16'))
-        self.declare_parameter('unnorm_key', '', d(
-            'dataset key of the normalization statistics (mandatory if several)'))
-        self.declare_parameter('chunk_strategy', 'receding_horizon', d(
-            f'how chunks become per-tick actions: {", ".join(STRATEGIES)}'))
-        self.declare_parameter('execute_steps', 4, d(
-            'receding horizon: actions executed from a chunk before the newest is used',
-            integer_range=_int_range(1, 1000)))
-        self.declare_parameter('ensemble_coefficient', 0.01, d(
-            'temporal ensembling: weight exp(-m*i), i = 0 for the oldest prediction',
-            floating_point_range=_float_range(0.0, 10.0)))
-        self.declare_parameter('merge_new_weight', 0.7, d(
-            'latency-aware merging: weight of the new chunk on overlapping steps',
-            floating_point_range=_float_range(0.0, 1.0)))
-        self.declare_parameter('control_rate_hz', 10.0, d(
-            'command publishing rate', read_only=True,
-            floating_point_range=_float_range(1.0, 200.0)))
-        self.declare_parameter('inference_rate_hz', 5.0, d(
-            'policy rate (0 = only when the buffer runs low)', read_only=True,
-            floating_point_range=_float_range(0.0, 30.0)))
-        self.declare_parameter('low_queue_depth', 2, d(
-            'run the policy early when at most this many actions remain',
-            integer_range=_int_range(0, 1000)))
-        self.declare_parameter('stale_image_timeout', 1.0, d(
-            'hold when the newest image is older than this (s)',
-            floating_point_range=_float_range(0.01, 60.0)))
-        self.declare_parameter('inference_timeout', 2.0, d(
-            'report a policy running longer than this as past its deadline (s)',
-            floating_point_range=_float_range(0.01, 600.0)))
-        self.declare_parameter('chunk_timing', 'observation', d(
-            'observation: action i is for the frame stamp + i * period, late actions are '
-            'skipped; arrival: a chunk starts when it arrives (single-step policies)'))
-        self.declare_parameter('swap_behavior', 'hold', d(
-            'while a new policy loads: hold (zero command) or keep (old policy runs)'))
-        self.declare_parameter('cameras', ['front'], d(
-            'camera names; topics are camera/<name>/image_raw[/compressed]', read_only=True))
-        self.declare_parameter('image_transport', 'raw', d(
-            'raw (sensor_msgs/Image) or compressed (CompressedImage)', read_only=True))
-        self.declare_parameter('use_joint_states', False, d(
-            'subscribe to joint_states for proprioception', read_only=True))
-        self.declare_parameter('proprio_joints', [''], d(
-            'joint_states names forming the proprio vector, in order (empty: all positions '
-            'as published)', read_only=True))
-        self.declare_parameter('gripper_joints', [''], d(
-            'finger joints averaged into a 0..1 opening appended to the proprio vector',
-            read_only=True))
-        self.declare_parameter('gripper_open_position', 0.04, d(
-            'finger position of a fully open gripper', read_only=True,
-            floating_point_range=_float_range(1e-6, 10.0)))
-        self.declare_parameter('ee_frame', 'base_link', d(
-            'frame of the end-effector twist commands'))
-        self.declare_parameter('base_frame', 'base_footprint', d(
-            'frame of the base velocity commands'))
-        self.declare_parameter('max_linear_velocity', 0.25, d(
-            'clamp of the commanded end-effector speed (m/s); the driver enforces its own',
-            floating_point_range=_float_range(0.001, 5.0)))
-        self.declare_parameter('max_angular_velocity', 1.0, d(
-            'clamp of the commanded end-effector angular speed (rad/s)',
-            floating_point_range=_float_range(0.001, 20.0)))
-        self.declare_parameter('max_base_linear_velocity', 0.5, d(
-            'clamp of the commanded base speed (m/s)',
-            floating_point_range=_float_range(0.001, 5.0)))
-        self.declare_parameter('max_base_angular_velocity', 1.0, d(
-            'clamp of the commanded base yaw rate (rad/s)',
-            floating_point_range=_float_range(0.001, 20.0)))
-        self.declare_parameter('torch_threads', 1, d(
-            'intra-op threads for torch policies (0 = torch default). One is fastest for '
-            'small models on a busy CPU: the control loop and ROS need cores too',
-            integer_range=_int_range(0, 256)))
-        self.declare_parameter('status_rate_hz', 5.0, d(
-            'PolicyStatus rate', read_only=True, floating_point_range=_float_range(0.1, 100.0)))
-        self.declare_parameter('policy_process', True, d(
-            'load and run the policy in its own process (frames via shared memory; a crash '
-            'or hang is a hold and a restart); false: a thread of the node process',
-            read_only=True))
-
     def _params(self, overrides=None) -> dict:
         values = {name: self.get_parameter(name).value
                   for name in self._parameters}
         for param in overrides or []:
             values[param.name] = param.value
         return values
-
-    @staticmethod
-    def _command_limits(p: dict) -> SafetyLimits:
-        # A first clamp at the source; the driver applies the full limits again.
-        return SafetyLimits(max_linear_velocity=p['max_linear_velocity'],
-                            max_angular_velocity=p['max_angular_velocity'],
-                            max_base_linear_velocity=p['max_base_linear_velocity'],
-                            max_base_angular_velocity=p['max_base_angular_velocity'])
-
-    @staticmethod
-    def _engine_config(p: dict) -> EngineConfig:
-        strategy_params = {
-            'receding_horizon': {'execute_steps': p['execute_steps']},
-            'temporal_ensemble': {'m': p['ensemble_coefficient']},
-            'latency_aware': {'new_weight': p['merge_new_weight']},
-        }.get(p['chunk_strategy'], {})
-        return EngineConfig(
-            control_rate_hz=p['control_rate_hz'], inference_rate_hz=p['inference_rate_hz'],
-            low_queue_depth=p['low_queue_depth'], stale_image_timeout=p['stale_image_timeout'],
-            inference_timeout=p['inference_timeout'], chunk_strategy=p['chunk_strategy'],
-            strategy_params=strategy_params, swap_behavior=p['swap_behavior'],
-            chunk_timing=p['chunk_timing'])
 
     def _validate_parameters(self, params) -> SetParametersResult:
         p = self._params(params)
@@ -295,14 +166,13 @@ class InferenceNode(Node):
                 raise ValueError(f'unknown policy {p["policy"]!r}; available: '
                                  f'{", ".join(available_policies())}')
             parse_policy_params(p['policy_params'])
-            if p['chunk_strategy'] not in STRATEGIES:
-                raise ValueError(f'chunk_strategy must be one of {STRATEGIES}')
-            if p['swap_behavior'] not in SWAP_BEHAVIORS:
-                raise ValueError(f'swap_behavior must be one of {SWAP_BEHAVIORS}')
-            if p['dtype'] not in ('float32', 'bfloat16', 'float16'):
-                raise ValueError('dtype must be float32, bfloat16 or float16')
-            self._engine_config(p)
-            self._command_limits(p)
+            for name in ('chunk_strategy', 'swap_behavior', 'chunk_timing', 'gripper_mode',
+                         'dtype'):
+                allowed = INFERENCE_PARAMETERS[name].allowed()
+                if p[name] not in allowed:
+                    raise ValueError(f'{name} must be one of {allowed}')
+            engine_config(p)
+            command_limits(p)
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -311,23 +181,16 @@ class InferenceNode(Node):
         names = {param.name for param in params}
         p = self._params()
         self._ee_frame, self._base_frame = p['ee_frame'], p['base_frame']
-        self._limits = self._command_limits(p)
+        self._limits = command_limits(p)
         if names & set(ENGINE_PARAMS):
-            self._engine.reconfigure(self._engine_config(p))
+            self._engine.reconfigure(engine_config(p))
         if names & set(POLICY_PARAMS):
             self._start_policy_load(p)
 
     # ---------------------------------------------------------- policy swap
     def _start_policy_load(self, p: dict) -> None:
         """Load in a thread; the engine switches atomically when it is ready."""
-        name = p['policy']
-        config = parse_policy_params(p['policy_params'])
-        for key in ('model_path', 'unnorm_key'):
-            if p[key]:
-                config[key] = p[key]
-        if p['model_path']:
-            config.setdefault('device', p['device'])
-            config.setdefault('dtype', p['dtype'])
+        name, config = policy_arguments(p)
         with self._load_lock:
             self._load_generation += 1
             generation = self._load_generation
@@ -427,7 +290,8 @@ class InferenceNode(Node):
             self.get_logger().warning(f'rejected {reason}; keeping the current one')
             return
         self.get_logger().info(f'instruction: {text!r}')
-        retriever = getattr(self._engine.policy, 'retriever', None)
+        policy = self._engine.policy
+        retriever = policy.retriever if policy is not None else None
         if retriever is not None:  # say what the policy will actually be asked to do
             try:
                 match = retriever.resolve(text)
@@ -479,7 +343,8 @@ class InferenceNode(Node):
     def _publish_diagnostics(self) -> None:
         s = self._engine.status(self._now())
         level = {0: DiagnosticStatus.WARN, 1: DiagnosticStatus.OK, 2: DiagnosticStatus.OK,
-                 3: DiagnosticStatus.WARN, 4: DiagnosticStatus.ERROR}[int(s.state)]
+                 3: DiagnosticStatus.WARN, 4: DiagnosticStatus.ERROR,
+                 5: DiagnosticStatus.OK}[int(s.state)]
         values = {'policy': s.policy, 'state': s.state.name,
                   'last_inference_latency_s': f'{s.last_inference_latency:.4f}',
                   'queue_depth': str(s.queue_depth),

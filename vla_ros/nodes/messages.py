@@ -44,12 +44,6 @@ def base_twist_msg(base: np.ndarray, stamp: float, frame_id: str) -> TwistStampe
     return msg
 
 
-def twist_to_array(msg: TwistStamped) -> np.ndarray:
-    """TwistStamped -> [vx, vy, vz, wx, wy, wz]."""
-    t = msg.twist
-    return np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
-
-
 def gripper_msg(position: float, stamp: float, frame_id: str = '') -> GripperCommand:
     """A stamped gripper command (0 closed .. 1 open)."""
     return GripperCommand(header=Header(stamp=to_time_msg(stamp), frame_id=frame_id),

@@ -6,6 +6,8 @@ import threading
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+from vla_ros.dds import apply_default_profile
+
 
 class _InterruptRecorder:
     """Python-level SIGINT handler that remembers the signal, then raises KeyboardInterrupt.
@@ -33,6 +35,7 @@ def spin_node(node_factory, args=None) -> None:
     interrupt = _InterruptRecorder()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, interrupt)
+    apply_default_profile()  # before rclpy.init: Fast DDS reads it when it starts
     rclpy.init(args=args)
     node = None
     try:

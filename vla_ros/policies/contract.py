@@ -55,6 +55,10 @@ def _as_rgb_stats(value: Any, what: str) -> tuple[float, float, float] | None:
     return stats  # type: ignore[return-value]
 
 
+# How frames may be resized to a policy's image_size (see PolicySpec.image_resize).
+IMAGE_RESIZE_METHODS = ('default', 'resize-naive', 'resize-crop', 'letterbox')
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """What a policy declares about its inputs and outputs.
@@ -62,7 +66,10 @@ class PolicySpec:
     ``image_size`` is ``(width, height)``. ``image_mean``/``image_std`` are per-channel RGB
     statistics on the [0, 1] scale used by ``normalize_image``; ``None`` means the policy
     takes uint8 images as they are. ``control_period`` is the time in seconds between
-    consecutive actions of a chunk.
+    consecutive actions of a chunk. ``image_resize`` is how frames are brought to
+    ``image_size`` (``prepare_image``'s ``method``): ``'default'`` (OpenCV area/linear) or
+    one of OpenVLA's Pillow-bicubic strategies ``'resize-naive'``, ``'resize-crop'``,
+    ``'letterbox'``, so a released checkpoint sees the pixels it was trained on.
     """
 
     name: str
@@ -74,6 +81,7 @@ class PolicySpec:
     image_std: tuple[float, float, float] | None = None
     uses_proprio: bool = False
     control_period: float = 0.1
+    image_resize: str = 'default'
 
     def __post_init__(self) -> None:
         # Normalise user-friendly inputs (lists, numpy scalars) so specs compare and hash.
@@ -104,6 +112,9 @@ class PolicySpec:
             raise ValueError(f'control_period must be a positive number, got {period!r}')
         set_(self, 'control_period', period)
         set_(self, 'uses_proprio', bool(self.uses_proprio))
+        if self.image_resize not in IMAGE_RESIZE_METHODS:
+            raise ValueError(f'image_resize must be one of {IMAGE_RESIZE_METHODS}, got '
+                             f'{self.image_resize!r}')
         for attr in ('dim', 'low', 'high', 'names', 'clip'):
             if not hasattr(self.action_space, attr):
                 raise ValueError(f'action_space must be an ActionSpace, got {self.action_space!r}')
@@ -241,7 +252,38 @@ class Policy(abc.ABC):
 
     Implementations must be safe to call from one worker thread at a time; the runtime
     never calls ``predict_chunk`` concurrently on the same instance.
+
+    Besides ``spec`` and ``predict_chunk`` every policy has the members below; their
+    defaults are right for an ordinary image-conditioned policy, and a family overrides
+    only what it needs. Callers use them directly (never ``getattr`` probing):
+
+    - ``needs_images`` (class attribute, default True): False promises the policy never
+      looks at pixels (a privileged simulation expert), so offline rollouts may hand it
+      blank frames of the declared size instead of rendering.
+    - ``attach_simulator(sim, instance)``: privileged simulator access before a simulated
+      episode; the default ignores it (a real policy sees observations only).
+    - ``retriever`` (default None): an instruction retriever the policy maps unknown
+      instructions through (see ``instruction_retrieval``), so the node can say which
+      known instruction it will follow.
+    - ``model`` (default None): the neural network behind the policy, if any.
+    - ``history_window`` (default 1): frames one prediction sees, the newest included. A
+      family with history (Octo, RT-1) keeps the frames of its last predictions within
+      the episode and pads at the episode start by its own rule; training gives every
+      sample the real earlier frames of its episode (``EpisodeDataset.samples``), and
+      the family's ``collate`` pads them by that same rule.
+    - ``action_head`` / ``action_type`` (class attributes, default ''): how the family
+      produces actions, for the policy table (``'diffusion'``, ``'continuous'``, ...).
+    - ``set_statistics(statistics, unnorm_key)`` and ``collate(samples)``: the training
+      hooks; the default says the policy is not trainable. ``TorchPolicy`` implements
+      both (the shared batch convention), a family overrides ``collate`` for its own.
     """
+
+    needs_images: bool = True
+    retriever: Any = None
+    model: Any = None
+    history_window: int = 1
+    action_head: str = ''
+    action_type: str = ''
 
     @property
     @abc.abstractmethod
@@ -262,6 +304,22 @@ class Policy(abc.ABC):
     def check_chunk(self, actions: Any) -> np.ndarray:
         """Return ``actions`` as a validated float32 chunk, else raise InvalidChunkError."""
         return check_chunk(self.spec, actions)
+
+    def attach_simulator(self, sim: Any, instance: Any) -> None:  # noqa: B027 - optional
+        """Take privileged access to ``sim`` for the episode ``instance`` (default: ignore)."""
+
+    def set_statistics(self, statistics: Any, unnorm_key: str) -> None:
+        """Install dataset statistics before training (default: not trainable, raises)."""
+        raise NotImplementedError(f'policy {self.spec.name!r} is not trainable: it takes no '
+                                  f'dataset statistics')
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Training samples (images already prepared) -> a batch for ``training_loss``.
+
+        The default says the policy is not trainable.
+        """
+        raise NotImplementedError(f'policy {self.spec.name!r} is not trainable: it has no '
+                                  f'training batch format')
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (GPU memory, threads); the default does nothing."""

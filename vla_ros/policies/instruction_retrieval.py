@@ -150,8 +150,47 @@ class InstructionRetrievalPolicy(Policy):
         """Close the wrapped policy."""
         self.policy.close()
 
+    # The contract's optional members are the wrapped policy's (declared on Policy, so
+    # they must be forwarded explicitly: __getattr__ never sees them).
+    @property
+    def needs_images(self) -> bool:
+        """As the wrapped policy."""
+        return self.policy.needs_images
+
+    @property
+    def model(self):
+        """The wrapped policy's network."""
+        return self.policy.model
+
+    @property
+    def history_window(self) -> int:
+        """As the wrapped policy."""
+        return self.policy.history_window
+
+    @property
+    def action_head(self) -> str:
+        """As the wrapped policy."""
+        return self.policy.action_head
+
+    @property
+    def action_type(self) -> str:
+        """As the wrapped policy."""
+        return self.policy.action_type
+
+    def attach_simulator(self, sim, instance) -> None:
+        """As the wrapped policy."""
+        self.policy.attach_simulator(sim, instance)
+
+    def set_statistics(self, statistics, unnorm_key: str) -> None:
+        """As the wrapped policy."""
+        self.policy.set_statistics(statistics, unnorm_key)
+
+    def collate(self, samples: list[dict]) -> dict:
+        """As the wrapped policy."""
+        return self.policy.collate(samples)
+
     def __getattr__(self, name):
-        # Anything else (statistics, attach_simulator, needs_images, ...) is the policy's.
+        # Anything else (a family's own attributes: statistics, config, ...) is the policy's.
         if name == 'policy':
             raise AttributeError(name)
         return getattr(self.policy, name)

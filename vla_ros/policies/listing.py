@@ -1,10 +1,10 @@
 """The policy table: what every registered policy is, built for real at its tiny size.
 
 Used by ``vla-ros policies --json`` and the latency benchmark. Each family describes its
-action head with the class attributes ``action_head`` (e.g. ``'256-way softmax x11'``,
+action head with the contract's ``action_head`` (e.g. ``'256-way softmax x11'``,
 ``'text tokens'``, ``'diffusion'``, ``'flow matching'``) and ``action_type``
-(``'discrete'`` or ``'continuous'``); :data:`FALLBACK_HEADS` covers families that do not
-(yet) declare them.
+(``'discrete'`` or ``'continuous'``); :data:`FALLBACK_HEADS` covers families that leave
+them empty.
 """
 
 from typing import Any
@@ -18,32 +18,30 @@ FALLBACK_HEADS = {
     'openvla': ('text tokens', 'discrete'),
     'rt2': ('text tokens', 'discrete'),
     'octo': ('diffusion', 'continuous'),
-    'pi0': ('flow matching', 'continuous'),
+    'pi0_style': ('flow matching', 'continuous'),
 }
 NO_MODEL = ('scripted (no model)', 'continuous')
 
 
 def describe_head(policy, family: str) -> tuple[str, str]:
-    """``(action_head, action_type)`` of a built policy (class attributes, else fallback)."""
-    from_class = [getattr(type(policy), a, None) for a in ('action_head', 'action_type')]
-    if all(isinstance(v, str) and v for v in from_class):
-        return from_class[0], from_class[1]
-    if getattr(policy, 'model', None) is None:
+    """``(action_head, action_type)`` of a built policy (declared, else the fallback)."""
+    if policy.model is None:
         head, kind = NO_MODEL
     else:
         head, kind = FALLBACK_HEADS.get(family, ('unknown', 'unknown'))
-    head = from_class[0] if isinstance(from_class[0], str) and from_class[0] else head
-    kind = from_class[1] if isinstance(from_class[1], str) and from_class[1] else kind
+    head = policy.action_head or head
+    kind = policy.action_type or kind
     return head.format(dim=policy.spec.action_space.dim), kind
 
 
 def full_parameter_count(policy) -> int | None:
     """Parameters of the family's 'full' preset on the meta device (None without one)."""
+    from vla_ros.policies.torch_policy import TorchPolicy
+
     cls = type(policy)
-    count = getattr(cls, 'count_parameters', None)
-    if count is None or 'full' not in getattr(cls, 'presets', {}):
+    if not issubclass(cls, TorchPolicy) or 'full' not in cls.presets:
         return None
-    return int(count('full'))
+    return int(cls.count_parameters('full'))
 
 
 def policy_row(name: str, include_full: bool = True, policy=None) -> dict[str, Any]:
@@ -60,7 +58,7 @@ def policy_row(name: str, include_full: bool = True, policy=None) -> dict[str, A
     try:
         spec = policy.spec
         head, kind = describe_head(policy, info.family)
-        model = getattr(policy, 'model', None)
+        model = policy.model
         row.update({
             'action_head': head,
             'action_type': kind,

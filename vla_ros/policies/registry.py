@@ -36,9 +36,15 @@ _BUILTINS = (
         'Deterministic scripted chunks for runtime tests (no model).',
         'scripted',
     ),
-    PolicyInfo('pi0', 'vla_ros.policies.pi0.policy:load',
+    PolicyInfo('pi0', 'vla_ros.policies.lerobot_pi.policy:load_pi0',
+               'pi0: a LeRobot checkpoint (model_path, tokenizer_path): PaliGemma prefix + '
+               'Gemma-300M flow-matching expert.', 'pi0'),
+    PolicyInfo('pi05', 'vla_ros.policies.lerobot_pi.policy:load_pi05',
+               'pi0.5: a LeRobot checkpoint (model_path, tokenizer_path): state as prompt '
+               'tokens, adaRMS time conditioning.', 'pi05'),
+    PolicyInfo('pi0_style', 'vla_ros.policies.pi0.policy:load',
                'pi0-style: PaliGemma-style prefix + flow-matching action expert, 50-step '
-               'chunks.', 'pi0'),
+               'chunks.', 'pi0_style'),
     PolicyInfo('rt2', 'vla_ros.policies.rt2.policy:load',
                'RT-2-style: PaliGemma VLM writing 7 bin indices as text, constrained '
                'decoding.', 'rt2'),
@@ -51,6 +57,13 @@ _BUILTINS = (
     PolicyInfo('openvla', 'vla_ros.policies.openvla.policy:load',
                'OpenVLA: DINOv2 + SigLIP -> MLP -> Llama-2, 7 greedy action tokens '
                '(256 bins), q01/q99 statistics per dataset.', 'openvla'),
+    PolicyInfo('openvla_sim', 'vla_ros.policies.openvla_sim.policy:load',
+               "OpenVLA's simulation variant (the shipped openvla_sim): readout tokens per "
+               'camera, simulator-truth training probes; presets sim_base, sim, sim_pixel.',
+               'openvla'),
+    PolicyInfo('smolvla', 'vla_ros.policies.smolvla.policy:load',
+               'SmolVLA (LeRobot checkpoints): SmolVLM2 prefix + interleaved action expert, '
+               'flow matching, 50-step chunks.', 'smolvla'),
 )
 
 _lock = threading.Lock()

@@ -15,7 +15,9 @@ continuous dimension in order, missing values 0; binary dimensions such as the g
 
 Instruction rules (whole words, case-insensitive): ``stop``/``halt``/``freeze`` -> all
 continuous dimensions 0 (gripper kept); otherwise ``left``/``back``/``backward(s)``/
-``reverse`` -> continuous dimensions negated. Rows are finally clipped to the action
+``reverse`` -> continuous dimensions negated; ``finish``/``finished``/``done`` -> a
+``terminate`` dimension, if the space has one, says "done" (its highest category) in
+every row. Rows are finally clipped to the action
 space bounds. ``noise > 0`` adds Gaussian noise seeded by ``(seed, stamp)``.
 
 Fault injection: after ``fail_after`` calls (``None`` = from the first call),
@@ -43,6 +45,7 @@ from vla_ros.policies.contract import Observation, Policy, PolicySpec
 PATTERNS = ('constant', 'sine', 'ramp')
 FAIL_MODES = (None, 'raise', 'nan', 'wrong_shape', 'hang', 'abort')
 _STOP_WORDS = frozenset({'stop', 'halt', 'freeze'})
+_DONE_WORDS = frozenset({'finish', 'finished', 'done'})
 _REVERSE_WORDS = frozenset({'left', 'back', 'backward', 'backwards', 'reverse'})
 _SINE_PERIOD = 2.0
 
@@ -151,6 +154,9 @@ class ScriptedPolicy(Policy):
             rows[:, self._motion] = 0.0
         elif words & _REVERSE_WORDS:
             rows[:, self._motion] *= -1.0
+        if words & _DONE_WORDS and 'terminate' in spec.action_space.names:
+            i = spec.action_space.index('terminate')
+            rows[:, i] = spec.action_space.high[i]
         if self.noise > 0:
             key = int(round(abs(stamp) * 1e6)) % (1 << 63)
             rng = np.random.default_rng((self.seed, key))

@@ -36,6 +36,7 @@ CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 STATISTICS_FILE = 'dataset_statistics.json'
 DTYPES = ('float32', 'bfloat16', 'float16')
+LEGACY_FAMILIES = {'pi0': 'pi0_style'}  # config.json "family" -> registry name
 
 
 def resolve_device(device: str):
@@ -91,6 +92,8 @@ class TorchPolicy(Policy, abc.ABC):
     """A policy backed by a torch ``nn.Module`` with a configuration dataclass."""
 
     family: str = ''
+    # Family names older checkpoints of this class were saved under (renamed families).
+    legacy_families: tuple[str, ...] = ()
     config_class: type = None
     # Named configurations: 'tiny' runs on this CPU in tests, 'full' is the published size.
     presets: dict = {}
@@ -177,7 +180,7 @@ class TorchPolicy(Policy, abc.ABC):
         :meth:`_statistics_changed`; otherwise a trained model would see raw inputs in
         training and normalized ones once loaded from its checkpoint, or the reverse.
         """
-        mode = getattr(self.normalizer, 'mode', 'bounds_q99')
+        mode = self.normalizer.mode
         self.statistics = statistics
         self.unnorm_key = unnorm_key
         self.normalizer = Normalizer(statistics.select(unnorm_key).action, mode=mode)
@@ -185,6 +188,12 @@ class TorchPolicy(Policy, abc.ABC):
 
     def _statistics_changed(self) -> None:
         """Hook: rebuild whatever derives from ``self.statistics`` (default: nothing)."""
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Prepared training samples -> the shared batch convention (a family may override)."""
+        from vla_ros.training.data import default_collate
+
+        return default_collate(self, samples)
 
     # --------------------------------------------------------------- contract
     @property
@@ -234,6 +243,8 @@ class TorchPolicy(Policy, abc.ABC):
         """Write config.json, model.safetensors and dataset_statistics.json."""
         from safetensors.torch import save_file
 
+        from vla_ros.file_modes import respect_umask
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {'family': self.family, 'config': dataclasses.asdict(self.config)}
@@ -241,6 +252,7 @@ class TorchPolicy(Policy, abc.ABC):
         state = {k: v.detach().to('cpu').contiguous()
                  for k, v in self.model.state_dict().items()}
         save_file(_untie(state), str(path / WEIGHTS_FILE))
+        respect_umask(path / WEIGHTS_FILE)  # save_file writes 0600
         save_statistics(path / STATISTICS_FILE, self.statistics)
         return path
 
@@ -256,7 +268,7 @@ class TorchPolicy(Policy, abc.ABC):
             meta = json.loads((path / CONFIG_FILE).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise PolicyLoadError(f'{path / CONFIG_FILE}: unreadable: {exc}') from exc
-        if meta.get('family') != cls.family:
+        if meta.get('family') not in (cls.family, *cls.legacy_families):
             raise PolicyLoadError(f'{path} holds a {meta.get("family")!r} checkpoint, not '
                                   f'{cls.family!r}')
         stats_path = path / STATISTICS_FILE
@@ -298,4 +310,7 @@ def load_any(model_path: str | Path, **kwargs: Any) -> Policy:
 
     path = validate_model_dir(model_path)
     family = json.loads((path / CONFIG_FILE).read_text()).get('family', '')
+    # vla_ros's small pi0-style family was registered as 'pi0' before 'pi0' meant LeRobot's
+    # pi0 (whose config.json has "type", not "family").
+    family = LEGACY_FAMILIES.get(family, family)
     return make_policy(family, model_path=str(path), **kwargs)

@@ -360,12 +360,12 @@ class ProcessRig:
              'inference_timeout': INFERENCE_TIMEOUT,
              'stale_image_timeout': STALE_IMAGE_TIMEOUT}, namespace=namespace), self.env,
             os.path.join(self.log_dir, 'inference.log'))
-        self.limits = SafetyLimits(max_linear_acceleration=2.0, max_angular_acceleration=8.0,
-                                   workspace_min=(0.2, -0.45, 0.01),
-                                   workspace_max=(0.8, 0.45, 0.6))  # driver defaults
+        self.limits = SafetyLimits()  # the driver's defaults (vla_ros.parameters)
         self.graph = SpinningGraph(context)
         self.monitor = self.graph.add(CommandMonitor(
-            context, Envelope(0.25, 1.0), Envelope.from_limits(self.limits),
+            context,
+            Envelope(self.limits.max_linear_velocity, self.limits.max_angular_velocity),
+            Envelope.from_limits(self.limits),
             1.0 / DRIVER_RATE_HZ, namespace=namespace))
         self.peer = rclpy.create_node('vla_fault_camera', namespace=namespace, context=context)
         self.image_pub = self.peer.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)

@@ -352,11 +352,6 @@ class CommandMonitor(Node):
         with self.lock:
             return [(s, t) for s, t in self.applied if s >= t0]
 
-    def commands_since(self, t0: float):
-        """Inference commands (stamp, received, twist) stamped at or after ``t0``."""
-        with self.lock:
-            return [c for c in self.commands if c[0] >= t0]
-
     def last_message(self) -> str:
         """Message of the newest PolicyStatus ('' before the first)."""
         with self.lock:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vla_ros import bringup
+from vla_ros.parameters import SAFETY_DEFAULTS
 from vla_ros.reliability.graph import (
     CommandMonitor,
     NodeProcess,
@@ -162,11 +163,11 @@ def run_soak(context, env, config: SoakConfig = SoakConfig(), recorder=None,
     driver = _process(driver_spec, config.namespace, env, os.path.join(log_dir, 'driver.log'))
     inference = _process(inference_spec, config.namespace, env,
                          os.path.join(log_dir, 'inference.log'))
-    limits = SafetyLimits(max_linear_acceleration=2.0, max_angular_acceleration=8.0,
-                          workspace_min=(0.2, -0.45, 0.01), workspace_max=(0.8, 0.45, 0.6))
+    limits = SafetyLimits()  # the driver's defaults (vla_ros.parameters)
     graph = SpinningGraph(context)
     monitor = graph.add(CommandMonitor(
-        context, Envelope(0.25, 1.0), Envelope.from_limits(limits),
+        context, Envelope(limits.max_linear_velocity, limits.max_angular_velocity),
+        Envelope.from_limits(limits),
         1.0 / config.driver_rate_hz, namespace=config.namespace))
     peer = rclpy.create_node('vla_soak_peer', namespace=config.namespace, context=context)
     counter = _Counter(peer)
@@ -282,8 +283,9 @@ def _summarise(monitor, counter, samples, stalls, config, t_measure, t_end, hold
     gaps = np.diff([a[0] for a in applied]) if len(applied) > 1 else np.array([0.0])
     stamp_gaps = np.diff([c[0] for c in commands]) if len(commands) > 1 else np.array([0.0])
     delays = np.array([c[1] - c[0] for c in commands]) if commands else np.array([0.0])
-    # Driver default max_linear_acceleration (2 m/s^2) times one period, plus 1 %.
-    stops = _watchdog_stops(applied, 1.01 * 2.0 / config.driver_rate_hz)
+    # Driver default max_linear_acceleration times one period, plus 1 %.
+    stops = _watchdog_stops(applied, 1.01 * SAFETY_DEFAULTS['max_linear_acceleration']
+                            / config.driver_rate_hz)
     hold_ticks = _diag_value(monitor, ': inference', 'hold_ticks')
     control_ticks = _diag_value(monitor, ': inference', 'control_ticks')
     target = config.watchdog_timeout + 1.0 / config.driver_rate_hz

@@ -22,6 +22,8 @@ class Command:
     """What the inference node publishes on one control tick.
 
     ``hold`` commands have zero twists and ``gripper=None`` (leave the gripper as it is).
+    ``action`` is the (clipped) action vector the command was converted from, ``None``
+    for holds; offline rollouts record it.
     """
 
     ee_twist: np.ndarray = field(default_factory=lambda: np.zeros(6))
@@ -30,6 +32,7 @@ class Command:
     terminate: bool = False
     hold: bool = True
     reason: str = ''
+    action: np.ndarray | None = None
 
     @classmethod
     def hold_command(cls, reason: str, has_base: bool = False) -> 'Command':
@@ -76,7 +79,7 @@ class ActionToCommand:
         base = action[self._base] / period if self._base is not None else None
         terminate = bool(self._terminate is not None and action[self._terminate] >= 0.5)
         return Command(ee_twist=twist, gripper=gripper, base_twist=base,
-                       terminate=terminate, hold=False, reason='')
+                       terminate=terminate, hold=False, reason='', action=action)
 
 
 @dataclass(frozen=True)

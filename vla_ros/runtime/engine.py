@@ -13,12 +13,13 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 import numpy as np
 
 from vla_ros.actions.chunk_buffer import ChunkBuffer, TimedChunk, make_strategy
+from vla_ros.actions.gripper import GripperFilter, GripperFilterConfig
 from vla_ros.policies.contract import Observation, Policy
 from vla_ros.runtime.commands import ActionToCommand, Command
 
@@ -40,6 +41,7 @@ class EngineState(IntEnum):
     RUNNING = 2
     HOLDING = 3
     ERROR = 4
+    DONE = 5  # the policy said the task is complete; holding until a new instruction
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class EngineConfig:
     swap_behavior: str = 'hold'
     future_stamp_tolerance: float = 0.5
     chunk_timing: str = 'observation'
+    # Gripper command hygiene (vla_ros.actions.gripper): 'continuous' passes the policy's
+    # opening through; 'binary' thresholds it with hysteresis and a minimum dwell.
+    gripper_mode: str = 'continuous'
+    gripper_close_threshold: float = GripperFilterConfig.close_threshold
+    gripper_open_threshold: float = GripperFilterConfig.open_threshold
+    gripper_min_dwell_s: float = GripperFilterConfig.min_dwell_s
 
     def __post_init__(self):
         if not 1.0 <= self.control_rate_hz <= 1000.0:
@@ -79,6 +87,13 @@ class EngineConfig:
             raise ValueError(f'chunk_timing must be one of {CHUNK_TIMINGS}, '
                              f'got {self.chunk_timing!r}')
         make_strategy(self.chunk_strategy, **self.strategy_params)  # validates names/params
+        _ = self.gripper_filter_config  # validates the gripper settings
+
+    @property
+    def gripper_filter_config(self) -> GripperFilterConfig:
+        """The gripper settings as a :class:`GripperFilterConfig`."""
+        return GripperFilterConfig(self.gripper_mode, self.gripper_close_threshold,
+                                   self.gripper_open_threshold, self.gripper_min_dwell_s)
 
     @property
     def control_period(self) -> float:
@@ -126,7 +141,11 @@ class InferenceEngine:
     """Observation slots, inference scheduling, chunk buffer and command conversion."""
 
     def __init__(self, config: EngineConfig, preprocess=None):
-        """Create an engine with no policy; ``preprocess(rgb, size)`` resizes frames."""
+        """Create an engine with no policy.
+
+        ``preprocess(rgb, size, method)`` resizes frames; ``method`` is the policy spec's
+        ``image_resize``.
+        """
         self.config = config
         self._preprocess = preprocess or _default_preprocess
         self._lock = threading.RLock()
@@ -150,6 +169,7 @@ class InferenceEngine:
         self._last_error = ''
         self._last_error_time = -math.inf
         self._last_gripper: float | None = None
+        self._gripper_filter = GripperFilter(config.gripper_filter_config)
         self._inferences = 0
         self._errors = 0
         self._ticks = 0
@@ -198,6 +218,8 @@ class InferenceEngine:
                     (self.config.chunk_strategy, self.config.strategy_params):
                 self._buffer = ChunkBuffer(make_strategy(config.chunk_strategy,
                                                          **config.strategy_params))
+            if config.gripper_filter_config != self._gripper_filter.config:
+                self._gripper_filter = GripperFilter(config.gripper_filter_config)
             self.config = config
 
     # ------------------------------------------------------------------ policy
@@ -378,9 +400,12 @@ class InferenceEngine:
                 self._last_hold_reason = f'invalid action: {exc}'
                 return Command.hold_command(self._last_hold_reason, self._to_command.has_base)
             if command.terminate:
+                # The policy says the task is complete: publish terminate once, then hold
+                # (status DONE) until a new instruction arrives.
                 self._terminated = True
                 self._buffer.clear()
             if command.gripper is not None:
+                command = replace(command, gripper=self._gripper_filter(command.gripper, now))
                 self._last_gripper = command.gripper
             self._last_hold_reason = ''
             return command
@@ -405,6 +430,13 @@ class InferenceEngine:
                 message = self._load_note or 'no policy loaded'
             elif self._last_error and hold:
                 state, message = EngineState.ERROR, f'holding: {self._last_error}'
+            elif self._terminated:
+                state = EngineState.DONE
+                message = (f'done: the policy reports {self._instruction!r} complete; '
+                           f'holding until a new instruction')
+                other = self._observation_problem(now)
+                if other:
+                    message += f' (also: {other})'
             elif hold:
                 state, message = EngineState.HOLDING, f'holding: {hold}'
             elif self._inferences == 0:
@@ -502,7 +534,7 @@ def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, pro
             raise ValueError(f'no frame from camera(s) {missing}')
         stamp = frames[spec.camera_names[0]].stamp
         start = time.perf_counter()
-        images = {cam: preprocess(frames[cam].rgb, spec.image_size)
+        images = {cam: preprocess(frames[cam].rgb, spec.image_size, spec.image_resize)
                   for cam in spec.camera_names}
         observation = Observation(images=images, instruction=instruction, stamp=stamp,
                                   proprio=proprio)
@@ -523,7 +555,7 @@ def _log_timing(name: str, stamp: float, preprocess: float, model: float) -> Non
             f.write(f'{name} {stamp:.9f} {preprocess:.6f} {model:.6f}\n')
 
 
-def _default_preprocess(rgb: np.ndarray, size) -> np.ndarray:
-    from vla_ros.nodes.image_conversion import prepare_image
+def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:
+    from vla_ros.images import prepare_image
 
-    return prepare_image(rgb, size)
+    return prepare_image(rgb, size, method=method)

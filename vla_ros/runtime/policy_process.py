@@ -134,10 +134,12 @@ def _proprio_size(policy) -> int:
     return int(dim) if dim else policy.spec.action_space.dim
 
 
-def _preprocess(rgb, size):
-    from vla_ros.nodes.image_conversion import prepare_image
+def _preprocess(rgb, size, method='default'):
+    # The engine's own preprocessing, with the policy spec's resize method (OpenVLA
+    # checkpoints resize with Pillow's bicubic), so both modes feed the same pixels.
+    from vla_ros.images import prepare_image
 
-    return prepare_image(rgb, size)
+    return prepare_image(rgb, size, method=method)
 
 
 def serve(conn: Connection) -> int:

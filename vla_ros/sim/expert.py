@@ -16,6 +16,8 @@ One state machine per task:
   drifts and lining up again if it slips sideways.
 - pick_up: travel above the object (optionally turning the fingers to a cube's faces),
   descend, close, wait for the grip, lift; if the object slips out, open and try again.
+  Once lifted it holds: fingers closed, zero twist, until the episode ends (episodes that
+  run on after success teach a policy what to do then; see ``rollout(until_horizon)``).
 
 With ``chunk_length > 1`` the expert plans open loop: it rolls its state machine forward on
 a kinematic model (the hand moves exactly as commanded, a held object moves with the
@@ -80,13 +82,18 @@ class ExpertConfig:
     close_tolerance: float = 0.006
     push_travel: float = 0.12     # aim this far past the start (success needs 0.08)
     max_retries: int = 2
+    # pick_up: once the object is held within this distance (m) of the lift goal, stop
+    # moving (zero twist, fingers closed). Chasing the last millimetres with small steps
+    # would make a policy learn a never-ending drift instead of a still hold.
+    hold_tolerance: float = 0.01
 
     def __post_init__(self):
         for name in ('max_step', 'fine_step', 'push_step'):
             value = getattr(self, name)
             if not 0.0 < value <= 0.05:
                 raise ValueError(f'{name} must be in (0, 0.05] m per period, got {value}')
-        for name in ('reach_tolerance', 'grasp_tolerance', 'close_tolerance'):
+        for name in ('reach_tolerance', 'grasp_tolerance', 'close_tolerance',
+                     'hold_tolerance'):
             if not 0.0 < getattr(self, name) <= 0.05:
                 raise ValueError(f'{name} must be in (0, 0.05] m, got {getattr(self, name)}')
         if not 0.0 < self.grasp_yaw_tolerance <= 0.5:
@@ -461,4 +468,17 @@ class ScriptedExpert(Policy):
             return self._move(b, np.r_[b.ee[:2], _SAFE_Z], _yaw(b.rot), 1.0,
                               self.config.fine_step), m
         target = m.anchor + np.array([0.0, 0.0, _LIFT_Z])
+        if m.phase == 'hold' or (b.held and np.linalg.norm(target - b.ee)
+                                 < self.config.hold_tolerance):
+            if m.phase != 'hold':
+                self._enter(m, 'hold', b.time)
+            if b.held:
+                return self._hold(), m
+            self._enter(m, 'lift', b.time)  # it slipped out: the retry logic above next
         return self._move(b, target, _yaw(b.rot), 0.0, self.config.fine_step), m
+
+    def _hold(self) -> np.ndarray:
+        """Zero twist with the fingers closed: keep what is lifted where it is."""
+        action = np.zeros(self._space.dim)
+        action[self._space.index('gripper')] = 0.0
+        return action

@@ -6,6 +6,7 @@ least-squares IK, steps the physics and renders the cameras offscreen. Set
 ``MUJOCO_GL=egl`` before importing mujoco on a headless machine.
 """
 
+import math
 import os
 
 import mujoco
@@ -102,6 +103,7 @@ class ArmSim:
         self._finger_q = m.jnt_qposadr[[m.joint(n).id for n in self.FINGER_JOINTS]]
         if self.mobile:
             self._base_q = m.jnt_qposadr[[m.joint(n).id for n in _BASE_JOINTS]]
+            self._base_v = m.jnt_dofadr[[m.joint(n).id for n in _BASE_JOINTS]]
             self._base_act = np.array([m.actuator(n).id for n in _BASE_JOINTS])
         self._site = m.site('ee').id
         self._base_body = m.body('base').id
@@ -300,6 +302,16 @@ class ArmSim:
             return None
         return tuple(float(v) for v in self.data.qpos[self._base_q])
 
+    def base_velocity(self):
+        """Mobile base ``(vx, vy, wz)`` in the base's own frame, or None without a base."""
+        if not self.mobile:
+            return None
+        vx, vy, wz = (float(v) for v in self.data.qvel[self._base_v])
+        yaw = float(self.data.qpos[self._base_q][2])
+        c, s = math.cos(yaw), math.sin(yaw)
+        # The slide joints move along world x / y; odometry reports the twist in the base.
+        return (c * vx + s * vy, -s * vx + c * vy, wz)
+
     def object_poses(self, frame='base'):
         """Map object name -> (position, quaternion wxyz)."""
         d = self.data
@@ -323,6 +335,14 @@ class ArmSim:
         pos, rot = self._to_frame(d.cam_xpos[cid].copy(), d.cam_xmat[cid].reshape(3, 3).copy(),
                                   'base')
         return pos, rot, float(m.cam_fovy[cid])
+
+    def camera_is_fixed(self, camera):
+        """Whether ``camera`` is welded to the world (its pose never changes with the arm)."""
+        m = self.model
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if cid < 0:
+            raise ValueError(f'unknown camera {camera!r}')
+        return int(m.body_weldid[m.cam_bodyid[cid]]) == 0
 
     def object_half_height(self, name):
         """Half height (m) of an object: its centre's height above the table at rest."""

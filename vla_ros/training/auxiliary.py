@@ -3,7 +3,10 @@
 Demonstrations recorded in simulation carry the episode layout in their metadata. A policy
 may learn to predict it from its image tokens while it learns the actions: a dense,
 low-noise signal for the one thing a visuomotor policy trained from scratch finds hardest,
-where each object is. Only training uses it; inference never sees these targets.
+where each object is. Only training uses it; inference never sees these targets. Only a
+policy that asks computes them (its ``collate`` calls :func:`simulator_targets`, as
+OpenVLA's simulation variant :mod:`vla_ros.policies.openvla_sim` does), with the cameras
+its spec names.
 
 For every scene object (in ``OBJECTS`` order): x and y in the arm-base frame scaled to about
 [-1, 1] over the table, and, for cubes, cos/sin of four times the yaw (a cube looks the same
@@ -21,7 +24,7 @@ import numpy as np
 from vla_ros.sim.tasks import SCENE_OBJECTS
 
 __all__ = ['OBJECTS', 'TARGET_DIM', 'object_targets', 'batch_object_targets',
-           'target_indices', 'named_object_pixels']
+           'target_indices', 'named_object_pixels', 'simulator_targets']
 
 OBJECTS = tuple(SCENE_OBJECTS)
 TARGET_DIM = 4
@@ -74,32 +77,33 @@ def _scene():
     """One kinematic copy of the scene (never rendered): camera poses, object heights."""
     from vla_ros.sim.scene import ArmSim
 
-    return ArmSim(image_size=(64, 64), cameras=('front', 'wrist'))
+    return ArmSim(image_size=(64, 64), cameras=())
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _fixed_camera(camera: str):
     """Pose and field of view of a camera that does not move with the arm, read once."""
     return _scene().camera_pose(camera)
 
 
 def named_object_pixels(samples, image_size: tuple[int, int],
-                        camera: str = 'front') -> tuple[np.ndarray, np.ndarray] | None:
+                        camera: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Where each sample's named object sits in ``camera``'s image, and whether that is known.
 
     Returns ``(points, valid)``: (B, 2) (row, column) in [-1, 1] on the pixel-centre grid of a
     (w, h) = ``image_size`` image (pixel ``i`` -> ``-1 + 2 i / (n - 1)``, the convention of
     the pixel readout), and (B,) bool. Known where the episode layout names the target, it
     has not been moved (as :func:`object_targets` decides) and it projects into the image.
-    The front camera is fixed; the wrist camera's pose is rebuilt from each sample's
-    proprioception (7 joints + gripper). None when no sample has a layout.
+    A camera fixed in the scene keeps its pose; one mounted on the arm (the wrist camera)
+    has its pose rebuilt from each sample's proprioception (7 joints + gripper). None when
+    no sample has a layout; ValueError for a camera the scene does not have.
     """
     if not any((s.get('metadata') or {}).get('placements') for s in samples):
         return None
     from vla_ros.sim.scene import project_points
 
     scene = _scene()
-    fixed = camera == 'front'
+    fixed = scene.camera_is_fixed(camera)
     w, h = image_size
     points = np.zeros((len(samples), 2), np.float32)
     valid = np.zeros(len(samples), bool)
@@ -125,3 +129,23 @@ def named_object_pixels(samples, image_size: tuple[int, int],
         points[i] = (-1 + 2 * (row - 0.5) / (h - 1), -1 + 2 * (col - 0.5) / (w - 1))
         valid[i] = True
     return points, valid
+
+
+def simulator_targets(samples, cameras=(), image_size=None) -> dict[str, np.ndarray]:
+    """The ground-truth arrays of a training batch, for the variant's auxiliary losses.
+
+    ``object_targets``/``object_valid`` (B, objects, TARGET_DIM) and ``target_index`` (B,)
+    when some sample has a layout; with ``cameras`` (the policy spec's, in its order) also
+    ``target_pixel`` (B, cameras, 2) and ``target_pixel_valid`` (B, cameras): the named
+    object's pixel in each camera's ``image_size`` = (w, h) image. Empty without layouts.
+    """
+    objects = batch_object_targets(samples)
+    if objects is None:
+        return {}
+    targets = {'object_targets': objects[0], 'object_valid': objects[1],
+               'target_index': target_indices(samples)}
+    if cameras:
+        found = [named_object_pixels(samples, image_size, c) for c in cameras]
+        targets['target_pixel'] = np.stack([p for p, _ in found], 1)
+        targets['target_pixel_valid'] = np.stack([v for _, v in found], 1)
+    return targets

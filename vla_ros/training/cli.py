@@ -6,8 +6,9 @@ Usage::
                   [--set KEY=VALUE ...] [--init-weights CKPT]
                   [--steps N --batch-size B --lr LR --seed S] [--resume]
                   [--lora-rank R --lora-alpha A --lora-dropout P --lora-targets a,b | --full]
+                  [--allow-untrained-base]
                   [--checkpoint-every K] [--unnorm-key KEY] [--counterfactual [RATE]]
-                  [--keep-statistics] [--relabel-from-state]
+                  [--keep-statistics] [--relabel-from-state] [--history-stride TICKS]
 
 Prints the run's JSON summary on stdout; the progress bar goes to stderr.
 """
@@ -112,6 +113,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--resume', action='store_true',
                    help='continue from the latest checkpoint in --output (same settings)')
     p.add_argument('--full', action='store_true', help='full fine-tuning instead of LoRA')
+    p.add_argument('--allow-untrained-base', action='store_true',
+                   help='apply LoRA although no --model-path / --init-weights gives the '
+                        'preset trained weights (refused otherwise: the frozen base would '
+                        'stay random)')
     p.add_argument('--lora-rank', type=_int_at_least(1), default=None, help='default 8')
     p.add_argument('--lora-alpha', type=_positive_float, default=None,
                    help='default 2 x rank')
@@ -131,6 +136,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--relabel-from-state', action='store_true',
                    help='label the simulated reach and pick-up approach frames anew with '
                         'the current scripted expert, from each frame alone')
+    p.add_argument('--done-label', action='store_true',
+                   help="learn a stop: append each frame's done label as the terminate "
+                        'dimension (data from `vla-ros collect`; the checkpoint must use '
+                        'the extended space, see python -m vla_ros.training.done_label)')
     p.add_argument('--keep-statistics', action='store_true',
                    help="keep the --model-path / --init-weights checkpoint's normalization "
                         'statistics instead of computing them from --data')
@@ -139,6 +148,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help='add, for this fraction (default 1) of the simulated reach/pick_up '
                         'frames, the same images with another object named and the scripted '
                         'expert\'s action for it')
+    p.add_argument('--history-stride', type=_int_at_least(0), default=0, metavar='TICKS',
+                   help='policies with a history window (Octo, RT-1): control ticks between '
+                        'its frames, i.e. between two inferences at run time (default 0: '
+                        "vla-ros eval's schedule, min(5, chunk length))")
     p.add_argument('--device', default='cpu')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
                    help='run at most this many steps now, checkpoint, and exit '
@@ -170,6 +183,8 @@ def config_from_args(args):
         raise ValueError(f'--full and {", ".join(lora_given)} are exclusive')
     if args.model_path and args.size != 'tiny':
         raise ValueError('--size and --model-path are exclusive (a checkpoint has its size)')
+    if args.full and args.allow_untrained_base:
+        raise ValueError('--allow-untrained-base applies to LoRA, not --full')
     lora = None
     if not args.full:
         defaults = LoraSettings()
@@ -184,18 +199,22 @@ def config_from_args(args):
         raise ValueError('--policy is required (or --model-path of a checkpoint)')
     unnorm_key = args.unnorm_key or re.sub(r'[^A-Za-z0-9_.-]+', '_',
                                            Path(args.data).resolve().name) or 'default'
-    return TrainConfig(policy=policy, output=args.output, data=args.data, size=args.size,
-                       model_path=args.model_path, init_weights=args.init_weights,
-                       model_options=dict(args.model_options),
-                       steps=args.steps,
-                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
-                       seed=args.seed, lora=lora, checkpoint_every=args.checkpoint_every,
-                       keep_checkpoints=args.keep_checkpoints, unnorm_key=unnorm_key,
-                       device=args.device, eval_samples=args.eval_samples,
-                       counterfactual=args.counterfactual,
-                       keep_statistics=args.keep_statistics,
-                       relabel_from_state=args.relabel_from_state)
+    config = TrainConfig(policy=policy, output=args.output, data=args.data, size=args.size,
+                         model_path=args.model_path, init_weights=args.init_weights,
+                         model_options=dict(args.model_options),
+                         steps=args.steps,
+                         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm,
+                         seed=args.seed, lora=lora, checkpoint_every=args.checkpoint_every,
+                         keep_checkpoints=args.keep_checkpoints, unnorm_key=unnorm_key,
+                         device=args.device, eval_samples=args.eval_samples,
+                         counterfactual=args.counterfactual,
+                         keep_statistics=args.keep_statistics,
+                         relabel_from_state=args.relabel_from_state,
+                         done_label=args.done_label,
+                         history_stride=args.history_stride,
+                         allow_untrained_base=args.allow_untrained_base)
+    return config
 
 
 def cmd_train(args) -> int:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics, Normalizer
+from vla_ros.actions.normalization import ActionStatistics, DatasetStatistics
 from vla_ros.datasets.episodes import EpisodeDataset
-from vla_ros.nodes.image_conversion import prepare_image
+from vla_ros.images import prepare_image
 from vla_ros.policies.contract import Observation
 
 
@@ -66,21 +66,15 @@ def bounded_statistics(statistics: DatasetStatistics, space) -> DatasetStatistic
 def install_statistics(policy, statistics: DatasetStatistics, unnorm_key: str) -> None:
     """Make ``statistics`` the policy's normalization (saved with every checkpoint).
 
-    A family may define ``set_statistics(statistics, unnorm_key)`` to do more (e.g. keep
-    proprio statistics); otherwise the normalizer is rebuilt in the policy's own mode.
+    Through the contract's ``set_statistics`` (``TorchPolicy`` rebuilds its normalizer in
+    its own mode; a family may do more, e.g. keep proprio statistics).
     """
     entry = statistics.select(unnorm_key)
-    if entry.action.dim != policy.action_space.dim:
+    dim = policy.spec.action_space.dim
+    if entry.action.dim != dim:
         raise ValueError(f'dataset actions have {entry.action.dim} dimensions, policy '
-                         f'{policy.spec.name!r} has {policy.action_space.dim}')
-    hook = getattr(policy, 'set_statistics', None)
-    if callable(hook):
-        hook(statistics, unnorm_key)
-        return
-    mode = getattr(getattr(policy, 'normalizer', None), 'mode', 'bounds_q99')
-    policy.statistics = statistics
-    policy.unnorm_key = unnorm_key
-    policy.normalizer = Normalizer(entry.action, mode=mode)
+                         f'{policy.spec.name!r} has {dim}')
+    policy.set_statistics(statistics, unnorm_key)
 
 
 def check_compatible(policy, dataset, first_sample: dict) -> None:
@@ -102,6 +96,23 @@ def check_compatible(policy, dataset, first_sample: dict) -> None:
               f'policy {spec.name!r} control period {spec.control_period} s', file=sys.stderr)
 
 
+def history_sampling(policy, stride: int = 0) -> dict:
+    """``EpisodeDataset.samples`` arguments giving each sample its run-time history.
+
+    A policy seeing ``history_window`` frames gets the ``history_window - 1`` earlier
+    frames of the episode, ``stride`` control ticks apart (0: the default inference
+    interval of ``vla-ros eval``, see ``default_inference_interval``).
+    """
+    from vla_ros.runtime.lockstep import default_inference_interval
+
+    history = int(policy.history_window) - 1
+    if history < 1:
+        return {}
+    if not stride:
+        stride = default_inference_interval(policy.spec.chunk_length)
+    return {'history': history, 'stride': int(stride)}
+
+
 def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np.ndarray:
     """Sample indices of training step ``step``: a pure function of its arguments.
 
@@ -116,26 +127,35 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np
 
 
 def collate(policy, samples: list[dict]) -> dict:
-    """Samples -> the shared batch convention (on the policy's device).
+    """Samples -> the policy's training batch (on its device).
 
-    Images are first resized with ``prepare_image`` to the spec's size, as the inference
-    node does. Then the family's own ``collate`` is used if it has one; otherwise the
-    images are preprocessed by the policy's own ``images_tensor``, so training sees
-    exactly what inference sees.
+    Images (and the frames of a sample's ``history``) are first resized with
+    ``prepare_image`` to the spec's size the spec's way (``image_resize``), as the
+    inference node does; then the policy's
+    ``collate`` (the contract's training hook) builds the
+    batch: :func:`default_collate` for every ``TorchPolicy`` unless the family has its own.
     """
     spec = policy.spec
-    samples = [dict(s, images={c: prepare_image(s['images'][c], spec.image_size)
-                               for c in spec.camera_names}) for s in samples]
-    own = getattr(policy, 'collate', None)
-    if callable(own):
-        return own(samples)
-    import torch
 
-    from vla_ros.training.auxiliary import (
-        batch_object_targets,
-        named_object_pixels,
-        target_indices,
-    )
+    def prepared(images: dict) -> dict:
+        return {c: prepare_image(images[c], spec.image_size, method=spec.image_resize)
+                for c in spec.camera_names}
+
+    samples = [dict(s, images=prepared(s['images'])) for s in samples]
+    for s in samples:
+        if s.get('history'):  # earlier frames of the episode, for a history window
+            s['history'] = [dict(f, images=prepared(f['images'])) for f in s['history']]
+    return policy.collate(samples)
+
+
+def default_collate(policy, samples: list[dict]) -> dict:
+    """Prepared samples -> the shared batch convention.
+
+    Images go through the policy's own ``images_tensor``, so training sees exactly what
+    inference sees; actions are normalized with the policy's normalizer.
+    """
+    spec = policy.spec
+    import torch
 
     images = [policy.images_tensor(Observation(s['images'], s['instruction']))
               for s in samples]
@@ -144,19 +164,7 @@ def collate(policy, samples: list[dict]) -> dict:
     if spec.uses_proprio:
         proprio = torch.as_tensor(np.stack([s['proprio'] for s in samples]),
                                   dtype=torch.float32, device=policy.device)
-    objects = batch_object_targets(samples)
-    pixels = None
-    if getattr(getattr(policy, 'config', None), 'pixel_keypoint_weight', 0) > 0 \
-            and set(spec.camera_names) <= {'front', 'wrist'}:
-        found = [named_object_pixels(samples, spec.image_size, c) for c in spec.camera_names]
-        if found[0] is not None:  # (B, cameras, 2) and (B, cameras)
-            pixels = (np.stack([p for p, _ in found], 1), np.stack([v for _, v in found], 1))
     return {
-        'target_pixel': None if pixels is None else torch.as_tensor(pixels[0]),
-        'target_pixel_valid': None if pixels is None else torch.as_tensor(pixels[1]),
-        'object_targets': None if objects is None else torch.as_tensor(objects[0]),
-        'object_valid': None if objects is None else torch.as_tensor(objects[1]),
-        'target_index': None if objects is None else torch.as_tensor(target_indices(samples)),
         'images': torch.cat(images),
         'instructions': [s['instruction'] for s in samples],
         'actions': torch.as_tensor(actions, dtype=torch.float32, device=policy.device),

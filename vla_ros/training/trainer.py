@@ -35,6 +35,7 @@ from vla_ros.training.data import (
     bounded_statistics,
     check_compatible,
     collate,
+    history_sampling,
     install_statistics,
     load_dataset,
 )
@@ -50,7 +51,7 @@ SUMMARY = 'training_summary.json'
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
                'lora', 'unnorm_key', 'counterfactual', 'keep_statistics',
-               'relabel_from_state')
+               'relabel_from_state', 'done_label', 'history_stride')
 
 
 class TrainingError(RuntimeError):
@@ -95,6 +96,17 @@ class TrainConfig:
     # Label the simulated reach and pick-up approach frames anew with the current scripted
     # expert, from each frame's state alone (vla_ros.training.counterfactual).
     relabel_from_state: bool = False
+    # Append each frame's done label as a terminate dimension (vla_ros.training.done_label):
+    # the policy learns to say when the task is complete. Needs a checkpoint on the
+    # extended space (`python -m vla_ros.training.done_label SRC OUT` grows one).
+    done_label: bool = False
+    # Control ticks between the frames of a history window (policies that see several
+    # frames, e.g. Octo, RT-1): the ticks between two inferences at run time. 0 -> the
+    # default schedule of ``vla-ros eval`` (receding horizon: min(5, chunk_length)).
+    history_stride: int = 0
+    # LoRA on a preset no checkpoint initialised leaves the frozen base random: refused
+    # unless allowed (``vla-ros train`` refuses by default), and warned about when allowed.
+    allow_untrained_base: bool = True
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
@@ -112,6 +124,7 @@ class TrainConfig:
         positive_int('keep_checkpoints', 0)
         positive_int('eval_samples')
         positive_int('seed', 0)
+        positive_int('history_stride', 0)
         if self.warmup_steps is None:
             self.warmup_steps = int(0.05 * self.steps)
         positive_int('warmup_steps', 0)
@@ -133,6 +146,8 @@ class TrainConfig:
         if not isinstance(self.relabel_from_state, bool):
             raise ValueError(f'relabel_from_state must be true or false, got '
                              f'{self.relabel_from_state!r}')
+        if not isinstance(self.done_label, bool):
+            raise ValueError(f'done_label must be true or false, got {self.done_label!r}')
         if not isinstance(self.keep_statistics, bool):
             raise ValueError(f'keep_statistics must be true or false, got '
                              f'{self.keep_statistics!r}')
@@ -305,6 +320,14 @@ class Trainer:
                              f'{type(policy).__name__}, not a TorchPolicy)')
         if c.init_weights and checkpoint is None:
             self.initialised = initialise_matching(policy, c.init_weights)
+        problem = untrained_lora_problem(c) if checkpoint is None else ''
+        if problem and not c.allow_untrained_base:
+            raise ValueError(f'{problem}. Use --full to train the preset from scratch, '
+                             f'--model-path CKPT to adapt a trained checkpoint, or '
+                             f'--allow-untrained-base to train adapters on the random base '
+                             f'anyway')
+        if problem:
+            print(f'WARNING: {problem}', file=sys.stderr, flush=True)
         if str(policy.dtype) != 'torch.float32':
             raise ValueError(f'training needs float32 weights, got {policy.dtype}')
         return policy
@@ -371,6 +394,8 @@ class Trainer:
     def _save_checkpoint(self, step, policy, adapters, optimizer, scheduler, state) -> Path:
         from safetensors.torch import save_file
 
+        from vla_ros.file_modes import respect_umask
+
         final = self.output / CHECKPOINTS / f'step_{step:08d}'
         tmp = final.with_name(final.name + '.tmp')
         shutil.rmtree(tmp, ignore_errors=True)
@@ -391,6 +416,7 @@ class Trainer:
             tensors.update({f'buffer.{k}': v.detach().cpu().contiguous()
                             for k, v in policy.model.named_buffers()})
         save_file(tensors, str(tmp / STATE_TENSORS))
+        respect_umask(tmp)  # save_file writes 0600
         meta = dict(state, step=step, optimizer=optimizer_meta,
                     scheduler=scheduler.state_dict(), rng=rng_meta)
         (tmp / STATE_JSON).write_text(json.dumps(meta))  # last: marks the checkpoint complete
@@ -429,15 +455,25 @@ class Trainer:
             from vla_ros.training.counterfactual import relabel_from_state
 
             dataset, relabelled = relabel_from_state(dataset, progress=self.progress)
+        if c.done_label:
+            from vla_ros.training.done_label import add_done_dimension
+
+            dataset = add_done_dimension(dataset)
         policy = self._build_policy(checkpoint)
-        samples = list(dataset.samples(policy.spec.chunk_length))
+        samples = list(dataset.samples(policy.spec.chunk_length, **history_sampling(
+            policy, c.history_stride)))
         check_compatible(policy, dataset, samples[0])
         recorded = len(samples)
         if c.counterfactual:
             from vla_ros.training.counterfactual import counterfactual_samples
 
-            samples += counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
-                                              rate=c.counterfactual, progress=self.progress)
+            extra = counterfactual_samples(dataset, policy.spec.chunk_length, seed=c.seed,
+                                           rate=c.counterfactual, progress=self.progress)
+            if c.done_label:
+                from vla_ros.training.done_label import pad_done
+
+                extra = pad_done(extra, policy.action_space.dim)
+            samples += extra
         if c.keep_statistics:
             statistics = self._checkpoint_statistics()
         else:
@@ -542,6 +578,15 @@ class Trainer:
         summary['seconds'] = round(time.monotonic() - started, 3)
         (self.output / SUMMARY).write_text(json.dumps(summary, indent=2) + '\n')
         return summary
+
+
+def untrained_lora_problem(c: TrainConfig) -> str:
+    """Why this run would train LoRA adapters on random base weights ('' if it does not)."""
+    if c.lora is None or c.model_path or c.init_weights:
+        return ''
+    return (f'LoRA keeps the base weights frozen, but without --model-path (or '
+            f'--init-weights) the {c.policy} {c.size!r} preset starts from random weights, '
+            f'which would stay random')
 
 
 def train(config: TrainConfig, dataset=None, resume: bool = False,

@@ -23,7 +23,7 @@ import dataclasses
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,6 +129,11 @@ class OctoPolicy(TorchPolicy):
         return ((x - mean) / std).movedim(-1, -3).to(self.dtype)
 
     # ------------------------------------------------------------ history
+    @property
+    def history_window(self) -> int:
+        """Frames per prediction (the configuration's ``history_window``)."""
+        return self.config.history_window
+
     def reset(self) -> None:
         """Forget the frame history (a new episode or instruction)."""
         with self._lock:
@@ -220,6 +225,11 @@ class OctoPolicy(TorchPolicy):
                     raise ValueError('octo: this model uses proprio; history_images need '
                                      'history_proprio (B, window - 1, P)')
                 past_proprio = self._proprio(batch['history_proprio'])
+            # Padded steps are zeros in model space, exactly as _window pads at run time.
+            keep = past_valid.to(past.dtype)
+            past = past * keep.view(b, history, *([1] * (past.ndim - 2)))
+            if past_proprio is not None:
+                past_proprio = past_proprio * keep[..., None].to(past_proprio.dtype)
         else:
             past = images.new_zeros((b, history, *images.shape[1:]))
             past_valid = torch.zeros(b, history, dtype=torch.bool, device=self.device)
@@ -261,7 +271,8 @@ class OctoPolicy(TorchPolicy):
         """Training samples (EpisodeDataset schema, raw actions) -> a batch.
 
         A sample may carry ``history``: earlier frames of its episode, oldest first, each
-        ``{'images': {camera: HxWx3}, 'proprio': ...}`` (see :func:`samples_with_history`).
+        ``{'images': {camera: HxWx3}, 'proprio': ...}`` (``EpisodeDataset.samples`` with
+        ``history``). Missing frames are padded with zeros and masked, as at inference.
         """
         if not samples:
             raise ValueError('octo: cannot collate an empty list of samples')
@@ -352,19 +363,6 @@ class OctoPolicy(TorchPolicy):
         if not freeze_backbone:
             groups.insert(0, {'params': backbone, 'lr': float(backbone_lr), 'name': 'backbone'})
         return groups
-
-
-def samples_with_history(dataset, chunk_length: int, history_window: int = 2) -> Iterator[dict]:
-    """``EpisodeDataset.samples`` plus each sample's earlier frames as ``history``."""
-    from vla_ros.datasets.episodes import EpisodeDataset
-
-    for episode in dataset.episodes:
-        for t, sample in enumerate(EpisodeDataset([episode]).samples(chunk_length)):
-            sample['history'] = [
-                {'images': {c: frames[s] for c, frames in episode.images.items()},
-                 'proprio': None if episode.proprio is None else episode.proprio[s]}
-                for s in range(max(0, t - history_window + 1), t)]
-            yield sample
 
 
 load = OctoPolicy.load

@@ -1,8 +1,10 @@
 """Configuration of the OpenVLA family (Prismatic DINOv2 + SigLIP -> MLP -> Llama-2).
 
 One transformers ``PreTrainedConfig`` holds the architecture (three sub-configurations)
-and the few robot-side settings (action space, chunk length, control period), so a
-checkpoint's ``config.json`` says everything needed to rebuild the policy.
+and the few robot-side settings (action space, chunk length, control period, cameras and
+OFT-style proprio), so a checkpoint's ``config.json`` says everything needed to rebuild
+the policy. The simulation variant's readouts, probes and stage presets extend it in
+:mod:`vla_ros.policies.openvla_sim`.
 """
 
 from transformers import (
@@ -25,6 +27,21 @@ DINO_MEAN = (0.485, 0.456, 0.406)
 DINO_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+def check_positive_integers(config, names) -> None:
+    """ValueError naming the first of ``names`` that is not an integer >= 1 (bools are not)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be a positive integer, got {value!r}')
+
+
+def check_booleans(config, names) -> None:
+    """ValueError naming the first of ``names`` that is not true or false."""
+    for name in names:
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f'{name} must be true or false, got {getattr(config, name)!r}')
 
 
 def padded_vocab_size(text_vocab_size: int, multiple: int) -> int:
@@ -76,50 +93,6 @@ class OpenVlaConfig(PreTrainedConfig):
     # projector and enters the sequence as one token right after the image patches.
     use_proprio: bool = False
     proprio_dim: int = 8
-    # Random initialisation only: start the ViTs' position embeddings from a 2-D sine-cosine
-    # code instead of noise (for training from scratch; loaded weights replace them anyway).
-    sincos_position_init: bool = False
-    # Training only: > 0 spreads each action-token target over its neighbouring bins with
-    # this standard deviation (in bins) instead of one-hot (see the model's loss).
-    action_label_sigma: float = 0.0
-    # One spatial-soft-argmax keypoint token per camera after its patches (see the model).
-    keypoint_tokens: bool = False
-    # Training only: > 0 adds an object probe (an MLP on the first camera's keypoints; needs
-    # keypoint_tokens) that regresses each scene object's position and cube yaw from the
-    # simulator's layout, weighted by this factor (vla_ros.training.auxiliary). Inference
-    # ignores it.
-    object_probe_weight: float = 0.0
-    object_probe_objects: int = 4
-    object_probe_dim: int = 4
-    # One instruction-conditioned soft-argmax token per camera after the keypoint tokens:
-    # where the object the instruction names is (see the model's OpenVlaTargetReadout).
-    target_readout: bool = False
-    target_readout_heads: int = 4
-    # Training only: > 0 adds a target probe (an MLP on the first camera's target-readout
-    # features; needs target_readout) that regresses the named object's position and cube
-    # yaw, weighted by this factor. Inference ignores it.
-    target_probe_weight: float = 0.0
-    # Training only: > 0 adds a state probe: an MLP on the language model's last hidden
-    # state where it predicts the first action token regresses the named object's position
-    # and cube yaw, so the target's whereabouts reach the state the action is read from.
-    state_probe_weight: float = 0.0
-    # One instruction-conditioned pixel-resolution soft-argmax token per camera (a small
-    # convolutional stem at full resolution; see the model's OpenVlaPixelTargetReadout):
-    # where the named object is to a fraction of a pixel, and how large it looks.
-    pixel_target_readout: bool = False
-    pixel_readout_channels: int = 16
-    pixel_readout_heads: int = 4
-    # The pixel token also reads each head's fourth-order angular moment: a cube's yaw,
-    # relative to the hand in the wrist camera (needs pixel_target_readout).
-    pixel_orientation_features: bool = False
-    # Training only: > 0 adds a probe (an MLP on the first camera's pixel-readout features)
-    # regressing the named object's position and cube yaw, weighted by this factor.
-    pixel_probe_weight: float = 0.0
-    # Training only: > 0 pulls each camera's first pixel-readout head onto the named object
-    # where the simulator's layout (and, for the wrist camera, the arm's pose) puts it
-    # (Huber loss in pixels), so that head finds the object the words name instead of
-    # whatever predicts the action best.
-    pixel_keypoint_weight: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -152,43 +125,11 @@ class OpenVlaConfig(PreTrainedConfig):
         if self.projector_type not in PROJECTOR_TYPES:
             raise ValueError(f'projector_type must be one of {PROJECTOR_TYPES}, '
                              f'got {self.projector_type!r}')
-        for name in ('image_size', 'text_vocab_size', 'pad_to_multiple_of', 'n_action_bins',
-                     'chunk_length', 'proprio_dim', 'object_probe_objects', 'object_probe_dim',
-                     'target_readout_heads', 'pixel_readout_channels', 'pixel_readout_heads'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'{name} must be a positive integer, got {value!r}')
-        for name in ('use_proprio', 'sincos_position_init', 'keypoint_tokens',
-                     'target_readout', 'pixel_target_readout', 'pixel_orientation_features'):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
+        check_positive_integers(self, ('image_size', 'text_vocab_size', 'pad_to_multiple_of',
+                                       'n_action_bins', 'chunk_length', 'proprio_dim'))
+        check_booleans(self, ('use_proprio',))
         if not self.n_action_bins <= self.text_vocab_size:
             raise ValueError('n_action_bins must not exceed text_vocab_size')
-        if isinstance(self.action_label_sigma, bool) or not isinstance(
-                self.action_label_sigma, (int, float)) or not 0 <= self.action_label_sigma <= 64:
-            raise ValueError(f'action_label_sigma must be in [0, 64] bins, got '
-                             f'{self.action_label_sigma!r}')
-        if self.object_probe_weight > 0 and not self.keypoint_tokens:
-            raise ValueError('object_probe_weight > 0 needs keypoint_tokens (the probe reads '
-                             'the keypoints)')
-        for name in ('object_probe_weight', 'target_probe_weight', 'state_probe_weight',
-                     'pixel_probe_weight', 'pixel_keypoint_weight'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not value >= 0 or value == float('inf'):
-                raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
-        if self.target_probe_weight > 0 and not self.target_readout:
-            raise ValueError('target_probe_weight > 0 needs target_readout (the probe reads '
-                             'its features)')
-        if self.pixel_orientation_features and not self.pixel_target_readout:
-            raise ValueError('pixel_orientation_features needs pixel_target_readout')
-        for name in ('pixel_probe_weight', 'pixel_keypoint_weight'):
-            if getattr(self, name) > 0 and not self.pixel_target_readout:
-                raise ValueError(f'{name} > 0 needs pixel_target_readout (it trains that '
-                                 f'readout)')
-        if self.target_readout and self.text_config.hidden_size % self.target_readout_heads:
-            raise ValueError(f'target_readout_heads ({self.target_readout_heads}) must divide '
-                             f'the language model width ({self.text_config.hidden_size})')
         if not (isinstance(self.control_period, (int, float)) and self.control_period > 0):
             raise ValueError(f'control_period must be > 0, got {self.control_period!r}')
         padded = padded_vocab_size(self.text_vocab_size, self.pad_to_multiple_of)
@@ -234,11 +175,15 @@ class OpenVlaConfig(PreTrainedConfig):
         return self.patches_per_image * len(self.cameras)
 
     @property
+    def readout_tokens_per_camera(self) -> int:
+        """Tokens a variant inserts per camera after the patches (OpenVLA itself: none)."""
+        return 0
+
+    @property
     def num_inserted_tokens(self) -> int:
-        """Embeddings inserted after BOS: patches, keypoint and target tokens, proprio."""
-        per_camera = int(self.keypoint_tokens) + int(self.target_readout) \
-            + int(self.pixel_target_readout)
-        return self.num_patches + len(self.cameras) * per_camera + int(self.use_proprio)
+        """Embeddings inserted after BOS: patches, a variant's readout tokens, proprio."""
+        return self.num_patches + len(self.cameras) * self.readout_tokens_per_camera \
+            + int(self.use_proprio)
 
     @property
     def vision_dim(self) -> int:
@@ -285,34 +230,7 @@ MEDIUM = dict(
                      num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=1024,
                      bos_token_id=1, eos_token_id=2),
 )
-# The shipped simulation policy's first stage (~2.7 M parameters, 2.1 M of them the tied
-# 32k-token embedding): front and wrist cameras at 64 px with 8 px patches (64 per camera;
-# 16 px patches left a 4 px object a quarter of one token and the policy could not find
-# it) through one small DINOv2 + SigLIP backbone, a keypoint token per camera, plus an
-# OFT-style proprio token (7 joints + gripper), sized so a training run fits about an hour
-# of this 2-core CPU.
-SIM_BASE = dict(
-    image_size=64, camera_names=['front', 'wrist'], use_proprio=True, proprio_dim=8,
-    sincos_position_init=True, action_label_sigma=2.0, keypoint_tokens=True,
-    object_probe_weight=1.0,
-    dino_config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
-                     patch_size=8, num_register_tokens=4),
-    siglip_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                       num_attention_heads=2, patch_size=8),
-    text_config=dict(hidden_size=64, intermediate_size=192, num_hidden_layers=4,
-                     num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                     bos_token_id=1, eos_token_id=2, tie_word_embeddings=True),
-)
-# The shipped policy: the first stage grown by an instruction-conditioned target token per
-# camera, its training-only probe and the state probe (``vla-ros train --size sim
-# --init-weights ...``).
-SIM = dict(SIM_BASE, target_readout=True, target_probe_weight=5.0, state_probe_weight=5.0)
-# The same grown by a pixel-resolution target token per camera and its training-only probe
-# (``vla-ros train --size sim_pixel --init-weights <a sim checkpoint>``).
-SIM_PIXEL = dict(SIM, pixel_target_readout=True, pixel_probe_weight=5.0,
-                 pixel_keypoint_weight=0.2)
-PRESETS = {'tiny': TINY, 'sim_base': SIM_BASE, 'sim': SIM, 'sim_pixel': SIM_PIXEL,
-           'medium': MEDIUM, 'full': FULL}
+PRESETS = {'tiny': TINY, 'medium': MEDIUM, 'full': FULL}
 
 # Known to AutoConfig so that tools reading a checkpoint's config.json (e.g. AutoTokenizer
 # on the same directory) recognise the model type instead of warning about it.

@@ -5,12 +5,21 @@ Two kinds of ``model_path``:
 * a directory written by :meth:`OpenVlaPolicy.save_pretrained` (transformers
   ``save_pretrained``: config.json + model.safetensors, plus dataset_statistics.json and
   the tokenizer files), loaded with this project's model code;
-* a released ``openvla/openvla-7b``-style directory whose config.json ``auto_map`` points at
-  its own Python code: run through that code only with ``allow_remote_code=True``
-  (:mod:`vla_ros.policies.openvla.remote`).
+* a released ``openvla/openvla-7b``-style directory (config.json model_type ``openvla``,
+  sharded safetensors, Llama tokenizer): loaded natively into this project's model
+  (:mod:`released_format`, :mod:`weight_mapping`, :mod:`released_loader`), whether or not
+  it has an ``auto_map``; its own Python code is never imported...
+* ...unless ``allow_remote_code=True`` is passed for a directory with an ``auto_map``: then
+  that code runs it (:mod:`vla_ros.policies.openvla.remote`), as before.
+
+Variants of the family (:data:`VARIANTS`, e.g. the simulation variant
+:mod:`vla_ros.policies.openvla_sim`) subclass :class:`OpenVlaPolicy`; a checkpoint's
+config.json selects its variant (:meth:`OpenVlaPolicy.claims`) and so does a preset name,
+so ``policy:=openvla`` loads any of them.
 """
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +36,20 @@ from vla_ros.policies.openvla.configuration_openvla import MODEL_TYPE, PRESETS, 
 from vla_ros.policies.openvla.decoding import greedy_action_tokens
 from vla_ros.policies.openvla.modeling_openvla import OpenVlaForActionPrediction
 from vla_ros.policies.openvla.processing_openvla import PromptEncoder
+from vla_ros.policies.openvla.released_format import (
+    RELEASED_MODEL_TYPE,
+    check_preprocessor_config,
+    parse_released_config,
+)
+from vla_ros.policies.openvla.released_loader import (
+    PREPROCESSOR_FILE,
+    build_on_meta,
+    keep_rotary_float32,
+    load_checkpoint_tokenizer,
+    load_released_weights,
+    read_json,
+    released_statistics,
+)
 from vla_ros.policies.openvla.remote import (
     RemoteCodeOpenVlaPolicy,
     read_config,
@@ -35,23 +58,34 @@ from vla_ros.policies.openvla.remote import (
 from vla_ros.policies.tokenizer import load_text_tokenizer
 from vla_ros.policies.torch_policy import STATISTICS_FILE, TorchPolicy, resolve_dtype
 
-CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(OpenVlaConfig))
 WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json')
 TOKENIZER_FILE = 'tokenizer.json'
+# Policy classes of the family's variants ("module:Class"), imported only when asked about.
+VARIANTS = ('vla_ros.policies.openvla_sim.policy:OpenVlaSimPolicy',)
 
 
-def _make_config(config, overrides: dict) -> OpenVlaConfig:
-    """An OpenVlaConfig from a config, a dict or nothing, plus keyword overrides."""
-    if isinstance(config, OpenVlaConfig):
+def variants() -> list[type]:
+    """The variant policy classes (imports their modules)."""
+    found = []
+    for target in VARIANTS:
+        module, _, name = target.partition(':')
+        found.append(getattr(importlib.import_module(module), name))
+    return found
+
+
+def _make_config(config_class, config, overrides: dict) -> OpenVlaConfig:
+    """A ``config_class`` from a config, a dict or nothing, plus keyword overrides."""
+    if isinstance(config, config_class):
         if not overrides:
             return config
         config = config.to_dict()
     config = {**(config or {}), **overrides}
-    unknown = sorted(set(config) - CONFIG_FIELDS - {'model_type', 'transformers_version'})
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(config) - fields - {'model_type', 'transformers_version'})
     if unknown:
-        raise ValueError(f'openvla: unknown option(s) {unknown}; see OpenVlaConfig for the '
-                         f'configuration fields')
-    return OpenVlaConfig.from_dict(config)
+        raise ValueError(f'openvla: unknown option(s) {unknown}; see '
+                         f'{config_class.__name__} for the configuration fields')
+    return config_class.from_dict(config)
 
 
 class OpenVlaPolicy(TorchPolicy):
@@ -59,17 +93,25 @@ class OpenVlaPolicy(TorchPolicy):
 
     family = 'openvla'
     config_class = OpenVlaConfig
+    model_class = OpenVlaForActionPrediction
     presets = PRESETS
     action_head = 'text tokens (256 bins, last ids of the vocabulary)'
     action_type = 'discrete'
 
     def __init__(self, config=None, statistics=None, unnorm_key: str | None = None,
                  device: str = 'cpu', dtype: str = 'float32', seed: int = 0, model=None,
-                 tokenizer=None, **overrides):
-        """Build (or wrap ``model``) with the 32k text tokenizer; see TorchPolicy."""
-        config = _make_config(config, overrides)
+                 tokenizer=None, image_resize: str = 'default', **overrides):
+        """Build (or wrap ``model``) with the 32k text tokenizer; see TorchPolicy.
+
+        ``image_resize`` is how camera frames are brought to the model's size (see
+        ``PolicySpec.image_resize``): OpenCV by default, OpenVLA's Pillow bicubic
+        strategies for released checkpoints.
+        """
+        config = _make_config(self.config_class, config, overrides)
+        self.image_resize = image_resize
         super().__init__(config, statistics=statistics, unnorm_key=unnorm_key, device=device,
                          dtype=dtype, seed=seed, model=model)
+        keep_rotary_float32(self.model)  # TorchPolicy's model.to(dtype) cast them too
         self.tokenizer = tokenizer if tokenizer is not None else load_text_tokenizer()
         if len(self.tokenizer) > config.text_config.vocab_size:
             raise PolicyLoadError(f'the tokenizer has {len(self.tokenizer)} tokens, more than '
@@ -83,7 +125,7 @@ class OpenVlaPolicy(TorchPolicy):
     @classmethod
     def build_model(cls, config: OpenVlaConfig) -> OpenVlaForActionPrediction:
         """A randomly initialised OpenVLA model (no pretrained weights exist offline)."""
-        return OpenVlaForActionPrediction(config)
+        return cls.model_class(config)
 
     def make_spec(self, config: OpenVlaConfig) -> PolicySpec:
         """The config's cameras at ``image_size``; raw [0, 1] pixels (encoders normalize)."""
@@ -91,7 +133,8 @@ class OpenVlaPolicy(TorchPolicy):
                           chunk_length=config.chunk_length, camera_names=config.cameras,
                           image_size=(config.image_size, config.image_size),
                           uses_proprio=config.use_proprio,
-                          control_period=config.control_period)
+                          control_period=config.control_period,
+                          image_resize=self.image_resize)
 
     # ------------------------------------------------------------ proprio
     def _statistics_changed(self) -> None:
@@ -124,6 +167,17 @@ class OpenVlaPolicy(TorchPolicy):
     def num_action_tokens(self) -> int:
         """Tokens decoded per prediction: chunk_length x action dimensions (7 for arm7)."""
         return self.config.chunk_length * self.action_space.dim
+
+    def images_tensor(self, observation: Observation) -> torch.Tensor:
+        """Camera images -> float32 (1, cameras, 3, H, W) in [0, 1], whatever the dtype.
+
+        The vision backbone normalizes per tower in float32 and casts the result, as
+        OpenVLA's processor does; casting the raw [0, 1] pixels to bfloat16 first would
+        round them differently.
+        """
+        stack = np.stack([observation.images[c] for c in self.spec.camera_names])
+        pixels = torch.from_numpy(stack).to(self.device).permute(0, 3, 1, 2)
+        return pixels.float().div(255.0).unsqueeze(0)
 
     def model_inputs(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids (1, L), pixel_values (1, 3, H, W))`` for an observation."""
@@ -191,20 +245,9 @@ class OpenVlaPolicy(TorchPolicy):
             if batch.get('proprio') is None:
                 raise ValueError('openvla batch: this model uses proprio; the batch has none')
             proprio = self.proprio_tensor(torch.as_tensor(batch['proprio']).cpu().numpy())
-        objects = {}
-        probes = any(getattr(self.config, f'{n}_probe_weight') > 0
-                     for n in ('object', 'target', 'state', 'pixel'))
-        if probes and batch.get('object_targets') is not None:
-            objects = {'object_targets': torch.as_tensor(batch['object_targets']),
-                       'object_valid': torch.as_tensor(batch['object_valid'], dtype=torch.bool)}
-            if batch.get('target_index') is not None:
-                objects['target_index'] = torch.as_tensor(batch['target_index'])
-        if self.config.pixel_keypoint_weight > 0 and batch.get('target_pixel') is not None:
-            objects['target_pixel'] = torch.as_tensor(batch['target_pixel'])
-            objects['target_pixel_valid'] = torch.as_tensor(batch['target_pixel_valid'],
-                                                            dtype=torch.bool)
+        auxiliary = self.auxiliary_inputs(batch)
         out = self.model(
-            **objects,
+            **auxiliary,
             proprio=proprio,
             input_ids=torch.from_numpy(text['input_ids']).to(self.device),
             attention_mask=torch.from_numpy(text['attention_mask']).to(self.device),
@@ -212,25 +255,58 @@ class OpenVlaPolicy(TorchPolicy):
             pixel_values=self._pixel_values(images).to(self.device, self.dtype))
         return out.loss
 
+    def auxiliary_inputs(self, batch: dict) -> dict:
+        """Training-only model inputs from the batch besides the tokens (OpenVLA: none)."""
+        del batch
+        return {}
+
     # ------------------------------------------------------------ construction
     @classmethod
     def load(cls, model_path: str = '', size: str = 'tiny', allow_remote_code: bool = False,
              **kwargs) -> 'OpenVlaPolicy | RemoteCodeOpenVlaPolicy':
-        """Registry entry: a checkpoint if ``model_path`` is set, else a preset."""
+        """Registry entry: a checkpoint if ``model_path`` is set, else a preset.
+
+        A preset of a variant (e.g. ``sim_pixel``) builds that variant.
+        """
         if model_path:
             return cls.from_pretrained(model_path, allow_remote_code=allow_remote_code,
                                        **kwargs)
         if size not in cls.presets:
-            raise ValueError(f'openvla: unknown size {size!r}; presets: {sorted(cls.presets)}')
+            owner = next((v for v in variants() if issubclass(v, cls) and size in v.presets),
+                         None)
+            if owner is None:
+                known = sorted({*cls.presets, *(p for v in variants() if issubclass(v, cls)
+                                                for p in v.presets)})
+                raise ValueError(f'openvla: unknown size {size!r}; presets: {known}')
+            return owner.load(size=size, **kwargs)
         return cls(config=dict(cls.presets[size]), **kwargs)
+
+    @classmethod
+    def claims(cls, config: dict) -> bool:
+        """Whether a checkpoint's parsed config.json is this class's own format."""
+        return config.get('model_type') == MODEL_TYPE
+
+    @classmethod
+    def checkpoint_config(cls, config: dict) -> OpenVlaConfig | None:
+        """The configuration to load a claimed checkpoint with (None: its config.json)."""
+        del config
+        return None
+
+    @classmethod
+    def checkpoint_class(cls, config: dict) -> type:
+        """The family's policy class for a checkpoint: the variant that claims it, else this."""
+        return next((v for v in variants() if v.claims(config)), OpenVlaPolicy)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the model (safetensors via transformers), the statistics and the tokenizer."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        from vla_ros.file_modes import respect_umask
+
         self.model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
         save_statistics(path / STATISTICS_FILE, self.statistics)
+        respect_umask(path)  # safetensors writes 0600
         return path
 
     @classmethod
@@ -242,21 +318,35 @@ class OpenVlaPolicy(TorchPolicy):
 
         path = _checked_dir(model_path)
         config = read_config(path)
+        run_own_code = allow_remote_code is True and remote_auto_map(config)
+        if config.get('model_type') == RELEASED_MODEL_TYPE and not run_own_code:
+            return cls.from_released(path, config, unnorm_key=unnorm_key, device=device,
+                                     dtype=dtype, seed=seed, **options)
         if remote_auto_map(config):
             return RemoteCodeOpenVlaPolicy.load(path, allow_remote_code=allow_remote_code,
                                                 unnorm_key=unnorm_key, device=device,
                                                 dtype=dtype, seed=seed, **options)
+        own = cls.checkpoint_class(config)
+        if own is not cls and issubclass(own, cls):  # a variant's checkpoint
+            return own.from_pretrained(path, unnorm_key=unnorm_key, device=device, dtype=dtype,
+                                       seed=seed, **options)
         if options:
             raise ValueError(f'openvla: option(s) {sorted(options)} do not apply when loading '
                              f'a saved checkpoint (its config.json fixes them)')
-        if config.get('model_type') != MODEL_TYPE:
-            raise PolicyLoadError(f'{path} is not an openvla checkpoint (config.json '
-                                  f'model_type {config.get("model_type")!r}, expected '
-                                  f'{MODEL_TYPE!r} or an auto_map with custom code)')
+        if not cls.claims(config):
+            expected = (f'{MODEL_TYPE!r} or an auto_map with custom code'
+                        if cls is OpenVlaPolicy else repr(cls.config_class.model_type))
+            raise PolicyLoadError(f'{path} is not an openvla checkpoint of this kind '
+                                  f'(config.json model_type {config.get("model_type")!r}, '
+                                  f'expected {expected})')
         _require_files(path)
-        model, info = OpenVlaForActionPrediction.from_pretrained(
-            str(path), local_files_only=True, use_safetensors=True, dtype=resolve_dtype(dtype),
-            output_loading_info=True)
+        try:
+            checkpoint_config = cls.checkpoint_config(config)
+        except ValueError as exc:
+            raise PolicyLoadError(f'{path}: {exc}') from exc
+        model, info = cls.model_class.from_pretrained(
+            str(path), config=checkpoint_config, local_files_only=True, use_safetensors=True,
+            dtype=resolve_dtype(dtype), output_loading_info=True)
         problems = {k: list(v)[:5] for k, v in info.items() if k != 'error_msgs' and v}
         if problems or info.get('error_msgs'):
             raise PolicyLoadError(f'{path}: weights do not match the configuration: '
@@ -264,6 +354,41 @@ class OpenVlaPolicy(TorchPolicy):
         return cls(config=model.config, statistics=load_statistics(path / STATISTICS_FILE),
                    unnorm_key=unnorm_key, device=device, dtype=dtype, seed=seed, model=model,
                    tokenizer=load_text_tokenizer(str(path)))
+
+    @classmethod
+    def from_released(cls, path: Path, config: dict, unnorm_key: str | None = None,
+                      device: str = 'cpu', dtype: str = 'float32', seed: int = 0,
+                      **options) -> 'OpenVlaPolicy':
+        """A released-layout directory (``openvla/openvla-7b``), loaded without its code.
+
+        ``config`` is its parsed config.json; ``options`` are the robot-side settings
+        (``action_space``, ``camera_name``, ``control_period``). Weights are streamed in
+        ``dtype`` onto ``device`` (no random initialisation, no float32 copy).
+        """
+        from vla_ros.policies.torch_policy import resolve_device
+
+        released = parse_released_config(config, options)
+        size = released.config.image_size
+        preprocessor = read_json(path / PREPROCESSOR_FILE)
+        if preprocessor is not None:
+            check_preprocessor_config(preprocessor, released.image_resize_strategy, size)
+        statistics = released_statistics(path, released.norm_stats)
+        statistics.select(unnorm_key)  # a wrong or missing key fails before the weights load
+        tokenizer = load_checkpoint_tokenizer(path)
+        model = load_released_weights(build_on_meta(released.config), path,
+                                      resolve_dtype(dtype), resolve_device(device))
+        return cls(config=released.config, statistics=statistics, unnorm_key=unnorm_key,
+                   device=device, dtype=dtype, seed=seed, model=model, tokenizer=tokenizer,
+                   image_resize=released.image_resize_strategy)
+
+    def save_released(self, path: str | Path, dtype: str = 'bfloat16',
+                      max_shard_bytes: int = 5 * 1024 ** 3) -> Path:
+        """Write this policy in the released OpenVLA layout (see :mod:`released_writer`)."""
+        from vla_ros.policies.openvla.released_writer import write_released
+
+        strategy = self.image_resize if self.image_resize != 'default' else 'resize-naive'
+        return write_released(self.model, self.statistics, self.tokenizer, path, dtype=dtype,
+                              image_resize_strategy=strategy, max_shard_bytes=max_shard_bytes)
 
 
 def _checked_dir(model_path) -> Path:

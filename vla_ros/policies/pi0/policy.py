@@ -39,7 +39,8 @@ def clean_instruction(text: str) -> str:
 class Pi0Policy(TorchPolicy):
     """pi0-style flow-matching VLA (see :mod:`vla_ros.policies.pi0.modeling`)."""
 
-    family = 'pi0'
+    family = 'pi0_style'
+    legacy_families = ('pi0',)  # checkpoints saved before the rename
     config_class = Pi0Config
     presets = PRESETS
 

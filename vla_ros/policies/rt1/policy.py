@@ -88,6 +88,11 @@ class Rt1Policy(TorchPolicy):
                           image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
                           control_period=config.control_period)
 
+    @property
+    def history_window(self) -> int:
+        """Frames per prediction (the configuration's ``history_length``)."""
+        return self.config.history_length
+
     def reset(self) -> None:
         """Forget the frame history (a new episode starts)."""
         with self._lock:
@@ -121,6 +126,32 @@ class Rt1Policy(TorchPolicy):
         logits = self.model(frames, context)
         per_dim = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction='none')
         return (per_dim.mean(dim=1) * weights).sum() / weights.sum().clamp(min=1.0)
+
+    def collate(self, samples: list[dict]) -> dict:
+        """The shared batch, with each sample's history window as inference builds it.
+
+        Samples carrying ``history`` (their episode's earlier frames, see
+        ``EpisodeDataset.samples``) get images (B, history_length, cameras, 3, H, W):
+        the newest frames, padded at the front by repeating the oldest real one, exactly
+        as :meth:`_remember` pads at an episode start. Without history the batch keeps one
+        frame per sample (the model pads it the same way).
+        """
+        import torch
+
+        from vla_ros.training.data import default_collate
+
+        batch = default_collate(self, samples)
+        window = self.config.history_length
+        if window == 1 or not any(s.get('history') for s in samples):
+            return batch
+        stacks = []
+        for sample, newest in zip(samples, batch['images'], strict=True):
+            frames = [self.images_tensor(Observation(f['images'], sample['instruction']))[0]
+                      for f in list(sample.get('history') or ())[-(window - 1):]]
+            frames.append(newest)
+            stacks.append(torch.stack([frames[0]] * (window - len(frames)) + frames))
+        batch['images'] = torch.stack(stacks)
+        return batch
 
     # ---------------------------------------------------------------- helpers
     def embed_instructions(self, instructions):
