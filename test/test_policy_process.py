@@ -411,3 +411,19 @@ def test_node_ctrl_c_is_clean_and_torch_stays_in_the_policy_process(
     assert proc.returncode == 0, err
     assert wait_for(lambda: not any(os.path.exists(f'/proc/{k}') and not _is_zombie(k)
                                     for k in kids), 5)
+
+
+def test_policy_process_preprocesses_frames_as_the_engine_does():
+    # Both modes must feed a policy the same pixels, including OpenVLA's Pillow resizing.
+    from vla_ros.images import RESIZE_METHODS
+    from vla_ros.runtime.engine import _default_preprocess
+    from vla_ros.runtime.policy_process import _preprocess
+
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for method in RESIZE_METHODS:
+        in_process = _preprocess(rgb, (32, 32), method)
+        assert in_process.shape == (32, 32, 3)
+        np.testing.assert_array_equal(in_process, _default_preprocess(rgb, (32, 32), method))
+    # The methods differ (else this test would not tell whether the method is passed on).
+    assert not np.array_equal(_preprocess(rgb, (32, 32), 'default'),
+                              _preprocess(rgb, (32, 32), 'resize-crop'))
