@@ -173,7 +173,9 @@ def test_hot_swap_good_and_bad(harness):
     params = json.dumps({'pattern': 'zigzag'})
     assert h.node.set_parameters([Parameter('policy_params', value=params)])[0].successful
     assert h.wait_for(lambda: 'failed to load' in h.message())
-    assert h.last_status().state == PolicyStatus.STATE_RUNNING
+    # (swap_behavior 'hold' held while it loaded; the kept policy then runs again)
+    assert h.wait_for(lambda: h.state() == PolicyStatus.STATE_RUNNING
+                      and 'failed to load' in h.message())
     assert h.wait_for(lambda: abs(h.twists[-1][1].twist.linear.y - 0.1) < 1e-6)
 
 
@@ -217,3 +219,40 @@ def test_every_family_is_selectable_through_the_policy_parameter(harness, family
     assert h.wait_for(lambda: bool(h.statuses) and h.statuses[-1].policy == family
                       and h.state() in (PolicyStatus.STATE_RUNNING,
                                         PolicyStatus.STATE_HOLDING))
+
+
+def test_policy_process_crash_holds_with_reason_then_restarts(harness):
+    """The policy process aborts (SIGABRT, a segfault's stand-in), then is SIGKILLed.
+
+    Each time: the robot holds with the reason in vla/status, the process is restarted
+    and the robot moves again, with a new policy process.
+    """
+    import os
+    import signal
+
+    from vla_ros_msgs.msg import PolicyStatus
+
+    h = harness(policy_params=json.dumps({'chunk_length': 8, 'image_size': [64, 48],
+                                          'fail_mode': 'abort', 'fail_after': 3}))
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h), timeout=30.0)
+    first = h.node._engine.policy.pid
+    assert first is not None and first != os.getpid()
+    assert h.wait_for(lambda: 'SIGABRT' in h.message() and 'restarting' in h.message())
+    assert h.state() == PolicyStatus.STATE_ERROR
+    assert h.wait_for(lambda: h.twists[-1][1].twist.linear.x == 0.0, timeout=2.0)
+    # Restarted (same policy, same parameters): it drives again until its next abort.
+    assert h.wait_for(lambda: moving(h) and h.node._engine.policy.pid not in (None, first),
+                      timeout=30.0)
+    h.node.set_parameters([Parameter('policy_params', value=json.dumps(
+        {'chunk_length': 8, 'image_size': [64, 48]}))])
+    assert h.wait_for(lambda: moving(h) and h.state() == PolicyStatus.STATE_RUNNING
+                      and 'abort' not in json.dumps(h.node._engine.policy.config),
+                      timeout=30.0)
+    pid = h.node._engine.policy.pid
+    os.kill(pid, signal.SIGKILL)
+    assert h.wait_for(lambda: 'SIGKILL' in h.message(), timeout=5.0)
+    assert h.wait_for(lambda: h.twists[-1][1].twist.linear.x == 0.0, timeout=2.0)
+    assert h.wait_for(lambda: moving(h) and h.state() == PolicyStatus.STATE_RUNNING,
+                      timeout=30.0)
+    assert h.node._engine.policy.pid not in (None, pid)

@@ -305,6 +305,11 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     """Run a benchmark and print its JSON object."""
+    if args.benchmark == 'pipeline' and args.real:
+        from vla_ros.benchmarking.pipeline_real import main as run_real
+
+        return run_real(['--phase', str(args.phase)]
+                        + (['--output', args.output] if args.output else []))
     if args.benchmark == 'pipeline':
         from vla_ros.benchmarking.pipeline import run
 
@@ -408,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('benchmark', choices=['pipeline', 'faults'])
     p.add_argument('--latency', type=float, default=0.3, help='pipeline: policy latency (s)')
     p.add_argument('--duration', type=float, default=20.0, help='pipeline: measured seconds')
+    p.add_argument('--real', action='store_true',
+                   help='pipeline: real torch policies (OpenVLA, a swap to a ~390 MB '
+                        'Octo-style checkpoint and back), policy process vs policy thread')
+    p.add_argument('--phase', type=float, default=20.0,
+                   help='pipeline --real: seconds of each of its three phases')
+    p.add_argument('--output', help='pipeline --real: also write the JSON to this file')
     add_fault_arguments(p)
     p.set_defaults(func=cmd_bench)
 

@@ -181,10 +181,13 @@ def run_demo(output='demo_output', duration=8.0, instruction='',
     try:
         launcher.start()
         ready = time.monotonic() + startup_timeout
-        while rec.first_image is None or not rec.states or (task and rec.task_status is None):
+        # The episode's clock starts once the policy has loaded (state past LOADING): the
+        # policy process imports torch and warms up first, which is no part of the task.
+        while rec.first_image is None or not rec.states or rec.states[-1][1] == 0 \
+                or (task and rec.task_status is None):
             if time.monotonic() > ready:
-                raise RuntimeError(f'nodes did not come up within {startup_timeout} s; '
-                                   f'see {out / "nodes.log"}')
+                raise RuntimeError(f'nodes or the policy did not come up within '
+                                   f'{startup_timeout} s; see {out / "nodes.log"}')
             if launcher.poll():
                 raise RuntimeError(f'a node exited: {launcher.poll()}; see nodes.log')
             executor.spin_once(timeout_sec=0.1)

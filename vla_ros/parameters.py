@@ -259,6 +259,10 @@ INFERENCE_PARAMETERS = _index([
                   _I, range=(0, 256)),
     ParameterSpec('status_rate_hz', DOUBLE, 5.0, 'PolicyStatus rate [Hz]', _I,
                   read_only=True, range=(0.1, 100.0)),
+    ParameterSpec('policy_process', BOOL, True,
+                  'load and run the policy in its own process (frames via shared memory; a '
+                  'crash or hang is a hold and a restart); false: a thread of the node '
+                  'process', _I, read_only=True),
 ])
 
 _D = DRIVER

@@ -1,15 +1,19 @@
 """The inference node: cameras + instruction in, a safe command on every control tick out.
 
-Thin ROS adapter over :class:`vla_ros.runtime.engine.InferenceEngine`. The policy runs in
-an :class:`InferenceWorker` thread and policies load in their own threads, so every
-executor callback is short (image conversion ~1 ms, the control tick O(1)) and a
-single-threaded executor serves them: rclpy's multi-threaded executor adds more
-scheduling jitter than it saves here. Callbacks still sit in separate callback groups so
-the node stays correct when composed into a multi-threaded process.
+Thin ROS adapter over :class:`vla_ros.runtime.engine.InferenceEngine`. By default
+(``policy_process: true``) the policy loads and runs in its own process
+(:class:`vla_ros.runtime.remote_policy.RemotePolicy`): model code never holds this
+interpreter's lock, so the control tick cannot wait for it, and a crash or hang of the
+model is a hold and a restart, not a dead node. ``policy_process: false`` runs the policy
+in an :class:`InferenceWorker` thread of this process, as before (fault-injection tests
+use it to reach the policy object). Every executor callback is short (image conversion
+~1 ms, the control tick O(1)) and a single-threaded executor serves them: rclpy's
+multi-threaded executor adds more scheduling jitter than it saves here. Callbacks still
+sit in separate callback groups so the node stays correct when composed into a
+multi-threaded process.
 """
 
 import json
-import sys
 import threading
 import unicodedata
 
@@ -47,14 +51,22 @@ from vla_ros.nodes.messages import (
 )
 from vla_ros.nodes.spin import spin_node
 from vla_ros.parameters import INFERENCE_PARAMETERS
-from vla_ros.policies.registry import available_policies, make_policy
+from vla_ros.policies.registry import available_policies, policy_info
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import InferenceEngine
+from vla_ros.runtime.policy_process import load as load_policy
+from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.proprio import ProprioLayout
+from vla_ros.runtime.remote_policy import RemotePolicy, SpareProcess
 from vla_ros.runtime.worker import InferenceWorker
 
-__all__ = ['ENGINE_PARAMS', 'POLICY_PARAMS', 'InferenceNode', 'instruction_problem',
-           'main', 'parse_policy_params']
+__all__ = ['ENGINE_PARAMS', 'LEARNED_FAMILIES', 'POLICY_PARAMS', 'InferenceNode',
+           'instruction_problem', 'main', 'parse_policy_params', 'untrained_warning']
+
+# Registry families whose policies are learned models that also build from a preset
+# without a checkpoint (then they act at random). pi0 and pi05 are not listed: they
+# refuse to load without model_path, which is its own clear error.
+LEARNED_FAMILIES = ('rt1', 'openvla', 'octo', 'pi0_style', 'rt2', 'smolvla')
 
 MAX_INSTRUCTION_CHARS = 2000
 
@@ -90,6 +102,11 @@ class InferenceNode(Node):
         self._load_lock = threading.Lock()
         self._load_generation = 0
         self._input_error = ''
+        self._process_mode = bool(p['policy_process'])
+        self._remotes: set[RemotePolicy] = set()  # every policy process started, to close
+        self._spares = SpareProcess()  # torch imported ahead of the next swap or restart
+        self._starting: RemotePolicy | None = None  # the policy process loading now
+        self._shutting_down = False
 
         sensors = MutuallyExclusiveCallbackGroup()
         control = MutuallyExclusiveCallbackGroup()
@@ -119,7 +136,11 @@ class InferenceNode(Node):
             self.create_subscription(JointState, 'joint_states', self._on_joint_states,
                                      qos.SENSOR, callback_group=sensors)
 
-        self._worker = InferenceWorker(self._engine, self._now, self._publish_chunk)
+        if self._process_mode:
+            self._worker = ProcessInferenceWorker(self._engine, self._now, self._publish_chunk,
+                                                  on_event=self._log_event)
+        else:
+            self._worker = InferenceWorker(self._engine, self._now, self._publish_chunk)
         self._worker.start()
         self.create_timer(1.0 / p['control_rate_hz'], self._on_control_tick,
                           callback_group=control)
@@ -173,27 +194,77 @@ class InferenceNode(Node):
         with self._load_lock:
             self._load_generation += 1
             generation = self._load_generation
+            # A newer request supersedes a load in progress: stop it now rather than let
+            # it finish (seconds of CPU) only to be discarded.
+            superseded, self._starting = self._starting, None
+            if superseded is not None and superseded is not self._engine.policy:
+                threading.Thread(target=superseded.close, daemon=True).start()
         self._engine.begin_policy_load(name)
-        self.get_logger().info(f'loading policy {name!r} with {json.dumps(config)}')
+        self.get_logger().info(f'loading policy {name!r} with {json.dumps(config)}'
+                               + (' in its own process' if self._process_mode else ''))
+        note = untrained_warning(name, config)
+        if note:
+            self.get_logger().warning(note)
 
         def load():
             policy, error = None, ''
             try:
-                policy = make_policy(name, **config)
-                if p['torch_threads'] > 0 and 'torch' in sys.modules:
-                    sys.modules['torch'].set_num_threads(p['torch_threads'])
+                policy = self._make_policy(name, config, p['torch_threads'], generation)
             except Exception as exc:  # noqa: BLE001 - report any load failure, keep old policy
                 error = f'{type(exc).__name__}: {exc}'
             with self._load_lock:
-                if generation != self._load_generation:
-                    return  # a newer request superseded this one
-                self._engine.finish_policy_load(name, policy, error)
+                if generation != self._load_generation or self._shutting_down:
+                    if isinstance(policy, RemotePolicy):
+                        policy.close()  # a newer request superseded this one
+                        self._remotes.discard(policy)
+                    return
+                old = self._engine.policy
+                self._engine.finish_policy_load(name, policy, error, note=note)
             if policy is None:
                 self.get_logger().error(f'failed to load policy {name!r}: {error}')
-            else:
-                self.get_logger().info(f'policy {name!r} active')
+                return
+            if isinstance(old, RemotePolicy) and old is not policy:
+                old.close_when_idle()  # the switch is done: the old process may go
+                with self._load_lock:
+                    self._remotes.discard(old)
+            warm = (f' (warm-up inference {policy.warmup_seconds * 1e3:.0f} ms)'
+                    if isinstance(policy, RemotePolicy) and policy.warmup_seconds else '')
+            self.get_logger().info(f'policy {name!r} active{warm}')
+            self._worker.wake()
 
         threading.Thread(target=load, name=f'load-{name}', daemon=True).start()
+
+    def _make_policy(self, name: str, config: dict, torch_threads: int, generation: int):
+        if self._process_mode:
+            policy = RemotePolicy(name, config, torch_threads, spares=self._spares)
+            with self._load_lock:
+                if self._shutting_down or generation != self._load_generation:
+                    raise RuntimeError('superseded')  # not reported: see load()
+                self._remotes.add(policy)
+                self._starting = policy
+            try:
+                policy.start()
+            except BaseException:
+                with self._load_lock:
+                    self._remotes.discard(policy)
+                raise
+            finally:
+                with self._load_lock:
+                    if self._starting is policy:
+                        self._starting = None
+            return policy
+        # The same load as in a policy process: warm-up inference before READY.
+        policy, _ = load_policy(name, config, torch_threads, warmup=True)
+        return policy
+
+    def _log_event(self, level: str, text: str) -> None:
+        # One call site per severity: rclpy refuses a severity change at the same line.
+        if level == 'info':
+            self.get_logger().info(text)
+        elif level == 'warn':
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().error(text)
 
     # ------------------------------------------------------------ callbacks
     def _now(self) -> float:
@@ -257,7 +328,14 @@ class InferenceNode(Node):
             self._worker.wake()
 
     def _publish_chunk(self, result) -> None:
-        self._chunk_pub.publish(chunk_msg(result))
+        # The worker thread may finish a chunk while Ctrl-C shuts the context down.
+        if self._shutting_down or not self.context.ok():
+            return
+        try:
+            self._chunk_pub.publish(chunk_msg(result))
+        except Exception:  # noqa: BLE001 - rclpy raises several types once shut down
+            if self.context.ok() and not self._shutting_down:
+                raise
 
     def _on_status_tick(self) -> None:
         self._status_pub.publish(status_msg(self._engine.status(self._now()), self._now()))
@@ -282,9 +360,28 @@ class InferenceNode(Node):
         self._diag_pub.publish(msg)
 
     def destroy_node(self):
-        """Stop the worker before the node goes away."""
+        """Stop the worker and the policy processes before the node goes away."""
+        with self._load_lock:
+            self._shutting_down = True
+            remotes = list(self._remotes)
         self._worker.stop()
+        self._spares.close()
+        for remote in remotes:
+            remote.close()
         super().destroy_node()
+
+
+def untrained_warning(name: str, config: dict) -> str:
+    """A loud note when a learned policy starts without a checkpoint ('' otherwise)."""
+    try:
+        family = policy_info(name).family
+    except ValueError:
+        return ''
+    if family in LEARNED_FAMILIES and not config.get('model_path'):
+        return (f'UNTRAINED POLICY: {name!r} has no model_path, so it runs randomly '
+                f'initialised weights and its actions are meaningless; set model_path to a '
+                f'checkpoint')
+    return ''
 
 
 def main(args=None):

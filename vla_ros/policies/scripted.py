@@ -23,12 +23,15 @@ space bounds. ``noise > 0`` adds Gaussian noise seeded by ``(seed, stamp)``.
 Fault injection: after ``fail_after`` calls (``None`` = from the first call),
 ``fail_mode`` ``"raise"`` raises :class:`ScriptedPolicyFault`, ``"nan"`` and
 ``"wrong_shape"`` return a bad chunk *unchecked* (so the runtime's ``check_chunk`` path is
-what catches it), ``"hang"`` blocks for ``hang_seconds`` (or until :meth:`release`).
+what catches it), ``"hang"`` blocks for ``hang_seconds`` (or until :meth:`release`),
+``"abort"`` kills the whole process with SIGABRT (``os.abort``: a segfault's stand-in, for
+the policy process's crash handling; never use it with ``policy_process: false``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -40,7 +43,7 @@ from vla_ros.actions.spaces import ActionSpace, load_action_space
 from vla_ros.policies.contract import Observation, Policy, PolicySpec
 
 PATTERNS = ('constant', 'sine', 'ramp')
-FAIL_MODES = (None, 'raise', 'nan', 'wrong_shape', 'hang')
+FAIL_MODES = (None, 'raise', 'nan', 'wrong_shape', 'hang', 'abort')
 _STOP_WORDS = frozenset({'stop', 'halt', 'freeze'})
 _DONE_WORDS = frozenset({'finish', 'finished', 'done'})
 _REVERSE_WORDS = frozenset({'left', 'back', 'backward', 'backwards', 'reverse'})
@@ -177,6 +180,8 @@ class ScriptedPolicy(Policy):
                 return chunk
             if self.fail_mode == 'wrong_shape':
                 return chunk[:, :-1]
+            if self.fail_mode == 'abort':
+                os.abort()
             if self.fail_mode == 'hang':
                 self._released.wait(self.hang_seconds)
                 raise ScriptedPolicyFault(f'scripted policy: hang ended on call {self.calls}')

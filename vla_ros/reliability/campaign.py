@@ -188,7 +188,10 @@ class _NodeRig:
         params = {'policy': 'scripted', 'policy_params': json.dumps(POLICY_PARAMS),
                   'control_rate_hz': CONTROL_RATE_HZ, 'inference_rate_hz': 5.0,
                   'inference_timeout': INFERENCE_TIMEOUT,
-                  'stale_image_timeout': STALE_IMAGE_TIMEOUT, 'execute_steps': 4}
+                  'stale_image_timeout': STALE_IMAGE_TIMEOUT, 'execute_steps': 4,
+                  # The faults are switched on the policy object: it must live in this
+                  # process (the policy process's own faults: test_policy_process.py).
+                  'policy_process': False}
         self.inference = ObservedInferenceNode(
             context=context, namespace=namespace,
             parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])

@@ -406,6 +406,9 @@ class InferenceFuzzHarness(_Harness):
             'policy': 'scripted', 'control_rate_hz': 20.0, 'inference_rate_hz': 5.0,
             'stale_image_timeout': 0.5, 'use_joint_states': True,
             'image_transport': image_transport,
+            # Fuzzing the node's inputs, not the policy process: a policy thread keeps
+            # the hundreds of parameter changes from starting a process each.
+            'policy_process': False,
             # Circles of ~5 cm: the arm keeps moving without reaching the workspace walls.
             'policy_params': json.dumps({'chunk_length': 8, 'image_size': list(CAMERA_SIZE),
                                          'pattern': 'sine', 'velocity': [0.01, 0.01, 0.0]}),

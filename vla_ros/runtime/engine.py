@@ -10,7 +10,9 @@ All times are float seconds on one clock (the node's clock, or a bag's recorded 
 """
 
 import math
+import os
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
@@ -26,6 +28,9 @@ SWAP_BEHAVIORS = ('hold', 'keep')
 # real-time chunking); 'arrival': a chunk starts when it arrives, for single-step policies
 # (OpenVLA, RT-1, RT-2) whose one action would otherwise always be late.
 CHUNK_TIMINGS = ('observation', 'arrival')
+# Benchmarks only: append "policy stamp preprocess_s model_s" per inference to this file,
+# so the pipeline's overhead can be told apart from the model's own compute time.
+TIMING_LOG_ENV = 'VLA_ROS_TIMING_LOG'
 
 
 class EngineState(IntEnum):
@@ -151,6 +156,7 @@ class InferenceEngine:
         self._to_command: ActionToCommand | None = None
         self._loading: str | None = None
         self._load_note = ''
+        self._policy_note = ''
         self._frames: dict[str, Frame] = {}
         self._proprio: np.ndarray | None = None
         self._instruction = ''
@@ -234,8 +240,13 @@ class InferenceEngine:
             if self.config.swap_behavior == 'hold':
                 self._buffer.clear()
 
-    def finish_policy_load(self, name: str, policy: Policy | None, error: str = '') -> None:
-        """Switch atomically to ``policy``; on failure keep the old one and report."""
+    def finish_policy_load(self, name: str, policy: Policy | None, error: str = '',
+                           note: str = '') -> None:
+        """Switch atomically to ``policy``; on failure keep the old one and report.
+
+        ``note`` (e.g. that the policy has no trained weights) stays in every status
+        message while this policy is active.
+        """
         with self._lock:
             self._loading = None
             if policy is None:
@@ -245,6 +256,7 @@ class InferenceEngine:
                 return
             self._policy = policy
             self._policy_name = name
+            self._policy_note = note
             self._to_command = ActionToCommand(policy.spec.action_space)
             self._load_note = ''
             self._last_error = ''
@@ -435,6 +447,8 @@ class InferenceEngine:
                 message += f' (loading {self._loading!r} in the background)'
             if self._load_note and self._policy is not None:
                 message += f' ({self._load_note})'
+            if self._policy_note and self._policy is not None:
+                message += f' ({self._policy_note})'
             if now - self._input_error_time < 5.0:
                 message += f' (last rejected input: {self._input_error})'
             frame = self._primary_frame()
@@ -519,16 +533,26 @@ def predict_chunk(policy: Policy, name: str, frames: dict, instruction: str, pro
         if missing:
             raise ValueError(f'no frame from camera(s) {missing}')
         stamp = frames[spec.camera_names[0]].stamp
+        start = time.perf_counter()
         images = {cam: preprocess(frames[cam].rgb, spec.image_size, spec.image_resize)
                   for cam in spec.camera_names}
         observation = Observation(images=images, instruction=instruction, stamp=stamp,
                                   proprio=proprio)
         policy.validate_observation(observation)
+        prepared = time.perf_counter()
         actions = policy.check_chunk(policy.predict_chunk(observation))
+        _log_timing(name, stamp, prepared - start, time.perf_counter() - prepared)
         return TimedChunk(stamp=observation.stamp, period=spec.control_period,
                           actions=actions, source=name), ''
     except Exception as exc:  # noqa: BLE001 - any policy failure must hold, not crash
         return None, f'policy {name!r} failed: {type(exc).__name__}: {exc}'
+
+
+def _log_timing(name: str, stamp: float, preprocess: float, model: float) -> None:
+    path = os.environ.get(TIMING_LOG_ENV)
+    if path:
+        with open(path, 'a') as f:
+            f.write(f'{name} {stamp:.9f} {preprocess:.6f} {model:.6f}\n')
 
 
 def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:

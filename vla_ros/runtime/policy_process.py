@@ -1,0 +1,215 @@
+"""The policy process: loads one policy and runs it on request (``python -m`` this module).
+
+The inference node starts it with a fresh interpreter (never a fork of a process that
+holds rclpy, whose threads and DDS state do not survive fork) and talks to it over a
+socket: small pickled messages only. Camera frames arrive through shared memory that the
+node owns; this process copies each frame out of it once, so the node may reuse the
+segment as soon as the answer is back. This process never imports rclpy.
+
+Messages, node -> policy process:
+    ('load', name, config, torch_threads, warmup, (target, description, family))
+                                                   first message (the registry entry, so
+                                                   policies registered at run time load too)
+    ('predict', seq, {camera: (shm_name, shape, stamp)}, instruction, proprio)
+    ('reset',)   ('stop',)
+policy process -> node:
+    ('ready', spec, warmup_seconds)   or   ('load_failed', error)
+    ('result', seq, actions | None, error, compute_seconds)
+"""
+
+import mmap
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+
+class SharedFrames:
+    """Read-only views of the node's shared frame segments, one per camera.
+
+    Opened directly rather than with multiprocessing.shared_memory, which would register
+    each segment with a resource tracker of this process and unlink it on exit (they are
+    the node's). A mapping stays open while its camera keeps the same segment: mapping
+    anew for every frame costs a page fault per 4 KB.
+    """
+
+    def __init__(self):
+        self._maps: dict[str, tuple[str, mmap.mmap, np.ndarray]] = {}
+
+    def read(self, camera: str, name: str, shape: tuple) -> np.ndarray:
+        """A private copy of the frame in segment ``name``."""
+        entry = self._maps.get(camera)
+        if entry is None or entry[0] != name or entry[2].shape != tuple(shape):
+            if entry is not None:
+                old_map, entry = entry[1], None
+                del self._maps[camera]  # drops the view, so the mapping can close
+                try:
+                    old_map.close()
+                except BufferError:
+                    pass  # still referenced somewhere: unmapped with its last view
+            size = int(np.prod(shape))
+            fd = os.open(f'/dev/shm/{name.lstrip("/")}', os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            view = np.frombuffer(mm, dtype=np.uint8, count=size).reshape(shape)
+            entry = self._maps[camera] = (name, mm, view)
+        # A copy: the node reuses the segment for its next frame, and a policy may keep
+        # the image it was given (e.g. a frame history).
+        return entry[2].copy()
+
+
+def warmup_observation(spec) -> dict:
+    """Frames for one dummy inference: mid-grey images at the policy's input size."""
+    from vla_ros.runtime.engine import Frame
+
+    w, h = spec.image_size
+    return {cam: Frame(np.full((h, w, 3), 127, np.uint8), 0.0) for cam in spec.camera_names}
+
+
+# Imports and checkpoint loading are background work: on a busy CPU they must not take
+# cores from the control loop. Linux nice values are per thread, so this lowers only the
+# loading thread; inference (and warm-up, whose torch threads inherit the creating
+# thread's priority) runs in the main thread at the node's priority.
+LOADING_NICENESS = 10
+
+
+def in_background(fn, *args):
+    """Run ``fn(*args)`` in a thread at LOADING_NICENESS; its result or its exception."""
+    outcome = {}
+
+    def run():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADING_NICENESS)
+        except (OSError, AttributeError):
+            pass  # not Linux, or not allowed: load at normal priority
+        try:
+            outcome['value'] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome['error'] = exc
+
+    thread = threading.Thread(target=run, name='policy-load')
+    thread.start()
+    thread.join()
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['value']
+
+
+def load(name: str, config: dict, torch_threads: int, warmup: bool):
+    """Make the policy, set torch's threads, run one dummy inference: (policy, seconds)."""
+    from vla_ros.policies.registry import make_policy
+    from vla_ros.policies.scripted import ScriptedPolicy
+    from vla_ros.runtime.engine import predict_chunk
+
+    policy = in_background(lambda: make_policy(name, **config))
+    if torch_threads > 0 and 'torch' in sys.modules:
+        sys.modules['torch'].set_num_threads(torch_threads)
+    seconds = 0.0
+    # The scripted policy has nothing to warm up, and it counts calls for fault injection.
+    if warmup and not isinstance(policy, ScriptedPolicy):
+        # First calls pay for lazy init, allocator growth and kernel selection (seconds
+        # for some models): pay them here, before READY, not in the first real deadline.
+        spec = policy.spec
+        proprio = np.zeros(_proprio_size(policy), np.float32) if spec.uses_proprio else None
+        start = time.perf_counter()
+        _, error = predict_chunk(policy, name, warmup_observation(spec), 'warm up', proprio,
+                                 _preprocess)
+        seconds = time.perf_counter() - start
+        if error:
+            raise RuntimeError(f'warm-up inference failed: {error}')
+        policy.reset()
+    return policy, seconds
+
+
+def _proprio_size(policy) -> int:
+    # Torch policies say how long a proprio vector they were built for; otherwise the
+    # contract's example length (the action dimension).
+    dim = getattr(getattr(policy, 'config', None), 'proprio_dim', None)
+    return int(dim) if dim else policy.spec.action_space.dim
+
+
+def _preprocess(rgb, size, method='default'):
+    # The engine's own preprocessing, with the policy spec's resize method (OpenVLA
+    # checkpoints resize with Pillow's bicubic), so both modes feed the same pixels.
+    from vla_ros.images import prepare_image
+
+    return prepare_image(rgb, size, method=method)
+
+
+def serve(conn: Connection) -> int:
+    """Answer the node's messages until it says stop or goes away."""
+    from vla_ros.runtime.engine import Frame, predict_chunk
+
+    _preprocess(np.zeros((2, 2, 3), np.uint8), (1, 1))  # import cv2 now, not in a deadline
+    shared = SharedFrames()
+    try:
+        message = conn.recv()
+    except EOFError:
+        return 0
+    _, name, config, torch_threads, warmup, entry = message
+    try:
+        from vla_ros.policies.registry import available_policies, register_policy
+
+        if name not in available_policies():
+            register_policy(name, entry[0], entry[1], entry[2])
+        policy, warmup_seconds = load(name, config, torch_threads, warmup)
+    except Exception as exc:  # noqa: BLE001 - every load failure goes back to the node
+        conn.send(('load_failed', f'{type(exc).__name__}: {exc}'))
+        return 0
+    conn.send(('ready', policy.spec, warmup_seconds))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break  # the node is gone: nothing to serve
+        kind = message[0]
+        if kind == 'stop':
+            break
+        if kind == 'reset':
+            policy.reset()
+            continue
+        _, seq, frame_refs, instruction, proprio = message
+        start = time.perf_counter()
+        try:
+            frames = {cam: Frame(shared.read(cam, shm, shape), stamp)
+                      for cam, (shm, shape, stamp) in frame_refs.items()}
+        except (OSError, ValueError) as exc:
+            conn.send(('result', seq, None, f'cannot read the shared frame: {exc}', 0.0))
+            continue
+        chunk, error = predict_chunk(policy, name, frames, instruction, proprio, _preprocess)
+        actions = None if chunk is None else chunk.actions
+        try:
+            conn.send(('result', seq, actions, error, time.perf_counter() - start))
+        except (BrokenPipeError, OSError):
+            break
+    policy.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point: ``python -m vla_ros.runtime.policy_process FD``."""
+    argv = sys.argv[1:] if argv is None else argv
+    # A terminal's Ctrl-C reaches the whole process group: the node stops this process
+    # itself (or it sees the socket close), so a KeyboardInterrupt here is only noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(int(argv[0]))
+    if '--spare' in argv[1:]:
+        # Started ahead of need: pay for the heavy imports now, then wait for 'load'.
+        try:
+            in_background(__import__, 'torch')
+        except ImportError:
+            pass
+    try:
+        return serve(conn)
+    finally:
+        conn.close()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
