@@ -65,6 +65,9 @@ def test_cli_launch_forwards_ctrl_c_and_stops_cleanly(ros_env):
                                  env=env, capture_output=True, text=True)
             if out.returncode == 0:
                 status = json.loads(out.stdout)
+                if status['state'] == 'loading':  # the policy process is still starting
+                    status = None
+                    time.sleep(0.5)
         assert status is not None and status['policy'] == 'scripted', status
         # hot swap through the CLI: unknown names are refused with the node's reason
         bad = subprocess.run([sys.executable, '-m', 'vla_ros.cli', 'policy', 'nope',
@@ -78,8 +81,14 @@ def test_cli_launch_forwards_ctrl_c_and_stops_cleanly(ros_env):
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         output, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # a failed assertion above: stop the launch the user's way
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                # the nodes run in sessions of their own: do not leave them to later tests
+                subprocess.run(['pkill', '-KILL', '-f', 'vla_ros.(nodes|runtime).*robot1'])
     assert proc.returncode == 0, output
     leftover = subprocess.run(['pgrep', '-f', 'vla_ros.nodes.*__ns:=/robot1'],
                               capture_output=True, text=True)
