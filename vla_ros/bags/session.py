@@ -191,7 +191,9 @@ def _instruction_in_effect_at_start(session: Session, bag_start: float) -> None:
     """
     if not session.chunks:
         return
-    first_chunk = min(c.recv for c in session.chunks)
+    # Regression replays a chunk at its receive time less the transport delay: the
+    # instruction must be in effect by then, not merely by the chunk's arrival.
+    first_chunk = min(c.recv for c in session.chunks) - session.transport_delay()
     first_recorded = session.instructions[0][0] if session.instructions else float('inf')
     if first_recorded <= first_chunk:
         return
