@@ -163,16 +163,13 @@ def _rss_mb(pid, key='VmHWM:'):
 
 
 def _children(pid):
-    kids = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as f:
-                    if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
-                        kids.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return kids
+    """Process ids of ``pid``'s direct children (none once it has exited)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _is_policy_process(pid) -> bool:
