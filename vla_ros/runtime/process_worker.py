@@ -14,45 +14,24 @@ import time
 
 from vla_ros.runtime.remote_policy import RemotePolicy
 from vla_ros.runtime.supervision import hang_limit
+from vla_ros.runtime.worker import InferenceWorker
 
 
-class ProcessInferenceWorker:
-    """Run inferences in the active :class:`RemotePolicy`'s process; restart it on faults."""
+class ProcessInferenceWorker(InferenceWorker):
+    """Run inferences in the active :class:`RemotePolicy`'s process; restart it on faults.
+
+    The thread's life cycle (start, wake, stop) is the thread worker's; ``stop`` leaves the
+    policy processes to the node, which closes them.
+    """
 
     def __init__(self, engine, clock, on_result=None, on_event=None,
                  poll_period: float = 0.02, wall_clock=time.monotonic):
         """``on_event(level, text)`` logs restarts; ``wall_clock`` times the backoff."""
-        self._engine = engine
-        self._clock = clock
+        super().__init__(engine, clock, on_result, poll_period,
+                         thread_name='vla-inference-proc')
         self._wall = wall_clock
-        self._on_result = on_result
         self._log = on_event or (lambda level, text: None)
-        self._poll = poll_period
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._restarting: set[int] = set()
-        self._thread = threading.Thread(target=self._loop, name='vla-inference-proc',
-                                        daemon=True)
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Ask the worker to check now."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread (the node closes the policy processes)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    @property
-    def stopped(self) -> bool:
-        """Whether :meth:`stop` was called."""
-        return self._stop.is_set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

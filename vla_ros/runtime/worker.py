@@ -10,7 +10,8 @@ import threading
 class InferenceWorker:
     """Run ``engine.run_inference`` off the control thread; hand results to a callback."""
 
-    def __init__(self, engine, clock, on_result=None, poll_period: float = 0.02):
+    def __init__(self, engine, clock, on_result=None, poll_period: float = 0.02,
+                 thread_name: str = 'vla-inference'):
         """``clock()`` gives the engine's time; ``on_result(result)`` publishes a chunk."""
         self._engine = engine
         self._clock = clock
@@ -18,7 +19,7 @@ class InferenceWorker:
         self._poll = poll_period
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name='vla-inference', daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=thread_name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
@@ -34,6 +35,11 @@ class InferenceWorker:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
