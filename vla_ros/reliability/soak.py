@@ -248,6 +248,15 @@ def _stall(inference, monitor, config):
     finally:
         os.kill(inference.pid, signal.SIGCONT)
     resumed_at = wall_time()
+    # The monitor's subscription can lag on a loaded machine: wait (bounded) until it has
+    # the driver's samples up to the resume, so the stop is judged on what the driver did,
+    # not on what had arrived here by then (the samples are judged by their stamps).
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        latest = monitor.latest_applied()
+        if latest is not None and latest[0] >= resumed_at:
+            break
+        time.sleep(0.02)
     m = measure_stop(monitor.applied_since(fault_time), fault_time, fault_end=resumed_at)
     return {'start': fault_time, 'end': resumed_at, 'speed_at_fault': round(speed, 4),
             'stop_latency_s': None if m.latency is None else round(m.latency, 4),
