@@ -167,7 +167,9 @@ fi
 #
 # Estimated 3-4 h on the 2-core CPU: collection about 1 h (two processes), training
 # 3,000 steps about 1.5 h, evaluation 100 episodes per task in two gripper modes
-# about 30 min. The "before" numbers it is measured against are in docs/results.md.
+# about 30 min. Sizes can be reduced for a shorter run: HOLD_EPISODES (per batch and
+# task, default 500), DAGGER_EPISODES (150), STAGE12_STEPS (3000), EVAL_MODES
+# ("continuous binary"). The "before" numbers it is measured against are in docs/results.md.
 if [[ -n "${STAGE12:-}" ]]; then
     SHIPPED=${SHIPPED:-vla_ros/models/openvla_sim}
     # a) Expert demonstrations that run on after success to the horizon (the collect
@@ -175,14 +177,14 @@ if [[ -n "${STAGE12:-}" ]]; then
     #    frame carries the done label. DART noise as in stage 1; only episodes still
     #    achieved at the horizon are kept. New seeds (never used for training before).
     for batch in 300000 300500; do
-        OMP_NUM_THREADS=1 "$VLA" collect --task reach pick_up --episodes 500 --seed "$batch" \
-            --image-size 64 --action-noise 0.3 --output "$WORK/hold_$batch" --no-progress \
+        OMP_NUM_THREADS=1 "$VLA" collect --task reach pick_up --episodes "${HOLD_EPISODES:-500}" \
+            --seed "$batch" --image-size 64 --action-noise 0.3 --output "$WORK/hold_$batch" --no-progress \
             --json > "$WORK/hold_$batch.json" &
     done
     wait
     # b) A DAgger round driven by the shipped policy, also to the horizon: the expert
     #    labels what to do after the policy's lift (hold; re-grasp what it dropped).
-    dagger "$SHIPPED" 310000 320000 150
+    dagger "$SHIPPED" 310000 320000 "${DAGGER_EPISODES:-150}"
     # c) The shipped checkpoint grown by a terminate dimension (arm7 -> arm7_done; same
     #    weights, statistics extended by fixed [0, 1] bounds for the new dimension).
     rm -rf "$WORK/openvla_sim_done"
@@ -194,13 +196,13 @@ if [[ -n "${STAGE12:-}" ]]; then
         "$WORK/dagger_310000" "$WORK/dagger_320000"
     train --policy openvla --model-path "$WORK/openvla_sim_done" --keep-statistics \
         --done-label --relabel-from-state --data "$WORK/stage12/sim_reach_pick_up" \
-        --output "$WORK/openvla_hold_done" --steps 3000 --lr 2e-4 --warmup-steps 100 \
+        --output "$WORK/openvla_hold_done" --steps "${STAGE12_STEPS:-3000}" --lr 2e-4 --warmup-steps 100 \
         --seed 20 --counterfactual 0.25 --checkpoint-every 500 \
         > "$WORK/train_openvla_hold_done.json"
     # e) The acceptance measurement: 100 unseen train-template layouts per task,
     #    first success and success at the end of the horizon, with the gripper command
     #    passed through and in binary mode; compare with docs/results.md's "before" rows.
-    for mode in continuous binary; do
+    for mode in ${EVAL_MODES:-continuous binary}; do
         "$VLA" eval --policy openvla --model-path "$WORK/openvla_hold_done" --episodes 100 \
             --seed 5000 --tasks reach pick_up --split train --gripper-mode "$mode" --json \
             --no-progress > "$WORK/eval_openvla_hold_done_$mode.json"
