@@ -149,6 +149,12 @@ class RobotBackend(abc.ABC):
     supports_base = False
     #: Constructor arguments exposed as driver parameters (see :class:`BackendParameter`).
     parameters: Tuple[BackendParameter, ...] = ()
+    #: Joint command interfaces ``send_joint_command`` accepts ('joint_position',
+    #: 'joint_velocity'); empty: end-effector twists only (docs/joint_space.md).
+    joint_interfaces: Tuple[str, ...] = ()
+    #: False when the robot publishes ``joint_states`` itself (e.g. ros2_control's
+    #: joint_state_broadcaster): the driver then does not republish them.
+    publishes_joint_states = True
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any],
@@ -188,6 +194,26 @@ class RobotBackend(abc.ABC):
         arm-base frame; ``gripper`` is the target opening 0 (closed) .. 1 (open);
         ``base_twist`` is ``[vx, vy, wz]`` in the base frame, or None (no base command).
         """
+
+    def send_joint_command(self, positions: Optional[np.ndarray],
+                           velocities: Optional[np.ndarray], gripper: float,
+                           dt: float) -> None:
+        """Apply one already-limited joint command for ``dt`` seconds.
+
+        ``positions`` (target positions, ``joint_position``) or ``velocities``
+        (``joint_velocity``) is an array in the driver's ``joint_names`` order, the other
+        is None; ``gripper`` is the target opening 0 (closed) .. 1 (open). Only called
+        with an interface listed in :attr:`joint_interfaces`.
+        """
+        raise NotImplementedError(f'backend {self.name!r} takes no joint commands')
+
+    def attach_node(self, node: Any) -> None:
+        """Called once by the driver node before :meth:`start`.
+
+        Backends that talk ROS themselves create their publishers and subscriptions on
+        ``node`` here; the default does nothing (this module stays free of rclpy).
+        """
+        return None
 
     @abc.abstractmethod
     def read_state(self) -> RobotState:
