@@ -227,6 +227,8 @@ class JointStateCache:
             raise ValueError(f'gripper joint {self._gripper_joint!r} is also an arm joint')
         self._values: Dict[str, Tuple[float, float, float]] = {}  # name -> stamp, pos, vel
         self._lock = threading.Lock()
+        #: Messages stored so far (rejected ones not counted).
+        self.received = 0
 
     @property
     def arm_joints(self) -> Tuple[str, ...]:
@@ -273,6 +275,7 @@ class JointStateCache:
             for i, name in enumerate(names):
                 velocity = float(velocities[i]) if velocities else math.nan
                 self._values[name] = (float(stamp), float(positions[i]), velocity)
+            self.received += 1
 
     def state(self, ee_pose=UNKNOWN_POSE) -> RobotState:
         """The newest state; RuntimeError naming the joints never measured so far.

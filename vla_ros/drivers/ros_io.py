@@ -133,8 +133,8 @@ class JointStateInput:
                 self._on_message(msg)
         missing = self.cache.missing()
         if missing:
-            seen = 'no message at all' if missing == ('*',) else \
-                f'messages without {", ".join(missing)}'
+            seen = ('no message at all' if not self.cache.received
+                    else f'messages without {", ".join(missing)}')
             raise BackendError(
                 f'no usable joint_states on {self.topic!r} within {timeout:g} s ({seen}); '
                 'is the robot (joint_state_broadcaster) running, and is the topic right?')
