@@ -151,20 +151,49 @@ def test_joint_trajectory_reaches_the_controller_topic_in_the_controllers_order(
     wait_subscribed(node, gripper_topic)
     backend.send_joint_command(np.array([0.11, 0.21, 0.31]), None, 0.75, 0.02)
     backend.send_joint_command(np.array([0.12, 0.22, 0.32]), None, 0.75, 0.02)
-    backend.send_joint_command(np.array([0.13, 0.23, 0.33]), None, 0.25, 0.02)
+    backend.send_joint_command(np.array([0.13, 0.23, 0.33]), None, 0.25, float('nan'))
     (first, second, third) = fake.wait_for(topic, 3)
     assert list(first.joint_names) == ARM
     assert list(first.points[0].positions) == [0.11, 0.21, 0.31]
     assert list(third.points[0].positions) == [0.13, 0.23, 0.33]
     assert (first.header.stamp.sec, first.header.stamp.nanosec) == (0, 0)
-    ahead = first.points[0].time_from_start
-    assert (ahead.sec, ahead.nanosec) == (0, 40_000_000)  # two driver periods
+    for msg in (first, third):  # two driver periods; a bad dt keeps the last good one
+        ahead = msg.points[0].time_from_start
+        assert (ahead.sec, ahead.nanosec) == (0, 40_000_000)
     # The gripper: sent when the target changes, as the joint's position.
     grips = fake.wait_for(gripper_topic, 2)
     time.sleep(0.1)
     assert [list(m.data) for m in grips] == [[pytest.approx(0.03)], [pytest.approx(0.01)]]
     backend.stop()
     assert node.count_publishers(topic) == 0  # released: a new configure starts clean
+
+
+def test_time_from_start_parameter_and_a_trajectory_gripper(robot, driver_node):
+    from trajectory_msgs.msg import JointTrajectory
+
+    fake = robot()
+    topic = '/arm_controller/joint_trajectory'
+    gripper_topic = '/gripper_controller/joint_trajectory'
+    fake.record(JointTrajectory, topic)
+    fake.record(JointTrajectory, gripper_topic)
+    node = driver_node('joint_position')
+    backend = attached('ros2_control', node, **{
+        'ros2_control.command_topic': topic, 'ros2_control.time_from_start': 0.25,
+        'ros2_control.gripper_topic': gripper_topic, 'ros2_control.gripper_joint': 'finger',
+        'ros2_control.gripper_output': 'joint_trajectory',
+        'ros2_control.gripper_time_from_start': 0.5})
+    backend.start()
+    wait_subscribed(node, topic)
+    wait_subscribed(node, gripper_topic)
+    backend.send_joint_command(np.array([0.1, 0.2, 0.3]), None, 1.0, 0.02)
+    (arm,) = fake.wait_for(topic, 1)
+    assert (arm.points[0].time_from_start.sec, arm.points[0].time_from_start.nanosec) == \
+        (0, 250_000_000)
+    (grip,) = fake.wait_for(gripper_topic, 1)
+    assert list(grip.joint_names) == ['finger'] and list(grip.points[0].positions) == [0.04]
+    assert (grip.points[0].time_from_start.sec, grip.points[0].time_from_start.nanosec) == \
+        (0, 500_000_000)
+    backend.stop()
 
 
 def test_forward_velocity_commands_hold_with_zeros_and_stop_with_zeros(robot, driver_node):

@@ -90,6 +90,7 @@ class Ros2ControlBackend(RobotBackend):
         self.interface: Optional[str] = None
         self.topic = ''
         self._arm_joints: tuple = ()
+        self._period = 0.02  # the driver's tick, learnt from dt (time_from_start 0 = 2 ticks)
         self._io = None  # set by attach_node: (entities, joint input, arm publisher, gripper)
         self._started = False
 
@@ -194,7 +195,9 @@ class Ros2ControlBackend(RobotBackend):
         n = len(self._arm_joints)
         try:
             if self.output == JOINT_TRAJECTORY:
-                ahead = self.time_from_start or 2.0 * float(dt)
+                if math.isfinite(dt) and dt > 0.0:
+                    self._period = float(dt)  # a bad dt (clock jump) keeps the last good one
+                ahead = self.time_from_start or 2.0 * self._period
                 msg = joint_trajectory(self._arm_joints, values, ahead)
             else:
                 msg = forward_command(finite_vector(values, n, self.interface), n)
