@@ -22,7 +22,8 @@ the driver's workspace rule stops linear motion. The servo parameters a user set
 docs/ros2_control_and_servo.md.
 """
 
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -47,6 +48,17 @@ ACTIVATIONS = {
 }
 #: moveit_msgs/srv/ServoCommandType: JOINT_JOG = 0, TWIST = 1, POSE = 2.
 SERVO_TWIST_COMMAND_TYPE = 1
+
+
+@dataclass
+class _Wiring:
+    """What attach_node made on the driver node."""
+
+    entities: Any   # ros_io.Entities: destroyed together
+    state: Any      # ros_io.JointStateInput
+    twist: Any      # TwistStamped publisher
+    pose: Any       # ros_io.PoseInput or None
+    gripper: Any    # ros_io.GripperOutput or None
 
 
 def _servo_command_type_srv():
@@ -110,7 +122,7 @@ class MoveItServoBackend(RobotBackend):
         self._log = log or (lambda line: None)
         self.frame = ''
         self._node = None
-        self._io = None  # (entities, joint input, twist publisher, pose input, gripper)
+        self._io: Optional[_Wiring] = None  # set by attach_node
         self._started = False
 
     # ------------------------------------------------------------------ driver hooks
@@ -153,7 +165,7 @@ class MoveItServoBackend(RobotBackend):
             raise
         self.frame = frame
         self._node = node
-        self._io = (entities, state, twist, pose, gripper)
+        self._io = _Wiring(entities, state, twist, pose, gripper)
         self._log(f'moveit_servo: twists in {frame!r} on {self.twist_topic}; state from '
                   f'{self.joint_states_topic}; end-effector pose '
                   + (f'from {self.ee_pose_topic}' if pose else
@@ -164,7 +176,7 @@ class MoveItServoBackend(RobotBackend):
         if self._io is None:
             raise BackendError("backend 'moveit_servo' must be attached to the driver node "
                                '(attach_node) before start()')
-        self._io[1].wait(self.state_timeout)
+        self._io.state.wait(self.state_timeout)
         self._activate()
         self._started = True
 
@@ -199,7 +211,7 @@ class MoveItServoBackend(RobotBackend):
         """Destroy the publishers and subscriptions made on the driver node (idempotent)."""
         io, self._io = self._io, None
         if io is not None:
-            io[0].destroy()
+            io.entities.destroy()
 
     # ------------------------------------------------------------------ commands
     def send_command(self, ee_twist, gripper, base_twist, dt) -> None:
@@ -207,8 +219,8 @@ class MoveItServoBackend(RobotBackend):
         if not self._started or self._io is None:
             raise BackendError("backend 'moveit_servo' is not started")
         self._publish(ee_twist)
-        if self._io[4] is not None:
-            self._io[4].send(float(gripper))
+        if self._io.gripper is not None:
+            self._io.gripper.send(float(gripper))
 
     def _publish(self, ee_twist) -> None:
         try:
@@ -216,20 +228,20 @@ class MoveItServoBackend(RobotBackend):
                                 self._node.get_clock().now().to_msg())
         except ValueError as err:
             raise BackendError(f'moveit_servo: {err}') from None
-        self._io[2].publish(msg)
+        self._io.twist.publish(msg)
 
     # ------------------------------------------------------------------ state
     @property
     def dof(self) -> int:
         """Number of arm joints (known once attached, or once joint_states arrived)."""
-        return len(self._io[1].cache.arm_joints) if self._io is not None else 0
+        return len(self._io.state.cache.arm_joints) if self._io is not None else 0
 
     @property
     def joint_names(self):
         """Arm joints, then the gripper joint if one is configured."""
         if self._io is None:
             return ()
-        return self._io[1].cache.required() if self._io[1].cache.arm_joints else ()
+        return self._io.state.cache.required() if self._io.state.cache.arm_joints else ()
 
     def read_state(self):
         """The newest joint_states, the end-effector pose if known (else NaN).
@@ -238,5 +250,5 @@ class MoveItServoBackend(RobotBackend):
         """
         if self._io is None:
             raise RuntimeError("backend 'moveit_servo' has no state before attach_node/start")
-        pose = self._io[3].pose() if self._io[3] is not None else None
-        return self._io[1].cache.state(pose if pose is not None else UNKNOWN_POSE)
+        pose = self._io.pose.pose() if self._io.pose is not None else None
+        return self._io.state.cache.state(pose if pose is not None else UNKNOWN_POSE)

@@ -22,7 +22,8 @@ when the driver attaches it, and a non-zero twist given to :meth:`send_command` 
 """
 
 import math
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -43,6 +44,16 @@ from vla_ros.drivers.controller_messages import (
 __all__ = ['Ros2ControlBackend', 'JOINT_INTERFACES']
 
 JOINT_INTERFACES = ('joint_position', 'joint_velocity')
+
+
+@dataclass
+class _Wiring:
+    """What attach_node made on the driver node."""
+
+    entities: Any   # ros_io.Entities: destroyed together
+    state: Any      # ros_io.JointStateInput
+    arm: Any        # publisher of the arm commands
+    gripper: Any    # ros_io.GripperOutput or None
 
 
 class Ros2ControlBackend(RobotBackend):
@@ -91,7 +102,7 @@ class Ros2ControlBackend(RobotBackend):
         self.topic = ''
         self._arm_joints: tuple = ()
         self._period = 0.02  # the driver's tick, learnt from dt (time_from_start 0 = 2 ticks)
-        self._io = None  # set by attach_node: (entities, joint input, arm publisher, gripper)
+        self._io: Optional[_Wiring] = None  # set by attach_node
         self._started = False
 
     # ------------------------------------------------------------------ driver hooks
@@ -134,7 +145,7 @@ class Ros2ControlBackend(RobotBackend):
             raise
         self.interface, self._arm_joints = interface, joints
         self.topic = topic
-        self._io = (entities, state, arm, gripper)
+        self._io = _Wiring(entities, state, arm, gripper)
         self._log(f'ros2_control: {interface} as {self.output} on {topic} for '
                   f'{len(joints)} joints; state from {self.joint_states_topic}'
                   + (f'; gripper {self.gripper_joint} on {self.gripper_topic}'
@@ -145,7 +156,7 @@ class Ros2ControlBackend(RobotBackend):
         if self._io is None:
             raise BackendError("backend 'ros2_control' must be attached to the driver node "
                                '(attach_node) before start()')
-        self._io[1].wait(self.state_timeout)
+        self._io.state.wait(self.state_timeout)
         self._started = True
 
     def stop(self) -> None:
@@ -159,7 +170,7 @@ class Ros2ControlBackend(RobotBackend):
         """Destroy the publishers and subscriptions made on the driver node (idempotent)."""
         io, self._io = self._io, None
         if io is not None:
-            io[0].destroy()
+            io.entities.destroy()
 
     # ------------------------------------------------------------------ commands
     def send_joint_command(self, positions, velocities, gripper, dt) -> None:
@@ -178,8 +189,8 @@ class Ros2ControlBackend(RobotBackend):
                 self._publish_arm(np.zeros(len(self._arm_joints)), dt)
         else:
             self._publish_arm(values, dt)
-        if self._io[3] is not None:
-            self._io[3].send(float(gripper))
+        if self._io.gripper is not None:
+            self._io.gripper.send(float(gripper))
 
     def send_command(self, ee_twist, gripper, base_twist, dt) -> None:
         """No twist mode: a zero twist (the driver's stop) is a hold, anything else raises."""
@@ -203,7 +214,7 @@ class Ros2ControlBackend(RobotBackend):
                 msg = forward_command(finite_vector(values, n, self.interface), n)
         except ValueError as err:
             raise BackendError(f'ros2_control: {err}') from None
-        self._io[2].publish(msg)
+        self._io.arm.publish(msg)
 
     def _require_started(self):
         if not self._started or self._io is None:
@@ -228,4 +239,4 @@ class Ros2ControlBackend(RobotBackend):
         """
         if self._io is None:
             raise RuntimeError("backend 'ros2_control' has no state before attach_node/start")
-        return self._io[1].cache.state()
+        return self._io.state.cache.state()
