@@ -408,7 +408,8 @@ BACKENDS = {
                       read_only=True, backend='moveit_servo'),
         ParameterSpec('moveit_servo.frame_id', STRING, '',
                       "frame_id of the twists ('' = the driver's ee_frame, the frame its "
-                      'limits and workspace are in); a link MoveIt knows', _D,
+                      'limits and workspace are in); only to give that same frame the name '
+                      'the robot model uses: the twist values are not transformed', _D,
                       read_only=True, backend='moveit_servo'),
         ParameterSpec('moveit_servo.activation', STRING, 'switch_command_type',
                       "how start() makes Servo accept twists: 'switch_command_type' (MoveIt "
