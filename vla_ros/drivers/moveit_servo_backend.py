@@ -135,7 +135,8 @@ class MoveItServoBackend(RobotBackend):
             raise BackendError(f"backend 'moveit_servo' takes end-effector twists; "
                                f'command_interface is {interface!r} (joint commands go to '
                                "ros2_control controllers: backend 'ros2_control')")
-        frame = self.frame_id or ros_io.driver_parameter(node, 'ee_frame')
+        ee_frame = ros_io.driver_parameter(node, 'ee_frame')
+        frame = self.frame_id or ee_frame
         if not frame:
             raise BackendError('moveit_servo: no twist frame (moveit_servo.frame_id and the '
                                "driver's ee_frame are empty)")
@@ -152,8 +153,9 @@ class MoveItServoBackend(RobotBackend):
         try:
             state = ros_io.JointStateInput(entities, self.joint_states_topic, cache, warn)
             twist = entities.publisher(TwistStamped, self.twist_topic)
-            pose = (ros_io.PoseInput(entities, self.ee_pose_topic, frame,
-                                     self.ee_pose_timeout, warn)
+            names = sorted({frame, ee_frame} - {''})
+            pose = (ros_io.PoseInput(entities, self.ee_pose_topic, names, self.ee_pose_timeout,
+                                     warn)
                     if self.ee_pose_topic else None)
             gripper = None
             if self.gripper_topic:

@@ -141,13 +141,17 @@ class JointStateInput:
 
 
 class PoseInput:
-    """The newest ``geometry_msgs/PoseStamped`` of the end effector, if fresh and in frame."""
+    """The newest ``geometry_msgs/PoseStamped`` of the end effector, if fresh and in frame.
 
-    def __init__(self, entities: Entities, topic: str, frame: str, max_age: float,
+    ``frames``: the names the twist frame goes by (the driver's ee_frame and the backend's
+    frame_id); a pose in any other frame is ignored, never transformed.
+    """
+
+    def __init__(self, entities: Entities, topic: str, frames, max_age: float,
                  warn: Callable[[str], None]):
         from geometry_msgs.msg import PoseStamped
 
-        self.topic, self.frame, self.max_age = topic, frame, float(max_age)
+        self.topic, self.frames, self.max_age = topic, tuple(frames), float(max_age)
         self._node = entities.node
         self._warn = warn
         self._newest = None  # (receipt time on the node's clock, position, quaternion)
@@ -155,11 +159,12 @@ class PoseInput:
         entities.subscription(PoseStamped, topic, self._on_message)
 
     def _on_message(self, msg) -> None:
-        if msg.header.frame_id != self.frame:
+        if msg.header.frame_id not in self.frames:
             if not self._warned_frame:
                 self._warned_frame = True
                 self._warn(f'{self.topic}: pose in frame {msg.header.frame_id!r}, expected '
-                           f'{self.frame!r} (the twist frame); ignoring it')
+                           f'{" or ".join(map(repr, self.frames))} (the twist frame); '
+                           'ignoring it')
             return
         p, q = msg.pose.position, msg.pose.orientation
         values = (p.x, p.y, p.z, q.w, q.x, q.y, q.z)
