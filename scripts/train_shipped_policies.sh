@@ -195,7 +195,8 @@ if [[ -n "${STAGE12:-}" ]]; then
     merge "$WORK/stage12/sim_reach_pick_up" "$WORK/hold_300000" "$WORK/hold_300500" \
         "$WORK/dagger_310000" "$WORK/dagger_320000"
     train --policy openvla --model-path "$WORK/openvla_sim_done" --keep-statistics \
-        --done-label --relabel-from-state --data "$WORK/stage12/sim_reach_pick_up" \
+        --done-label --done-hold-steps "${DONE_HOLD_STEPS:-10}" --relabel-from-state \
+        --data "$WORK/stage12/sim_reach_pick_up" \
         --output "$WORK/openvla_hold_done" --steps "${STAGE12_STEPS:-3000}" --lr 2e-4 --warmup-steps 100 \
         --seed 20 --counterfactual 0.25 --checkpoint-every 500 \
         > "$WORK/train_openvla_hold_done.json"

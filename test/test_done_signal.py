@@ -276,6 +276,26 @@ def _episodes(done=True):
     return EpisodeDataset(out)
 
 
+def test_settled_done_waits_for_a_success_that_held():
+    from vla_ros.training.done_label import settled_done
+
+    done = np.array([0, 1, 1, 1, 0, 1, 1, 1, 1], bool)
+    assert settled_done(done, 0).tolist() == done.tolist()
+    assert settled_done(done, 2).astype(int).tolist() == [0, 0, 0, 1, 0, 0, 0, 1, 1]
+    assert not settled_done(done, 9).any()
+    with pytest.raises(ValueError, match='hold_steps'):
+        settled_done(done, -1)
+
+
+def test_done_hold_steps_needs_the_done_label():
+    from vla_ros.training.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match='done_hold_steps needs done_label'):
+        TrainConfig(policy='openvla', data='d', output='o', done_hold_steps=3)
+    with pytest.raises(ValueError, match='done_hold_steps must be'):
+        TrainConfig(policy='openvla', data='d', output='o', done_label=True, done_hold_steps=-1)
+
+
 def test_done_label_round_trips_and_becomes_the_last_dimension(tmp_path):
     from vla_ros.training.done_label import add_done_dimension, pad_done
 
@@ -288,6 +308,9 @@ def test_done_label_round_trips_and_becomes_the_last_dimension(tmp_path):
     np.testing.assert_array_equal(grown.episodes[0].actions[:, :7], data.episodes[0].actions)
     with pytest.raises(ValueError, match='2 of 2 episodes have no done label'):
         add_done_dimension(_episodes(done=False))
+    # Settled: done only once the success has held 2 frames before it.
+    settled = add_done_dimension(loaded, hold_steps=2)
+    np.testing.assert_array_equal(settled.episodes[0].actions[:, 7], [0] * 8 + [1] * 2)
     padded = pad_done([{'actions': np.ones((1, 7))}, {'actions': np.ones((1, 8))}], 8)
     assert padded[0]['actions'].tolist() == [[1] * 7 + [0]]
     assert padded[1]['actions'].shape == (1, 8)

@@ -140,6 +140,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="learn a stop: append each frame's done label as the terminate "
                         'dimension (data from `vla-ros collect`; the checkpoint must use '
                         'the extended space, see python -m vla_ros.training.done_label)')
+    p.add_argument('--done-hold-steps', type=int, default=0,
+                   help='with --done-label: label a frame done only once the task has stayed '
+                        'achieved for this many frames before it (default 0)')
     p.add_argument('--keep-statistics', action='store_true',
                    help="keep the --model-path / --init-weights checkpoint's normalization "
                         'statistics instead of computing them from --data')
@@ -211,7 +214,7 @@ def config_from_args(args):
                          counterfactual=args.counterfactual,
                          keep_statistics=args.keep_statistics,
                          relabel_from_state=args.relabel_from_state,
-                         done_label=args.done_label,
+                         done_label=args.done_label, done_hold_steps=args.done_hold_steps,
                          history_stride=args.history_stride,
                          allow_untrained_base=args.allow_untrained_base)
     return config

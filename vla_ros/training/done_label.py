@@ -56,11 +56,29 @@ def done_space(base: str) -> ActionSpace:
     return space
 
 
-def add_done_dimension(dataset: EpisodeDataset) -> EpisodeDataset:
+def settled_done(done: np.ndarray, hold_steps: int) -> np.ndarray:
+    """``done[t]`` and the ``hold_steps`` frames before it all achieved (0: ``done`` itself).
+
+    >>> settled_done(np.array([0, 1, 1, 1, 0, 1, 1], bool), 2).astype(int).tolist()
+    [0, 0, 0, 1, 0, 0, 0]
+    """
+    done = np.asarray(done, dtype=bool)
+    if hold_steps < 0:
+        raise ValueError(f'hold_steps must be >= 0, got {hold_steps}')
+    run = np.zeros(len(done), dtype=np.int64)  # achieved frames in a row, ending at t
+    count = 0
+    for t, achieved in enumerate(done):
+        count = count + 1 if achieved else 0
+        run[t] = count
+    return run > hold_steps
+
+
+def add_done_dimension(dataset: EpisodeDataset, hold_steps: int = 0) -> EpisodeDataset:
     """Every action gets its frame's ``done`` label (0.0 / 1.0) as a last dimension.
 
     Every episode must carry the label (recorded by ``vla-ros collect`` since it exists);
     older data is an error naming how many episodes lack it, never silently "not done".
+    With ``hold_steps`` the label is :func:`settled_done`.
     """
     space = done_space(dataset.action_space)
     missing = [i for i, e in enumerate(dataset.episodes) if e.done is None]
@@ -70,7 +88,9 @@ def add_done_dimension(dataset: EpisodeDataset) -> EpisodeDataset:
                          f'`vla-ros collect` (episodes run to the horizon)')
     return EpisodeDataset([dataclasses.replace(
         e, action_space=space.name,
-        actions=np.concatenate([e.actions, e.done[:, None].astype(np.float32)], axis=1))
+        actions=np.concatenate(
+            [e.actions, settled_done(e.done, hold_steps)[:, None].astype(np.float32)],
+            axis=1))
         for e in dataset.episodes])
 
 

@@ -51,7 +51,7 @@ SUMMARY = 'training_summary.json'
 RESUME_KEYS = ('policy', 'size', 'model_options', 'model_path', 'init_weights', 'steps',
                'batch_size', 'lr', 'weight_decay', 'warmup_steps', 'max_grad_norm', 'seed',
                'lora', 'unnorm_key', 'counterfactual', 'keep_statistics',
-               'relabel_from_state', 'done_label', 'history_stride')
+               'relabel_from_state', 'done_label', 'done_hold_steps', 'history_stride')
 
 
 class TrainingError(RuntimeError):
@@ -100,6 +100,12 @@ class TrainConfig:
     # the policy learns to say when the task is complete. Needs a checkpoint on the
     # extended space (`python -m vla_ros.training.done_label SRC OUT` grows one).
     done_label: bool = False
+    # With done_label: a frame is labelled done only once the task has stayed achieved for
+    # this many consecutive frames (0: from the first achieved frame). A stop learnt on the
+    # first achieved frame fires on the frames around it too (a grasp just before the lift
+    # looks like the lift), and a stop holds the robot, so the label waits for a settled
+    # success (vla_ros.training.done_label.settled_done).
+    done_hold_steps: int = 0
     # Control ticks between the frames of a history window (policies that see several
     # frames, e.g. Octo, RT-1): the ticks between two inferences at run time. 0 -> the
     # default schedule of ``vla-ros eval`` (receding horizon: min(5, chunk_length)).
@@ -148,6 +154,12 @@ class TrainConfig:
                              f'{self.relabel_from_state!r}')
         if not isinstance(self.done_label, bool):
             raise ValueError(f'done_label must be true or false, got {self.done_label!r}')
+        if isinstance(self.done_hold_steps, bool) or not isinstance(self.done_hold_steps, int) \
+                or self.done_hold_steps < 0:
+            raise ValueError(f'done_hold_steps must be an integer >= 0, got '
+                             f'{self.done_hold_steps!r}')
+        if self.done_hold_steps and not self.done_label:
+            raise ValueError('done_hold_steps needs done_label')
         if not isinstance(self.keep_statistics, bool):
             raise ValueError(f'keep_statistics must be true or false, got '
                              f'{self.keep_statistics!r}')
@@ -458,7 +470,7 @@ class Trainer:
         if c.done_label:
             from vla_ros.training.done_label import add_done_dimension
 
-            dataset = add_done_dimension(dataset)
+            dataset = add_done_dimension(dataset, hold_steps=c.done_hold_steps)
         policy = self._build_policy(checkpoint)
         samples = list(dataset.samples(policy.spec.chunk_length, **history_sampling(
             policy, c.history_stride)))
