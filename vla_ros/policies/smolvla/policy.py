@@ -234,8 +234,11 @@ class SmolVLAPolicy(TorchPolicy):
         width, height = c.resize_imgs_with_padding or images.shape[-1:-3:-1]
         pixels, valid = [], []
         for index, key in enumerate(c.image_keys):
-            x = self.pre.apply(key, images[:, index].float()) if key in self.pre.features \
-                else images[:, index].float()
+            # contiguous (B, C, H, W), as LeRobot's processors hand images over: a
+            # channels-last view (a permuted HWC camera frame) makes the vision tower's
+            # convolution round differently, ~1e-6 relative, which the chunk then carries
+            x = images[:, index].float().contiguous()
+            x = self.pre.apply(key, x) if key in self.pre.features else x
             x = resize_with_pad(x, width, height) * 2.0 - 1.0
             pixels.append(x)
             valid.append(torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
