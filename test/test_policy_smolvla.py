@@ -139,6 +139,29 @@ def test_resize_with_pad_keeps_aspect_and_pads_left_and_top():
     torch.testing.assert_close(out[0, 0, 4:], expected[0, 0])
 
 
+def test_loaded_weights_own_aligned_memory(policy):
+    # A tensor left as a view into the safetensors memory map sits at the file's offset
+    # (4-byte aligned here); CPU kernels then round differently from LeRobot, whose
+    # parameters are freshly allocated (torch's CPU allocator aligns to 64 bytes).
+    for name, value in policy.model.state_dict().items():
+        assert value.data_ptr() % 64 == 0, name
+
+
+def test_a_channels_last_camera_frame_gives_the_contiguous_frames_embedding(policy):
+    # A camera frame (H, W, C) permuted to (C, H, W) is a channels-last view; LeRobot's
+    # processors hand over contiguous (C, H, W) tensors. The model must see the same
+    # memory layout, or the vision tower's convolution rounds differently.
+    frame = torch.rand(1, 1, 24, 32, 3, generator=torch.Generator().manual_seed(0))
+    view = frame.permute(0, 1, 4, 2, 3)
+    assert not view.is_contiguous()
+    pixels = policy.model_images(view)[0][0]
+    assert pixels.is_contiguous()
+    reference = policy.model_images(view.contiguous())[0][0]
+    embed = policy.model.model.vlm_with_expert.embed_image
+    with torch.no_grad():
+        assert torch.equal(embed(pixels), embed(reference))
+
+
 def test_images_are_scaled_to_minus_one_one(policy):
     images = torch.zeros(1, 1, 3, 24, 32)
     pixels, valid = policy.model_images(images)
