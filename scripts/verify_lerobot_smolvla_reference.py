@@ -252,6 +252,17 @@ def compare(variant: str, work: Path) -> dict:
     result['pipeline_chunk_max_abs_diff'] = float(np.abs(lerobot_chunk[0].numpy() -
                                                          ours_chunk).max())
     result['pipeline_chunk_abs_max'] = float(np.abs(ours_chunk).max())
+    # vla_ros keeps float32 weights as views into the file's memory map (file-backed);
+    # those sit at the file's offsets, not 64-byte aligned, and CPU kernels round them
+    # differently from LeRobot's freshly allocated copies. The same weights copied into
+    # aligned memory show whether that is all that remains.
+    result['weights_unaligned'] = sum(p.data_ptr() % 64 != 0 for p in ours.model.parameters())
+    with torch.no_grad():
+        for p in ours.model.parameters():
+            p.data = p.data.clone()
+    aligned = ours.predict_chunk(obs, noise)
+    result['pipeline_chunk_max_abs_diff_aligned_copy'] = float(
+        np.abs(lerobot_chunk[0].numpy() - aligned).max())
     return result
 
 

@@ -45,11 +45,9 @@ def load_strict(model: torch.nn.Module, path: Path, dtype: torch.dtype, device,
         for key in expected:
             source = key if key in present else tied[key]
             tensor = f.get_tensor(source)
-            # always a copy: a tensor that stays a view into the file's memory map sits at
-            # the file's offset, often not 64-byte aligned, and CPU matmul kernels then
-            # round differently (~1e-7) from the same weights in freshly allocated memory
-            state[key] = tensor.to(device=device, copy=True,
-                                   dtype=dtype if tensor.is_floating_point() else None)
+            if tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            state[key] = tensor.to(device)
     model.load_state_dict(state, strict=True, assign=True)
     leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
                  if t.is_meta]
