@@ -33,8 +33,10 @@ processors that need torchvision; LeRobot only reads ``processor.tokenizer``'s
 the suffix keys/values appended by self-attention layers after each denoising step).
 
 Variants: ``cross_attn`` (smolvla_base's layout: 2 cameras + 1 empty camera, cross
-attention every other layer) and ``self_attn_special`` (self attention everywhere, image
-special tokens, fixed prefix_length with padding, pad_language_to='max_length').
+attention every other layer), ``self_attn_special`` (self attention everywhere, image
+special tokens, fixed prefix_length with padding, pad_language_to='max_length') and
+``sparse_expert`` (2 expert layers for 4 VLM layers). Each also compares the training
+loss (LeRobot's joint prefix+suffix ``forward`` against ``flow_loss``, same noise/time).
 
     python scripts/verify_lerobot_smolvla_reference.py --lerobot /path/to/lerobot --deps DIR
 """
@@ -64,6 +66,12 @@ VARIANTS = {
     'self_attn_special': dict(attention_mode='self_attn', empty_cameras=0,
                               add_image_special_tokens=True, prefix_length=200,
                               pad_language_to='max_length'),
+    # half as many expert layers (on VLM layers 0 and 2), self attention on layer 0 only:
+    # the sparse layout LeRobot can run with its cache
+    'sparse_expert': dict(attention_mode='cross_attn', empty_cameras=0,
+                          add_image_special_tokens=False, prefix_length=-1,
+                          pad_language_to='longest', num_expert_layers=2,
+                          self_attn_every_n_layers=4),
 }
 CAMERAS = ('top', 'wrist')
 STATE_DIM, ACTION_DIM, CHUNK, STEPS = 6, 5, 6, 4
@@ -245,6 +253,14 @@ def compare(variant: str, work: Path) -> dict:
         my_chunk = net.sample_actions(pixels, valid, ids, id_valid, my_state, noise.clone())
         result['normalized_chunk_max_abs_diff'] = max_diff(ref_chunk, my_chunk)
         result['normalized_chunk_abs_max'] = float(ref_chunk.abs().max())
+        actions = torch.randn(1, CHUNK, 7, generator=torch.Generator().manual_seed(8))
+        flow_time = torch.tensor([0.3])
+        ref_loss = reference.model.forward(images, image_masks, ref_ids, ref_mask, state,
+                                           actions, noise.clone(), flow_time)
+        my_loss = net.flow_loss(pixels, valid, ids, id_valid, my_state, actions,
+                                noise.clone(), flow_time)
+        result['training_loss_max_abs_diff'] = max_diff(ref_loss, my_loss)
+        result['training_loss_abs_max'] = float(ref_loss.abs().max())
         reference.reset()
         lerobot_chunk = post(reference.predict_action_chunk(pre(dict(raw)),
                                                             noise=noise.clone()))
@@ -263,6 +279,9 @@ def compare(variant: str, work: Path) -> dict:
     aligned = ours.predict_chunk(obs, noise)
     result['pipeline_chunk_max_abs_diff_aligned_copy'] = float(
         np.abs(lerobot_chunk[0].numpy() - aligned).max())
+    with torch.no_grad():
+        result['training_loss_max_abs_diff_aligned_copy'] = max_diff(ref_loss, net.flow_loss(
+            pixels, valid, ids, id_valid, my_state, actions, noise.clone(), flow_time))
     return result
 
 
