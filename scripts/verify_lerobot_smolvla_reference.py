@@ -72,19 +72,27 @@ VARIANTS = {
                           add_image_special_tokens=False, prefix_length=-1,
                           pad_language_to='longest', num_expert_layers=2,
                           self_attn_every_n_layers=4),
+    # load_vlm_weights=True (LeRobot's fine-tuning recipe): LeRobot then loads the VLM with
+    # from_pretrained(torch_dtype='bfloat16') and runs it in bfloat16, the expert in float32
+    'vlm_bf16': dict(attention_mode='cross_attn', empty_cameras=0,
+                     add_image_special_tokens=False, prefix_length=-1,
+                     pad_language_to='longest', load_vlm_weights=True),
 }
 CAMERAS = ('top', 'wrist')
 STATE_DIM, ACTION_DIM, CHUNK, STEPS = 6, 5, 6, 4
 
 
 def write_vlm_dir(path: Path):
-    """The local SmolVLM2 stand-in: config.json and the tokenizer (special ids exposed)."""
-    from transformers import SmolVLMConfig
+    """The local SmolVLM2 stand-in: config, (random) weights and the tokenizer."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
 
     from vla_ros.policies.smolvla.vlm_files import tiny_tokenizer
 
     path.mkdir(parents=True, exist_ok=True)
     SmolVLMConfig(**VLM).save_pretrained(str(path))
+    # weights only for load_vlm_weights=True (LeRobot's from_pretrained; overwritten by the
+    # checkpoint's own weights right after)
+    SmolVLMForConditionalGeneration(SmolVLMConfig(**VLM)).save_pretrained(str(path))
     tokenizer = tiny_tokenizer()
     tokenizer.save_pretrained(str(path))
     return tokenizer
@@ -160,8 +168,8 @@ def compare(variant: str, work: Path) -> dict:
         output_features={'action': PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
         chunk_size=CHUNK, n_action_steps=CHUNK, max_state_dim=8, max_action_dim=7,
         num_steps=STEPS, num_vlm_layers=4, tokenizer_max_length=24,
-        vlm_model_name=str(vlm_dir), load_vlm_weights=False, device='cpu',
-        **VARIANTS[variant])
+        vlm_model_name=str(vlm_dir), device='cpu', **{'load_vlm_weights': False,
+                                                      **VARIANTS[variant]})
     reference = modeling.SmolVLAPolicy(config).eval()
     with torch.no_grad():  # everything random, norms around 1 so that none is trivial
         gen = torch.Generator().manual_seed(1)
