@@ -137,6 +137,7 @@ class SmolVLAPolicy(TorchPolicy):
         self.tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
         super().__init__(config, statistics, unnorm_key, device, dtype, seed, model,
                          **overrides)
+        self.apply_vlm_precision()
         if pipelines is None:
             pipelines = self._default_pipelines()
         self.pre, self.post, self.tokenizer_settings = pipelines
@@ -144,6 +145,31 @@ class SmolVLAPolicy(TorchPolicy):
         self.normalizer = ActionNormalizer(self.pre, self.config.action_key)
 
     # ------------------------------------------------------------------ building
+    def apply_vlm_precision(self) -> None:
+        """Under a float32 policy, the dtypes LeRobot's SmolVLA runs its parts in.
+
+        LeRobot's state/action projections are float32. Its VLM is float32, or bfloat16
+        when ``load_vlm_weights`` is set (LeRobot then builds it with
+        ``from_pretrained(torch_dtype='bfloat16')`` and loads the checkpoint into it,
+        rounding float32 weights). Its expert takes the VLM text config's dtype (bfloat16
+        in that case, else what the VLM's config.json declares), except the
+        cross-attention ``k_proj``/``v_proj``, which stay float32. Running everything in
+        float32 instead moves the chunk by bfloat16's rounding (0.03 on the reference
+        check). Other requested dtypes apply to the whole network.
+        """
+        import torch
+
+        if self.dtype != torch.float32:
+            return
+        if self.config.load_vlm_weights:
+            vlm = expert = torch.bfloat16
+        else:
+            vlm = torch.float32
+            expert = getattr(self.vlm_config.text_config, 'dtype', None) or torch.float32
+            if isinstance(expert, str):
+                expert = getattr(torch, expert)
+        self.model.model.vlm_with_expert.set_lerobot_dtypes(vlm, expert)
+
     @classmethod
     def build_model(cls, config: SmolVLAConfig, vlm_config=None, special_tokens=None):
         """The network for ``config`` (random initialisation on the current device)."""
