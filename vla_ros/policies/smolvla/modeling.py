@@ -18,8 +18,9 @@ SmolVLA runs them its own way:
 - rotary embeddings use a fixed base of 10,000 on first/second halves (not the text
   model's ``rope_theta``), attention is computed in float32 with masked logits set to
   the float32 minimum;
-- dtypes may be mixed (LeRobot's ``load_vlm_weights``: a bfloat16 VLM, a float32 expert
-  and projections): every cast LeRobot makes is made at the same place;
+- dtypes may be mixed as in LeRobot (with ``load_vlm_weights``: bfloat16 VLM and expert,
+  float32 cross-attention k/v projections, state/action projections and attention
+  softmax): every cast LeRobot makes is made at the same place;
 - flow matching integrates ``x <- x + dt * v`` from t = 1 (noise) to t = 0 with
   ``dt = -1 / num_steps``; training regresses ``v = noise - actions`` at
   ``x_t = t * noise + (1 - t) * actions``.
