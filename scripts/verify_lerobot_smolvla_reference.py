@@ -77,22 +77,30 @@ VARIANTS = {
     'vlm_bf16': dict(attention_mode='cross_attn', empty_cameras=0,
                      add_image_special_tokens=False, prefix_length=-1,
                      pad_language_to='longest', load_vlm_weights=True),
+    # load_vlm_weights=False but the VLM's config.json declares a bfloat16 text model:
+    # LeRobot's expert (built from that config) is then bfloat16, its VLM float32
+    'expert_dtype_from_vlm_config': dict(attention_mode='cross_attn', empty_cameras=0,
+                                         add_image_special_tokens=False, prefix_length=-1,
+                                         pad_language_to='longest',
+                                         vlm_text_dtype='bfloat16'),
 }
 CAMERAS = ('top', 'wrist')
 STATE_DIM, ACTION_DIM, CHUNK, STEPS = 6, 5, 6, 4
 
 
-def write_vlm_dir(path: Path):
+def write_vlm_dir(path: Path, text_dtype: str | None = None):
     """The local SmolVLM2 stand-in: config, (random) weights and the tokenizer."""
     from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
 
     from vla_ros.policies.smolvla.vlm_files import tiny_tokenizer
 
     path.mkdir(parents=True, exist_ok=True)
-    SmolVLMConfig(**VLM).save_pretrained(str(path))
     # weights only for load_vlm_weights=True (LeRobot's from_pretrained; overwritten by the
     # checkpoint's own weights right after)
     SmolVLMForConditionalGeneration(SmolVLMConfig(**VLM)).save_pretrained(str(path))
+    config = SmolVLMConfig(**VLM)
+    config.text_config.dtype = text_dtype
+    config.save_pretrained(str(path))
     tokenizer = tiny_tokenizer()
     tokenizer.save_pretrained(str(path))
     return tokenizer
@@ -146,8 +154,9 @@ def compare(variant: str, work: Path) -> dict:
     from vla_ros.policies.contract import Observation
     from vla_ros.policies.registry import make_policy
 
+    settings = dict(VARIANTS[variant])
     vlm_dir = work / 'SmolVLM2-small'
-    tokenizer = write_vlm_dir(vlm_dir)
+    tokenizer = write_vlm_dir(vlm_dir, settings.pop('vlm_text_dtype', None))
     modeling = import_lerobot(tokenizer)
     from lerobot.configs import FeatureType, PolicyFeature
     from lerobot.policies.common.vla_utils import make_att_2d_masks
@@ -168,8 +177,7 @@ def compare(variant: str, work: Path) -> dict:
         output_features={'action': PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
         chunk_size=CHUNK, n_action_steps=CHUNK, max_state_dim=8, max_action_dim=7,
         num_steps=STEPS, num_vlm_layers=4, tokenizer_max_length=24,
-        vlm_model_name=str(vlm_dir), device='cpu', **{'load_vlm_weights': False,
-                                                      **VARIANTS[variant]})
+        vlm_model_name=str(vlm_dir), device='cpu', **{'load_vlm_weights': False, **settings})
     reference = modeling.SmolVLAPolicy(config).eval()
     with torch.no_grad():  # everything random, norms around 1 so that none is trivial
         gen = torch.Generator().manual_seed(1)
@@ -203,6 +211,10 @@ def compare(variant: str, work: Path) -> dict:
     obs.proprio = np.array([0.5, -0.2, 0.1, 0.9, -1.1, 0.3], dtype=np.float32)
     noise = torch.randn(1, CHUNK, 7, generator=torch.Generator().manual_seed(7))
     result = {'variant': variant, 'lerobot_tensors': len(reference.state_dict()),
+              'parameter_dtypes_equal': all(
+                  p.dtype == dict(ours.model.named_parameters())[n].dtype
+                  for n, p in reference.named_parameters()),
+              'lerobot_dtypes': sorted({str(p.dtype) for p in reference.parameters()}),
               'checkpoint_files': sorted(p.name for p in path.iterdir())}
     with torch.no_grad():
         pre = PolicyProcessorPipeline.from_pretrained(

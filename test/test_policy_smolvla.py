@@ -220,8 +220,10 @@ def test_bfloat16_parameters_on_request(files, checkpoint):
 def _dtypes_by_part(policy):
     parts = {}
     for name, param in policy.model.named_parameters():
-        if '.vlm.' in name:
-            part = 'vlm'
+        if '.text_model.' in name:
+            part = 'text'
+        elif '.vlm.' in name:
+            part = 'vlm'  # vision tower, connector, lm_head
         elif '.lm_expert.' in name:
             cross_kv = name.split('.layers.')[-1].split('.')[0] in ('1', '3') and \
                 ('k_proj' in name or 'v_proj' in name)  # odd layers read the VLM's k/v
@@ -241,8 +243,8 @@ def test_load_vlm_weights_runs_the_vlm_and_expert_in_bfloat16_as_lerobot(files, 
                                     fixture.lerobot_config(load_vlm_weights=True))
     policy = load(files, path)
     bf16, fp32 = {torch.bfloat16}, {torch.float32}
-    assert _dtypes_by_part(policy) == {'vlm': bf16, 'expert': bf16, 'cross_kv': fp32,
-                                       'projections': fp32}
+    assert _dtypes_by_part(policy) == {'vlm': bf16, 'text': bf16, 'expert': bf16,
+                                       'cross_kv': fp32, 'projections': fp32}
     state = policy.model.state_dict()
     for name, value in weights.items():  # rounded once, never through bfloat16 and back
         expected = value if state[name].dtype == torch.float32 else value.bfloat16()
@@ -254,9 +256,10 @@ def test_load_vlm_weights_runs_the_vlm_and_expert_in_bfloat16_as_lerobot(files, 
     assert not np.array_equal(chunk, float32.predict_chunk(observation(float32)))
 
 
-def test_expert_takes_the_vlm_text_configs_dtype(files, tmp_path):
-    # Without load_vlm_weights LeRobot's VLM is float32, its expert is built from the VLM
-    # config's text_config and so takes the dtype that config declares.
+def test_text_model_and_expert_take_the_vlm_text_configs_dtype(files, tmp_path):
+    # Without load_vlm_weights LeRobot builds the VLM from its config: transformers makes
+    # the text model in the dtype text_config declares, and the expert, built from a copy
+    # of text_config, too; the rest stays float32.
     from transformers import SmolVLMConfig
 
     vlm = tmp_path / 'vlm'
@@ -265,9 +268,11 @@ def test_expert_takes_the_vlm_text_configs_dtype(files, tmp_path):
     config.text_config.dtype = 'bfloat16'
     config.save_pretrained(str(vlm))
     policy = load(files, fixture.write_checkpoint(tmp_path / 'ck'), vlm_path=str(vlm))
-    assert _dtypes_by_part(policy) == {'vlm': {torch.float32}, 'expert': {torch.bfloat16},
-                                       'cross_kv': {torch.float32},
-                                       'projections': {torch.float32}}
+    bf16, fp32 = {torch.bfloat16}, {torch.float32}
+    assert _dtypes_by_part(policy) == {'vlm': fp32, 'text': bf16, 'expert': bf16,
+                                       'cross_kv': fp32, 'projections': fp32}
+    chunk = policy.predict_chunk(observation(policy))
+    assert chunk.dtype == np.float32 and np.isfinite(chunk).all()
 
 
 def test_residual_sums_take_the_layer_output_dtype():

@@ -193,22 +193,24 @@ class VLMWithExpert(nn.Module):
                                      f'={config.num_expert_layers}, self_attn_every_n_layers='
                                      f'{self.every})')
 
-    def set_lerobot_dtypes(self, vlm_dtype: torch.dtype, expert_dtype: torch.dtype) -> None:
-        """Give the VLM and the expert the dtypes LeRobot builds them with.
+    def set_lerobot_dtypes(self, vlm: torch.dtype, vision: torch.dtype, text: torch.dtype,
+                           expert: torch.dtype) -> None:
+        """Give each part the dtype LeRobot builds it with (see ``apply_vlm_precision``).
 
-        LeRobot creates the expert from a copy of the VLM's text config, hence in that
-        config's dtype, then replaces the cross-attention layers' ``k_proj``/``v_proj``
-        with new ``nn.Linear`` modules, which are float32 whatever the expert's dtype.
+        ``vlm`` is the rest of the VLM (connector, ``lm_head``). The expert is made from a
+        copy of the VLM's text config (hence its dtype); the cross-attention layers'
+        ``k_proj``/``v_proj`` are new ``nn.Linear`` modules, float32 in any case.
         """
-        self.vlm.to(vlm_dtype)
+        self.vlm.to(vlm)
+        self.vlm.model.vision_model.to(vision)
+        self.vlm.model.text_model.to(text)
         # the float32 projections are never cast (a round trip through bfloat16 would
         # round their weights)
         keep = {id(module) for layer in self.cross_layers
                 for module in (layer.self_attn.k_proj, layer.self_attn.v_proj)}
         for module in self.lm_expert.modules():
             for param in module.parameters(recurse=False):
-                param.data = param.data.to(torch.float32 if id(module) in keep
-                                           else expert_dtype)
+                param.data = param.data.to(torch.float32 if id(module) in keep else expert)
 
     def _self_attention(self, index: int) -> bool:
         return not self.cross or (self.every > 0 and index % self.every == 0)

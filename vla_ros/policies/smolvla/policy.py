@@ -148,27 +148,32 @@ class SmolVLAPolicy(TorchPolicy):
     def apply_vlm_precision(self) -> None:
         """Under a float32 policy, the dtypes LeRobot's SmolVLA runs its parts in.
 
-        LeRobot's state/action projections are float32. Its VLM is float32, or bfloat16
-        when ``load_vlm_weights`` is set (LeRobot then builds it with
-        ``from_pretrained(torch_dtype='bfloat16')`` and loads the checkpoint into it,
-        rounding float32 weights). Its expert takes the VLM text config's dtype (bfloat16
-        in that case, else what the VLM's config.json declares), except the
-        cross-attention ``k_proj``/``v_proj``, which stay float32. Running everything in
-        float32 instead moves the chunk by bfloat16's rounding (0.03 on the reference
-        check). Other requested dtypes apply to the whole network.
+        With ``load_vlm_weights`` LeRobot builds the VLM with
+        ``from_pretrained(torch_dtype='bfloat16')`` and loads the checkpoint into it
+        (rounding float32 weights): VLM and expert are bfloat16. Otherwise it builds the
+        VLM from its config: transformers makes the vision and text models in the dtype
+        their sub-configs declare (float32 if none), the connector and ``lm_head`` in
+        float32. The expert takes the text config's dtype, except the cross-attention
+        ``k_proj``/``v_proj``; those and the state/action projections are float32.
+        Running everything in float32 instead moves the chunk by bfloat16's rounding
+        (0.03 on the reference check). Other requested dtypes apply to the whole network.
         """
         import torch
 
         if self.dtype != torch.float32:
             return
+
+        def declared(sub_config):
+            value = getattr(sub_config, 'dtype', None) or torch.float32
+            return getattr(torch, value) if isinstance(value, str) else value
+
         if self.config.load_vlm_weights:
-            vlm = expert = torch.bfloat16
+            vlm = vision = text = torch.bfloat16
         else:
             vlm = torch.float32
-            expert = getattr(self.vlm_config.text_config, 'dtype', None) or torch.float32
-            if isinstance(expert, str):
-                expert = getattr(torch, expert)
-        self.model.model.vlm_with_expert.set_lerobot_dtypes(vlm, expert)
+            vision = declared(self.vlm_config.vision_config)
+            text = declared(self.vlm_config.text_config)
+        self.model.model.vlm_with_expert.set_lerobot_dtypes(vlm, vision, text, text)
 
     @classmethod
     def build_model(cls, config: SmolVLAConfig, vlm_config=None, special_tokens=None):
