@@ -9,9 +9,12 @@ VISUAL normalization, resize-with-pad (aspect kept, zero padding on the left/top
 tokenizer with the preprocessor's padding/truncation settings; flow sampling from
 seeded noise; the first ``action_dim`` columns unnormalized by the postprocessor.
 
-Checked against LeRobot's own SmolVLA code by ``scripts/verify_lerobot_smolvla_reference.py``
-(a LeRobot-saved checkpoint, same observation and noise: chunk within 1.2e-6, bit-identical
-with the weights in aligned memory; see docs/results.md).
+Under ``dtype='float32'`` each part runs in the dtype LeRobot gives it (bfloat16 VLM and
+expert with ``load_vlm_weights``; see :meth:`SmolVLAPolicy.apply_vlm_precision`). Checked
+against LeRobot's own SmolVLA code by ``scripts/verify_lerobot_smolvla_reference.py`` (a
+LeRobot-saved checkpoint, same observation and noise: bit-identical chunks in mixed
+precision, within 1.2e-6 in float32, where the memory-mapped weights' alignment is the
+only difference; see docs/results.md).
 
 The initial noise is drawn from a generator seeded by ``(seed, observation stamp)``, so
 one observation always gives the same chunk. Chunks are clipped to the configured action
