@@ -243,6 +243,12 @@ def compare(variant: str, work: Path) -> dict:
                                       torch.equal(ref_ids, ids) and
                                       torch.equal(ref_mask, id_valid))
         result['token_shapes'] = [list(ref_ids.shape), list(ids.shape)]
+        long_task = 'put the red cube on the green plate, then push the blue one left\n'
+        long_ref = pre({**raw, 'task': long_task})  # already ends with a newline: kept
+        long_ids, long_valid = ours.tokenize([long_task])
+        result['long_task_tokens_equal'] = bool(
+            torch.equal(long_ref['observation.language.tokens'], long_ids) and
+            torch.equal(long_ref['observation.language.attention_mask'].bool(), long_valid))
         state = reference.prepare_state(processed)
         my_state = ours.model_state(obs.proprio[None])
         result['state_max_abs_diff'] = max_diff(state, my_state)
