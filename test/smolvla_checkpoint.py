@@ -166,7 +166,7 @@ def lerobot_config(**changes) -> dict:
         'optimizer_grad_clip_norm': 10, 'scheduler_warmup_steps': 1000,
         'scheduler_decay_steps': 30000, 'scheduler_decay_lr': 2.5e-6,
         'vlm_model_name': 'HuggingFaceTB/SmolVLM2-500M-Video-Instruct',
-        'load_vlm_weights': True, 'add_image_special_tokens': False,
+        'load_vlm_weights': False, 'add_image_special_tokens': False,
         'attention_mode': 'cross_attn', 'prefix_length': -1, 'pad_language_to': 'max_length',
         'num_expert_layers': -1, 'num_vlm_layers': VLM_LAYERS, 'self_attn_every_n_layers': 2,
         'expert_width_multiplier': 0.75, 'min_period': 4e-3, 'max_period': 4.0,

@@ -139,6 +139,21 @@ def test_resize_with_pad_keeps_aspect_and_pads_left_and_top():
     torch.testing.assert_close(out[0, 0, 4:], expected[0, 0])
 
 
+def test_a_channels_last_camera_frame_gives_the_contiguous_frames_embedding(policy):
+    # A camera frame (H, W, C) permuted to (C, H, W) is a channels-last view; LeRobot's
+    # processors hand over contiguous (C, H, W) tensors. The model must see the same
+    # memory layout, or the vision tower's convolution rounds differently.
+    frame = torch.rand(1, 1, 24, 32, 3, generator=torch.Generator().manual_seed(0))
+    view = frame.permute(0, 1, 4, 2, 3)
+    assert not view.is_contiguous()
+    pixels = policy.model_images(view)[0][0]
+    assert pixels.is_contiguous()
+    reference = policy.model_images(view.contiguous())[0][0]
+    embed = policy.model.model.vlm_with_expert.embed_image
+    with torch.no_grad():
+        assert torch.equal(embed(pixels), embed(reference))
+
+
 def test_images_are_scaled_to_minus_one_one(policy):
     images = torch.zeros(1, 1, 3, 24, 32)
     pixels, valid = policy.model_images(images)
@@ -200,6 +215,85 @@ def test_bfloat16_parameters_on_request(files, checkpoint):
     assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
     chunk = policy.predict_chunk(observation(policy))
     assert chunk.dtype == np.float32 and np.isfinite(chunk).all()
+
+
+def _dtypes_by_part(policy):
+    parts = {}
+    for name, param in policy.model.named_parameters():
+        if '.text_model.' in name:
+            part = 'text'
+        elif '.vlm.' in name:
+            part = 'vlm'  # vision tower, connector, lm_head
+        elif '.lm_expert.' in name:
+            cross_kv = name.split('.layers.')[-1].split('.')[0] in ('1', '3') and \
+                ('k_proj' in name or 'v_proj' in name)  # odd layers read the VLM's k/v
+            part = 'cross_kv' if cross_kv else 'expert'
+        else:
+            part = 'projections'
+        parts.setdefault(part, set()).add(param.dtype)
+    return parts
+
+
+def test_load_vlm_weights_runs_the_vlm_and_expert_in_bfloat16_as_lerobot(files, tmp_path):
+    # LeRobot builds such a VLM with from_pretrained(torch_dtype='bfloat16'), its expert
+    # from the (now bfloat16) text config, and new float32 nn.Linear k/v projections for
+    # the cross-attention layers; the state/action projections are float32.
+    weights = fixture.make_weights()
+    path = fixture.write_checkpoint(tmp_path / 'ck', weights,
+                                    fixture.lerobot_config(load_vlm_weights=True))
+    policy = load(files, path)
+    bf16, fp32 = {torch.bfloat16}, {torch.float32}
+    assert _dtypes_by_part(policy) == {'vlm': bf16, 'text': bf16, 'expert': bf16,
+                                       'cross_kv': fp32, 'projections': fp32}
+    state = policy.model.state_dict()
+    for name, value in weights.items():  # rounded once, never through bfloat16 and back
+        expected = value if state[name].dtype == torch.float32 else value.bfloat16()
+        assert torch.equal(state[name], expected), name
+    chunk = policy.predict_chunk(observation(policy))
+    assert chunk.dtype == np.float32 and np.isfinite(chunk).all()
+    float32 = load(files, fixture.write_checkpoint(tmp_path / 'ck32', weights))
+    assert set().union(*_dtypes_by_part(float32).values()) == fp32
+    assert not np.array_equal(chunk, float32.predict_chunk(observation(float32)))
+
+
+def test_text_model_and_expert_take_the_vlm_text_configs_dtype(files, tmp_path):
+    # Without load_vlm_weights LeRobot builds the VLM from its config: transformers makes
+    # the text model in the dtype text_config declares, and the expert, built from a copy
+    # of text_config, too; the rest stays float32.
+    from transformers import SmolVLMConfig
+
+    vlm = tmp_path / 'vlm'
+    fixture.write_vlm_dir(vlm)
+    config = SmolVLMConfig.from_pretrained(str(vlm))
+    config.text_config.dtype = 'bfloat16'
+    config.save_pretrained(str(vlm))
+    policy = load(files, fixture.write_checkpoint(tmp_path / 'ck'), vlm_path=str(vlm))
+    bf16, fp32 = {torch.bfloat16}, {torch.float32}
+    assert _dtypes_by_part(policy) == {'vlm': fp32, 'text': bf16, 'expert': bf16,
+                                       'cross_kv': fp32, 'projections': fp32}
+    chunk = policy.predict_chunk(observation(policy))
+    assert chunk.dtype == np.float32 and np.isfinite(chunk).all()
+
+
+def test_residual_sums_take_the_layer_output_dtype():
+    # LeRobot adds the residual in place (out += hidden): a bfloat16 layer fed float32
+    # hidden states returns bfloat16, summed in float32 and rounded once.
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    gen = torch.Generator().manual_seed(0)
+    layer = LlamaDecoderLayer(LlamaConfig(hidden_size=16, intermediate_size=32,
+                                          num_attention_heads=2, num_key_value_heads=1,
+                                          head_dim=8), 0).to(torch.bfloat16)
+    hidden = torch.randn(1, 3, 16, generator=gen)
+    attended = torch.randn(1, 3, 16, generator=gen)
+    with torch.no_grad():
+        out = layer.self_attn.o_proj(attended.bfloat16())
+        out += hidden
+        expected = layer.mlp(layer.post_attention_layernorm(out))
+        expected += out
+        got = modeling._finish(layer, hidden, attended)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
 
 
 def test_image_special_tokens_add_three_tokens_per_image(files, tmp_path):

@@ -27,7 +27,7 @@ IGNORED_KEYS = frozenset({
     'optimizer_betas',
     'optimizer_eps', 'optimizer_weight_decay', 'optimizer_grad_clip_norm',
     'scheduler_warmup_steps', 'scheduler_decay_steps', 'scheduler_decay_lr',
-    'load_vlm_weights', 'compile_model', 'compile_mode',
+    'compile_model', 'compile_mode',
 })
 
 
@@ -62,6 +62,11 @@ class SmolVLAConfig:
     max_period: float = 4.0
     rtc_config: Any = None
     vlm_model_name: str = 'HuggingFaceTB/SmolVLM2-500M-Video-Instruct'  # never downloaded
+    # True in LeRobot's fine-tuning recipe: LeRobot then builds the VLM with
+    # from_pretrained(torch_dtype='bfloat16') before loading the checkpoint into it, so the
+    # VLM runs in bfloat16 and the expert in float32; vla_ros does the same (nothing is
+    # downloaded: only the precision follows)
+    load_vlm_weights: bool = False
     # --- vla_ros's fields ---------------------------------------------------------------
     action_space: str = 'arm7'
     camera_names: tuple = ()

@@ -18,6 +18,9 @@ SmolVLA runs them its own way:
 - rotary embeddings use a fixed base of 10,000 on first/second halves (not the text
   model's ``rope_theta``), attention is computed in float32 with masked logits set to
   the float32 minimum;
+- dtypes may be mixed as in LeRobot (with ``load_vlm_weights``: bfloat16 VLM and expert,
+  float32 cross-attention k/v projections, state/action projections and attention
+  softmax): every cast LeRobot makes is made at the same place;
 - flow matching integrates ``x <- x + dt * v`` from t = 1 (noise) to t = 0 with
   ``dt = -1 / num_steps``; training regresses ``v = noise - actions`` at
   ``x_t = t * noise + (1 - t) * actions``.
@@ -95,9 +98,16 @@ def _project(layer, hidden: torch.Tensor):
 
 
 def _finish(layer, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-    """Output projection, residual, post-norm MLP, residual."""
-    out = layer.self_attn.o_proj(attended.to(layer.self_attn.o_proj.weight.dtype)) + hidden
-    return layer.mlp(layer.post_attention_layernorm(out)) + out
+    """Output projection, residual, post-norm MLP, residual.
+
+    Each sum takes the dtype of the layer's output, as LeRobot's in-place ``+=`` does:
+    with a bfloat16 VLM fed float32 prefix embeddings (the state token is float32), the
+    residual stream is bfloat16 from the first layer's output on.
+    """
+    out = layer.self_attn.o_proj(attended.to(layer.self_attn.o_proj.weight.dtype))
+    out = (out + hidden).to(out.dtype)
+    mlp = layer.mlp(layer.post_attention_layernorm(out))
+    return (mlp + out).to(mlp.dtype)
 
 
 class VLMBody(nn.Module):
@@ -159,8 +169,10 @@ class VLMWithExpert(nn.Module):
         self.cross = config.attention_mode == 'cross_attn'
         self.every = config.self_attn_every_n_layers
         kv_width = text.num_key_value_heads * text.head_dim
+        self.cross_layers = []  # expert layers whose k/v read the VLM's keys and values
         for index, layer in enumerate(self.lm_expert.layers):
             if self.cross and not self._self_attention(index):
+                self.cross_layers.append(layer)
                 bias = expert_config.attention_bias
                 layer.self_attn.k_proj = nn.Linear(kv_width, kv_width, bias=bias)
                 layer.self_attn.v_proj = nn.Linear(kv_width, kv_width, bias=bias)
@@ -180,6 +192,25 @@ class VLMWithExpert(nn.Module):
                                      f'with VLM layer {index}, which is not (num_expert_layers'
                                      f'={config.num_expert_layers}, self_attn_every_n_layers='
                                      f'{self.every})')
+
+    def set_lerobot_dtypes(self, vlm: torch.dtype, vision: torch.dtype, text: torch.dtype,
+                           expert: torch.dtype) -> None:
+        """Give each part the dtype LeRobot builds it with (see ``apply_vlm_precision``).
+
+        ``vlm`` is the rest of the VLM (connector, ``lm_head``). The expert is made from a
+        copy of the VLM's text config (hence its dtype); the cross-attention layers'
+        ``k_proj``/``v_proj`` are new ``nn.Linear`` modules, float32 in any case.
+        """
+        self.vlm.to(vlm)
+        self.vlm.model.vision_model.to(vision)
+        self.vlm.model.text_model.to(text)
+        # the float32 projections are never cast (a round trip through bfloat16 would
+        # round their weights)
+        keep = {id(module) for layer in self.cross_layers
+                for module in (layer.self_attn.k_proj, layer.self_attn.v_proj)}
+        for module in self.lm_expert.modules():
+            for param in module.parameters(recurse=False):
+                param.data = param.data.to(torch.float32 if id(module) in keep else expert)
 
     def _self_attention(self, index: int) -> bool:
         return not self.cross or (self.every > 0 and index % self.every == 0)

@@ -9,6 +9,13 @@ VISUAL normalization, resize-with-pad (aspect kept, zero padding on the left/top
 tokenizer with the preprocessor's padding/truncation settings; flow sampling from
 seeded noise; the first ``action_dim`` columns unnormalized by the postprocessor.
 
+Under ``dtype='float32'`` each part runs in the dtype LeRobot gives it (bfloat16 VLM and
+expert with ``load_vlm_weights``; see :meth:`SmolVLAPolicy.apply_vlm_precision`). Checked
+against LeRobot's own SmolVLA code by ``scripts/verify_lerobot_smolvla_reference.py`` (a
+LeRobot-saved checkpoint, same observation and noise: bit-identical chunks in mixed
+precision, within 1.2e-6 in float32, where the memory-mapped weights' alignment is the
+only difference; see docs/results.md).
+
 The initial noise is drawn from a generator seeded by ``(seed, observation stamp)``, so
 one observation always gives the same chunk. Chunks are clipped to the configured action
 space (a flow sample is not bounded by construction).
@@ -133,6 +140,7 @@ class SmolVLAPolicy(TorchPolicy):
         self.tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
         super().__init__(config, statistics, unnorm_key, device, dtype, seed, model,
                          **overrides)
+        self.apply_vlm_precision()
         if pipelines is None:
             pipelines = self._default_pipelines()
         self.pre, self.post, self.tokenizer_settings = pipelines
@@ -140,6 +148,36 @@ class SmolVLAPolicy(TorchPolicy):
         self.normalizer = ActionNormalizer(self.pre, self.config.action_key)
 
     # ------------------------------------------------------------------ building
+    def apply_vlm_precision(self) -> None:
+        """Under a float32 policy, the dtypes LeRobot's SmolVLA runs its parts in.
+
+        With ``load_vlm_weights`` LeRobot builds the VLM with
+        ``from_pretrained(torch_dtype='bfloat16')`` and loads the checkpoint into it
+        (rounding float32 weights): VLM and expert are bfloat16. Otherwise it builds the
+        VLM from its config: transformers makes the vision and text models in the dtype
+        their sub-configs declare (float32 if none), the connector and ``lm_head`` in
+        float32. The expert takes the text config's dtype, except the cross-attention
+        ``k_proj``/``v_proj``; those and the state/action projections are float32.
+        Running everything in float32 instead moves the chunk by bfloat16's rounding
+        (0.03 on the reference check). Other requested dtypes apply to the whole network.
+        """
+        import torch
+
+        if self.dtype != torch.float32:
+            return
+
+        def declared(sub_config):
+            value = getattr(sub_config, 'dtype', None) or torch.float32
+            return getattr(torch, value) if isinstance(value, str) else value
+
+        if self.config.load_vlm_weights:
+            vlm = vision = text = torch.bfloat16
+        else:
+            vlm = torch.float32
+            vision = declared(self.vlm_config.vision_config)
+            text = declared(self.vlm_config.text_config)
+        self.model.model.vlm_with_expert.set_lerobot_dtypes(vlm, vision, text, text)
+
     @classmethod
     def build_model(cls, config: SmolVLAConfig, vlm_config=None, special_tokens=None):
         """The network for ``config`` (random initialisation on the current device)."""
@@ -234,8 +272,11 @@ class SmolVLAPolicy(TorchPolicy):
         width, height = c.resize_imgs_with_padding or images.shape[-1:-3:-1]
         pixels, valid = [], []
         for index, key in enumerate(c.image_keys):
-            x = self.pre.apply(key, images[:, index].float()) if key in self.pre.features \
-                else images[:, index].float()
+            # contiguous (B, C, H, W), as LeRobot's processors hand images over: a
+            # channels-last view (a permuted HWC camera frame) makes the vision tower's
+            # convolution round differently, ~1e-6 relative, which the chunk then carries
+            x = images[:, index].float().contiguous()
+            x = self.pre.apply(key, x) if key in self.pre.features else x
             x = resize_with_pad(x, width, height) * 2.0 - 1.0
             pixels.append(x)
             valid.append(torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
