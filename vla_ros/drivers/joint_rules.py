@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ['JointLimits', 'LimitedJoints', 'limit_position_target', 'limit_joint_velocity',
-           'joint_limits_from_parameters', 'JOINT_INTERFACES', 'COMMAND_INTERFACES']
+           'joint_limits_from_parameters', 'command_joint_order', 'JOINT_INTERFACES',
+           'COMMAND_INTERFACES']
 
 #: Joint command interfaces a backend may list in ``joint_interfaces``.
 JOINT_INTERFACES = ('joint_position', 'joint_velocity')
@@ -121,6 +122,20 @@ def joint_limits_from_parameters(values) -> JointLimits:
     return JointLimits(tuple(names), tuple(values['joint_position_min']),
                        tuple(values['joint_position_max']),
                        tuple(values['joint_max_velocity']), tuple(values['joint_max_step']))
+
+
+def command_joint_order(names, available, owner: str) -> tuple[str, ...]:
+    """``names`` (blanks dropped) if they are distinct members of ``available``.
+
+    For backends that receive joint commands for a subset of their joints
+    (``attach_node`` reads the driver's ``joint_names``); raises ValueError naming them.
+    """
+    names = tuple(str(n) for n in names if n)
+    bad = [n for n in names if n not in available]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f'{owner}: joint commands take distinct joints of '
+                         f'{list(available)}, got {list(names)}')
+    return names
 
 
 @dataclass(frozen=True)
