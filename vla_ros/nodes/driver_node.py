@@ -251,12 +251,20 @@ class DriverNode(LifecycleNode):
         joint_limits = None
         self._joint_index = (None, None)  # (state joint names, indices of joint_names)
         if interface != 'ee_twist':
-            joint_limits = joint_limits_from_parameters(self._joint_values())
+            try:
+                joint_limits = joint_limits_from_parameters(self._joint_values())
+            except ValueError as err:  # a configuration error: the message says which
+                raise BackendError(f'command_interface {interface!r}: {err}') from err
             check_joint_backend(interface, joint_limits, self.backend)
             if self.backend.supports_base:
                 self.get_logger().warning(
                     f'{interface}: cmd_vel is not applied (joint commands drive the arm only)')
-        self.backend.attach_node(self)
+        try:
+            self.backend.attach_node(self)
+        except BackendError:
+            raise
+        except ValueError as err:
+            raise BackendError(f"backend '{self.backend.name}': {err}") from err
         self.backend.start()
         self.core = DriverCore(
             lambda: self.get_clock().now().nanoseconds * 1e-9,
