@@ -889,6 +889,16 @@ def run_fuzz(context, examples: int = 50, seed: int = 0) -> dict:
         _collect(results, 'driver', driver, True)
     finally:
         driver.close()
+    from vla_ros.reliability.fuzz_joints import JointDriverFuzzHarness, joint_command_cases
+
+    joints = JointDriverFuzzHarness(context)  # joint-space robots: cmd/joint
+    try:
+        run('joint_command', joints, joint_command_cases(), joints.check_joint_command)
+        joints.check_hold_after_stop()
+        _collect(results, 'driver_joint', joints, True)
+        results['joint_commands_checked'] = joints.checked
+    finally:
+        joints.close()
     results['total_cases'] = sum(results['cases'].values())
     return results
 
