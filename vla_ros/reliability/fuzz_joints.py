@@ -55,23 +55,45 @@ class JointCommandCase:
 
 @st.composite
 def joint_command_cases(draw) -> JointCommandCase:
-    """Shuffled, missing, unknown and duplicate names; any lengths and values; odd stamps."""
+    """Valid commands (any order, huge jumps) and ones with one defect, or several.
+
+    Each case is drawn as a kind first, so valid messages that exercise the limits are as
+    frequent as each kind of bad one: non-finite values, wrong names (missing, unknown,
+    duplicate), wrong lengths, a velocity array, stale stamps, or all at random.
+    """
+    kind = draw(st.sampled_from(['valid', 'valid', 'valid', 'nonfinite', 'names', 'length',
+                                 'velocity', 'stale', 'random']))
     names = list(draw(st.permutations(JOINT_NAMES)))
-    mutation = draw(st.sampled_from(['none', 'none', 'none', 'drop', 'unknown', 'duplicate']))
-    if mutation == 'drop':
-        names.pop(draw(st.integers(0, len(names) - 1)))
-    elif mutation == 'unknown':
-        names[draw(st.integers(0, len(names) - 1))] = draw(st.sampled_from(
-            ['finger_left', 'joint8', '', 'JOINT1', 'joint1 ']))
-    elif mutation == 'duplicate':
-        names[0] = names[1]
-    count = draw(st.one_of(st.just(len(names)), st.just(len(names)),
-                           st.integers(0, len(names) + 2)))
-    value = st.one_of(st.floats(-3.5, 3.5), st.floats(-3.5, 3.5), wild_float)
-    positions = draw(st.lists(value, min_size=count, max_size=count))
-    velocities = draw(st.one_of(st.just([]), st.just([]), st.just([]),
-                                st.lists(wild_float, min_size=1, max_size=8)))
-    age = draw(st.sampled_from(STAMP_AGES))
+    finite = st.one_of(st.floats(-3.5, 3.5), st.sampled_from([1e6, -1e6, 1e300, -1e300]))
+    positions = draw(st.lists(finite, min_size=7, max_size=7))
+    velocities = []
+    age = draw(st.sampled_from((None, 0.0, 0.05, -3.0)))
+    if kind == 'nonfinite':
+        positions[draw(st.integers(0, 6))] = draw(st.sampled_from(
+            [math.nan, math.inf, -math.inf]))
+    elif kind == 'names':
+        mutation = draw(st.sampled_from(['drop', 'unknown', 'duplicate']))
+        if mutation == 'drop':
+            names.pop(draw(st.integers(0, 6)))
+            positions.pop()
+        elif mutation == 'unknown':
+            names[draw(st.integers(0, 6))] = draw(st.sampled_from(
+                ['finger_left', 'joint8', '', 'JOINT1', 'joint1 ']))
+        else:
+            names[0] = names[1]
+    elif kind == 'length':
+        positions = positions[:draw(st.sampled_from([0, 1, 6]))] if draw(st.booleans()) \
+            else positions + [0.0]
+    elif kind == 'velocity':
+        velocities = draw(st.lists(wild_float, min_size=1, max_size=8))
+    elif kind == 'stale':
+        age = draw(st.sampled_from((1.0, 100.0)))
+    elif kind == 'random':
+        positions = draw(st.lists(wild_float, max_size=9))
+        velocities = draw(st.lists(wild_float, max_size=3))
+        age = draw(st.sampled_from(STAMP_AGES))
+        if draw(st.booleans()):
+            names = draw(st.lists(st.sampled_from(JOINT_NAMES + ('x',)), max_size=9))
     return JointCommandCase(tuple(names), tuple(positions), tuple(velocities), age)
 
 
