@@ -159,3 +159,28 @@ def test_velocity_interface_and_no_joint_states_republished(graph):  # noqa: F81
     assert client.applied[-1].velocity.tolist() == [0.0, 0.0]  # watchdog
     assert not client.states  # the robot publishes joint_states, not the driver
     assert driver.core.command_interface == 'joint_velocity'
+
+
+def test_joint_limits_can_be_tightened_live_and_bad_ones_are_refused(graph):  # noqa: F811
+    client = _joint_client(graph)
+    driver = graph.driver(**JOINT_PARAMS)
+    assert wait_for(lambda: client.applied, 5.0)
+    result = driver.set_parameters([Parameter('joint_position_max', value=[1.0])])[0]
+    assert not result.successful and 'joint_position_max has 1 values' in result.reason
+    result = driver.set_parameters([Parameter('joint_max_velocity', value=[0.1, -1.0])])[0]
+    assert not result.successful and 'must be > 0' in result.reason
+    assert driver.set_parameters([Parameter('joint_position_max', value=[-2.4, 0.1])])[0] \
+        .successful
+    assert driver.core.joint_limits.position_max == (-2.4, 0.1)
+    # The arm starts at joint4 = -2.5: a target above the new limit stops at it.
+    assert wait_for(lambda: client.pub.get_subscription_count() > 0, 5.0)
+    client.command = (['joint1', 'joint4'], [0.5, 0.0])
+    assert wait_for(lambda: (a := client.applied_positions()) and
+                    np.allclose(a[-1], [-2.4, 0.1]), 5.0), client.applied_positions()[-1]
+    client.command = None
+    assert all(np.all(p <= np.array([-2.4, 0.1]) + 1e-12)
+               for p in client.applied_positions()[-20:])
+    values = {}
+    for msg in list(client.applied)[-1:]:
+        values = dict(zip(msg.name, msg.position, strict=True))
+    assert set(values) == {'joint4', 'joint1'}
