@@ -184,3 +184,26 @@ def test_joint_limits_can_be_tightened_live_and_bad_ones_are_refused(graph):  # 
     for msg in list(client.applied)[-1:]:
         values = dict(zip(msg.name, msg.position, strict=True))
     assert set(values) == {'joint4', 'joint1'}
+
+
+def test_estop_holds_the_joint_target_until_cleared(graph):  # noqa: F811
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+
+    client = _joint_client(graph)
+    graph.driver(**JOINT_PARAMS)
+    assert wait_for(lambda: client.applied and client.pub.get_subscription_count() > 0, 5.0)
+    client.command = (['joint1', 'joint4'], [0.2, -2.0])  # 0.2 rad at <= 0.008 rad a tick
+    assert wait_for(lambda: client.applied_positions()[-1][1] > 0.02, 3.0)
+    graph.client.estop_pub.publish(Bool(data=True))
+    time.sleep(0.3)
+    n = len(client.applied_positions())
+    time.sleep(0.3)  # commands keep streaming: the target must not move
+    held = client.applied_positions()[n:]
+    assert len(held) > 5 and all(np.array_equal(h, held[0]) for h in held)
+    assert held[0][1] < 0.2  # stopped on the way
+    response = graph.client.call(Trigger, '/vla_driver/clear_estop', Trigger.Request())
+    assert response.success
+    assert wait_for(lambda: np.allclose(client.applied_positions()[-1], [-2.0, 0.2]), 5.0)
+    client.command = None
+    _assert_within_limits_and_steps(client.applied_positions())
