@@ -21,6 +21,8 @@ from vla_ros.reliability.fuzz_joints import (
 
 pytestmark = [pytest.mark.graph]
 
+SCHEDULING_MARGIN = 0.15  # s, as in test_faults.py
+
 
 @pytest.fixture(scope='module')
 def harness(module_ros_context):
@@ -83,3 +85,15 @@ def test_huge_jump_moves_one_step_per_tick_then_holds(harness):
         harness.check_joint_command(case)
     assert harness.checked > 0
     harness.check_hold_after_stop()
+
+
+def test_watchdog_and_estop_stop_joint_targets_in_time(harness):
+    stops = harness.measure_stops(hold_for=0.3)
+    print(f'\njoint stops: {stops}')
+    assert [s['fault'] for s in stops] == ['joint_watchdog', 'joint_estop_service']
+    for stop in stops:
+        assert stop['held_until_cleared'], stop
+        # As test_faults.py: the target plus a margin for a loaded, shared machine.
+        assert stop['stop_latency_s'] <= stop['target_s'] + SCHEDULING_MARGIN, stop
+    # It did not stop before the watchdog timeout either.
+    assert stops[0]['stop_latency_s'] >= 0.25 - 0.02

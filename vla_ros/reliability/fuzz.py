@@ -905,8 +905,14 @@ def run_fuzz(context, examples: int = 50, seed: int = 0) -> dict:
     try:
         run('joint_command', joints, joint_command_cases(), joints.check_joint_command)
         joints.check_hold_after_stop()
+        results['joint_stops'] = joints.measure_stops()
         _collect(results, 'driver_joint', joints, True)
         results['joint_commands_checked'] = joints.checked
+        # Latencies are reported against their targets as the fault runs' are; a target
+        # that moved without a command is a safety failure.
+        moved = [r for r in results['joint_stops'] if not r['held_until_cleared']]
+        if moved:
+            results['failures'].append(f'joint target moved after a stop: {moved}')
     finally:
         joints.close()
     results['total_cases'] = sum(results['cases'].values())

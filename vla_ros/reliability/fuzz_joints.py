@@ -124,10 +124,15 @@ class JointDriverFuzzHarness(_Harness):
                             and self.monitor.latest_applied() is not None, 10.0),
                  'joint driver not discovered')
 
-    def assert_backend_safe(self, what: str) -> None:
-        """Every joint target sent: finite, within the limits, at most one step per tick."""
+    def assert_backend_safe(self, what: str, sent=None) -> None:
+        """Every joint target sent: finite, within the limits, at most one step per tick.
+
+        ``sent``: backend calls already taken from the driver (default: take them).
+        """
         lower, upper = np.array(POSITION_MIN), np.array(POSITION_MAX)
-        for _, positions, velocities, gripper in self.driver.take_sent_joints():
+        if sent is None:
+            sent = self.driver.take_sent_joints()
+        for _, positions, velocities, gripper in sent:
             _require(velocities is None and positions is not None,
                      f'{what}: backend got velocities {velocities}')
             _require(bool(np.all(np.isfinite(positions))), f'{what}: non-finite {positions}')
@@ -170,6 +175,62 @@ class JointDriverFuzzHarness(_Harness):
                      f'{what}: invalid command without a clear reason: {record.reasons}')
         self.assert_healthy(what)
         self.assert_backend_safe(what)
+
+    def _stream_far_target(self, seconds: float) -> float:
+        """Stream a target far past the limits for ``seconds``; the last send's wall time."""
+        last, end = wall_time(), wall_time() + seconds
+        direction = 1.0
+        while wall_time() < end:
+            if self.last_sent is not None and np.any(self.last_sent >= np.array(POSITION_MAX)):
+                direction = -1.0  # at a limit: head back, so the target keeps moving
+            case = JointCommandCase(JOINT_NAMES, (direction * 1e6,) * 7, (), 0.0)
+            self.check_joint_command(case)
+            last = wall_time()
+            wait_until(lambda: False, 0.02)
+        return last
+
+    def measure_stops(self, hold_for: float = 0.4) -> list[dict]:
+        """Watchdog and e-stop on joint commands: latency until the target stops moving.
+
+        The stop time is the first backend call whose target equals the previous one
+        (the driver holds it from then on); targets as for twists (``watchdog_target``).
+        """
+        from std_srvs.srv import Trigger
+
+        from vla_ros.reliability.campaign import watchdog_target
+
+        out = []
+        for fault in ('joint_watchdog', 'joint_estop_service'):
+            fault_time = self._stream_far_target(0.3)
+            self.assert_backend_safe(f'before {fault}')  # only what follows counts below
+            timeout = WATCHDOG
+            if fault == 'joint_estop_service':
+                client = self.peer.create_client(Trigger, 'vla_driver/estop')
+                _require(client.wait_for_service(timeout_sec=3.0), 'no estop service')
+                fault_time = wall_time()
+                future = client.call_async(Trigger.Request())
+                _require(wait_until(future.done, 3.0), 'estop did not answer')
+                timeout = 0.0
+            wait_until(lambda: False, timeout + hold_for)
+            calls = self.driver.take_sent_joints()
+            self.assert_backend_safe(fault, calls)
+            sent = [(when, p) for when, p, _, _ in calls]
+            stop = next((when for (_, a), (when, b) in zip(sent, sent[1:], strict=False)
+                         if np.array_equal(a, b)), None)
+            held = stop is not None and all(np.array_equal(p, sent[-1][1])
+                                            for when, p in sent if when >= stop)
+            latency = None if stop is None else stop - fault_time
+            target = watchdog_target(timeout)  # as for twists (campaign.py)
+            out.append({'fault': fault, 'stop_latency_s': None if latency is None
+                        else round(latency, 4), 'target_s': round(target, 4),
+                        'within_target': latency is not None and latency <= target,
+                        'held_until_cleared': held})
+            if fault == 'joint_estop_service':
+                clear = self.peer.create_client(Trigger, 'vla_driver/clear_estop')
+                _require(clear.wait_for_service(timeout_sec=3.0), 'no clear service')
+                future = clear.call_async(Trigger.Request())
+                _require(wait_until(future.done, 3.0), 'clear_estop did not answer')
+        return out
 
     def check_hold_after_stop(self, seconds: float = 0.4) -> None:
         """Past the watchdog, the target the backend gets must not change."""
