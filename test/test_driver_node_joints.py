@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -38,6 +39,9 @@ class JointClient(Node):
                                  self._keep(self.applied), qos.STATUS)
         self.create_subscription(JointState, 'joint_states', self._keep(self.states),
                                  qos.SENSOR)
+        self.diagnostics = []
+        self.create_subscription(DiagnosticArray, '/diagnostics',
+                                 self._keep(self.diagnostics), 10)
         self.command = None  # (names, positions) streamed at 50 Hz while not None
         self.create_timer(0.02, self._stream)
 
@@ -159,6 +163,10 @@ def test_velocity_interface_and_no_joint_states_republished(graph):  # noqa: F81
     assert client.applied[-1].velocity.tolist() == [0.0, 0.0]  # watchdog
     assert not client.states  # the robot publishes joint_states, not the driver
     assert driver.core.command_interface == 'joint_velocity'
+    # Operators see the interface and the dropped commands in /diagnostics.
+    assert wait_for(lambda: client.diagnostics, 3.0)
+    values = {kv.key: kv.value for kv in client.diagnostics[-1].status[0].values}
+    assert values['command_interface'] == 'joint_velocity'
 
 
 def test_joint_limits_can_be_tightened_live_and_bad_ones_are_refused(graph):  # noqa: F811
