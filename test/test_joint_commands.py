@@ -292,3 +292,25 @@ def test_lockstep_runs_a_joint_engine():
     moving = [c for c in commands if not c.hold]
     assert moving and all(np.allclose(c.joint_positions, 0.2) for c in moving)
     assert all(c.gripper == 0.0 for c in moving)
+
+
+# ------------------------------------------------------------------ launch validation
+def test_launch_refuses_joint_settings_that_do_not_fit_together(tmp_path):
+    from vla_ros import bringup
+
+    driver, inference = bringup.nodes(bringup.GENERIC, {'robot': 'arm_joint',
+                                                        'policy': 'pi0'})
+    assert inference.param_files[-1].endswith('config/policies/pi0.yaml')
+    bad = tmp_path / 'mine.yaml'
+    bad.write_text('/**/vla_inference:\n  ros__parameters:\n    joint_action_mode: velocity\n')
+    with pytest.raises(bringup.LaunchError, match="joint_action_mode 'velocity' does not go "
+                                                  "with command_interface 'joint_position'"):
+        bringup.nodes(bringup.GENERIC, {'robot': 'arm_joint', 'params_file': str(bad)})
+    bad.write_text('/**:\n  ros__parameters:\n    command_interface: joint_velocity\n')
+    with pytest.raises(bringup.LaunchError, match='valid: velocity'):
+        bringup.nodes(bringup.GENERIC, {'robot': 'arm_joint', 'params_file': str(bad)})
+    # A twist robot with joint_position but no joint_names.
+    bad.write_text('/**/vla_inference:\n  ros__parameters:\n'
+                   '    command_interface: joint_position\n')
+    with pytest.raises(bringup.LaunchError, match='needs joint_names'):
+        bringup.nodes(bringup.GENERIC, {'robot': 'arm', 'params_file': str(bad)})

@@ -368,6 +368,9 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
                 inference_params['policy_params'] = json.dumps({'instruction_set': 'checkpoint'})
     robot_file = str(config_dir('robots', f'{args["robot"]}.yaml'))
     family_file = policy_file(policy)
+    _check_joint_configuration(
+        (robot_file,) + ((str(family_file),) if family_file else ()), inference_params,
+        final, f'{namespace}/{schema.NODE_NAMES[schema.INFERENCE]}')
     specs = []
     for node, module, files, params in (
             (schema.DRIVER, 'driver_node', (robot_file,), driver_params),
@@ -378,6 +381,28 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
         specs.append(NodeSpec(module, f'vla_ros.nodes.{module}', name, files, kept,
                               final_param_files=final, replaced=replaced))
     return specs
+
+
+def _check_joint_configuration(files, parameters: dict, final_files, fully_qualified: str):
+    """Refuse joint-space settings that do not fit together before any node starts.
+
+    The inference node's effective values (schema defaults, robot and policy files, launch
+    values, the user's file) must form a valid joint configuration when
+    ``command_interface`` is a joint one (docs/joint_space.md).
+    """
+    from vla_ros.runtime.joint_commands import joint_config_from_params
+
+    values = schema.defaults(schema.INFERENCE)
+    for path in files:
+        values.update(_file_values(path, fully_qualified))
+    values.update(parameters)
+    for path in final_files:
+        values.update(_file_values(path, fully_qualified))
+    try:
+        joint_config_from_params(values)
+    except ValueError as exc:
+        raise LaunchError(f'invalid joint-space configuration for {fully_qualified}: '
+                          f'{exc}') from None
 
 
 def _section_matches(section: str, fully_qualified: str) -> bool:
