@@ -141,6 +141,9 @@ def test_lerobot_checkpoints_drive_the_sim_arm_in_joint_space(graph):
     status = listener.wait_status(lambda s: s.policy == 'pi0' and s.state == RUNNING, 60)
     print(f'pi0 running {time.monotonic() - started:.1f} s after launch: {status.message}')
     home = listener.arm_positions(started)[0]
+    # A joint-space robot gets cmd/joint only: no end-effector twist is published.
+    assert listener.node.count_publishers(f'/{NAMESPACE}/cmd/ee_twist') == 0
+    assert listener.node.count_publishers(f'/{NAMESPACE}/cmd/joint') == 1
     targets = check_commands(listener, time.monotonic(), 'pi0')
     for family in ('pi05', 'smolvla'):
         result = swap(env, *ckpts[family])
