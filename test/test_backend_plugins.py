@@ -84,6 +84,10 @@ def test_builtin_backends_declare_their_own_parameters():
     assert mujoco == {'mobile', 'seed', 'image_width', 'image_height', 'task', 'task_seed',
                       'task_split'}
     assert {p.name for p in backend_parameters(DryRunBackend)} == {'mobile'}
+    # Backends that talk to the robot's own controllers prefix theirs with their name.
+    for name in ('ros2_control', 'moveit_servo'):
+        declared = [p.name for p in backend_parameters(resolve_backend(name))]
+        assert declared and all(n.startswith(f'{name}.') for n in declared), declared
     dry = create_backend('dry_run', {'mobile': True}, log=lambda line: None)
     assert dry.supports_base
 
@@ -164,7 +168,8 @@ def test_driver_process_names_an_unknown_backend_and_runs_an_installed_one(
                '-p', 'backend:=my_arm', '-p', 'my_arm.port:=1234', '-p', 'rate_hz:=10.0']
     missing = subprocess.run(command, env=ros_env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2, missing.stderr
-    assert "unknown backend 'my_arm'; known: dry_run, mujoco" in missing.stderr
+    assert ("unknown backend 'my_arm'; known: dry_run, moveit_servo, mujoco, ros2_control"
+            in missing.stderr)
     assert 'Traceback' not in missing.stderr
 
     install_plugin(tmp_path, {'my_arm': EXAMPLE})

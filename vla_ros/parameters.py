@@ -361,8 +361,115 @@ def _mobile(backend: str) -> ParameterSpec:
                          read_only=True, backend=backend)
 
 
+def _controller_outputs() -> tuple[str, ...]:
+    from vla_ros.drivers.controller_messages import OUTPUTS
+
+    return OUTPUTS
+
+
+def _servo_activations() -> tuple[str, ...]:
+    from vla_ros.drivers.moveit_servo_backend import ACTIVATIONS
+
+    return tuple(ACTIVATIONS)
+
+
+def _joint_state_input(backend: str) -> list[ParameterSpec]:
+    """The robot's own joint_states, read by the backends that talk to its controllers."""
+    return [
+        ParameterSpec(f'{backend}.joint_states_topic', STRING, '/joint_states',
+                      "sensor_msgs/JointState topic of the robot (ros2_control's "
+                      'joint_state_broadcaster); the state the driver reads is its newest '
+                      'message', _D, read_only=True, backend=backend),
+        ParameterSpec(f'{backend}.state_timeout', DOUBLE, 5.0,
+                      'the backend fails to start unless joint_states with every joint in '
+                      'joint_names (and the gripper joint) arrive within this [s]', _D,
+                      read_only=True, range=(0.1, 300.0), backend=backend),
+    ]
+
+
+def _gripper_output(backend: str) -> list[ParameterSpec]:
+    """A gripper driven by its own controller (opening 0..1 mapped to joint positions)."""
+    return [
+        ParameterSpec(f'{backend}.gripper_topic', STRING, '',
+                      "command topic of the gripper's controller, e.g. "
+                      "'/gripper_controller/commands' ('' = no gripper output)", _D,
+                      read_only=True, backend=backend),
+        ParameterSpec(f'{backend}.gripper_output', STRING, 'forward_command',
+                      "message of the gripper command: 'forward_command' "
+                      "(std_msgs/Float64MultiArray [position]) or 'joint_trajectory' "
+                      '(trajectory_msgs/JointTrajectory of the gripper joint); sent when the '
+                      'target changes', _D, read_only=True, choices=_controller_outputs,
+                      backend=backend),
+        ParameterSpec(f'{backend}.gripper_joint', STRING, '',
+                      'gripper joint in joint_states (required with a gripper_topic): its '
+                      'measured position is the opening the driver starts from', _D,
+                      read_only=True, backend=backend),
+        ParameterSpec(f'{backend}.gripper_closed', DOUBLE, 0.0,
+                      'gripper joint position of a closed gripper (opening 0) [rad or m]', _D,
+                      read_only=True, backend=backend),
+        ParameterSpec(f'{backend}.gripper_open', DOUBLE, 0.04,
+                      'gripper joint position of an open gripper (opening 1) [rad or m]', _D,
+                      read_only=True, backend=backend),
+        ParameterSpec(f'{backend}.gripper_time_from_start', DOUBLE, 0.5,
+                      "joint_trajectory gripper output: time to reach a new target [s]", _D,
+                      read_only=True, range=(0.01, 10.0), backend=backend),
+    ]
+
+
 BACKENDS = {
     'dry_run': _index([_mobile('dry_run')]),
+    # Joint commands to ros2_control controllers (docs/ros2_control_and_servo.md).
+    'ros2_control': _index([
+        ParameterSpec('ros2_control.output', STRING, 'joint_trajectory',
+                      "'joint_trajectory': trajectory_msgs/JointTrajectory to a "
+                      "joint_trajectory_controller (joint_position); 'forward_command': "
+                      'std_msgs/Float64MultiArray to a forward position or velocity '
+                      'controller', _D, read_only=True, choices=_controller_outputs,
+                      backend='ros2_control'),
+        ParameterSpec('ros2_control.command_topic', STRING, '',
+                      "controller command topic ('' = the usual one: "
+                      '/joint_trajectory_controller/joint_trajectory, '
+                      '/forward_position_controller/commands or '
+                      '/forward_velocity_controller/commands)', _D, read_only=True,
+                      backend='ros2_control'),
+        ParameterSpec('ros2_control.time_from_start', DOUBLE, 0.0,
+                      'joint_trajectory output: time the controller takes to reach each '
+                      'target [s] (0 = two driver periods)', _D, read_only=True,
+                      range=(0.0, 10.0), backend='ros2_control'),
+        *_joint_state_input('ros2_control'),
+        *_gripper_output('ros2_control'),
+    ]),
+    # End-effector twists to MoveIt Servo (docs/ros2_control_and_servo.md).
+    'moveit_servo': _index([
+        ParameterSpec('moveit_servo.twist_topic', STRING, '/servo_node/delta_twist_cmds',
+                      "geometry_msgs/TwistStamped input of MoveIt Servo (its "
+                      'cartesian_command_in_topic, resolved under the servo node)', _D,
+                      read_only=True, backend='moveit_servo'),
+        ParameterSpec('moveit_servo.frame_id', STRING, '',
+                      "frame_id of the twists ('' = the driver's ee_frame, the frame its "
+                      'limits and workspace are in); only to give that same frame the name '
+                      'the robot model uses: the twist values are not transformed', _D,
+                      read_only=True, backend='moveit_servo'),
+        ParameterSpec('moveit_servo.activation', STRING, 'switch_command_type',
+                      "how start() makes Servo accept twists: 'switch_command_type' (MoveIt "
+                      "Jazzy and later: <servo_node>/switch_command_type TWIST), "
+                      "'start_servo' (Humble: <servo_node>/start_servo), 'none' (done "
+                      'elsewhere)', _D, read_only=True, choices=_servo_activations,
+                      backend='moveit_servo'),
+        ParameterSpec('moveit_servo.servo_node', STRING, '/servo_node',
+                      'fully qualified name of the servo node (its services are called '
+                      'under it)', _D, read_only=True, backend='moveit_servo'),
+        ParameterSpec('moveit_servo.ee_pose_topic', STRING, '',
+                      'geometry_msgs/PoseStamped of the end effector in the twist frame, '
+                      "e.g. UR's /tcp_pose_broadcaster/pose ('' = unknown pose: the "
+                      "driver's workspace rule then stops all linear motion)", _D,
+                      read_only=True, backend='moveit_servo'),
+        ParameterSpec('moveit_servo.ee_pose_timeout', DOUBLE, 0.5,
+                      'an end-effector pose older than this is unknown [s]', _D,
+                      read_only=True, range=(0.01, 10.0), backend='moveit_servo'),
+        *_joint_state_input('moveit_servo'),
+        *_gripper_output('moveit_servo'),
+    ]),
     'mujoco': _index([
         _mobile('mujoco'),
         ParameterSpec('seed', INT, 0, 'seed of the simulated scene', _D, read_only=True,

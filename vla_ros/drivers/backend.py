@@ -248,6 +248,8 @@ class RobotBackend(abc.ABC):
 _REGISTRY: Dict[str, object] = {
     'mujoco': 'vla_ros.drivers.mujoco_backend:MujocoBackend',
     'dry_run': 'vla_ros.drivers.dry_run:DryRunBackend',
+    'ros2_control': 'vla_ros.drivers.ros2_control_backend:Ros2ControlBackend',
+    'moveit_servo': 'vla_ros.drivers.moveit_servo_backend:MoveItServoBackend',
 }
 
 
