@@ -367,6 +367,10 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
                 # instruction (vla_ros.policies.instruction_retrieval).
                 inference_params['policy_params'] = json.dumps({'instruction_set': 'checkpoint'})
     robot_file = str(config_dir('robots', f'{args["robot"]}.yaml'))
+    joint_problem = _joint_configuration_problem(
+        driver_params, (robot_file,) + final, f'{namespace}/{schema.NODE_NAMES[schema.DRIVER]}')
+    if joint_problem:
+        raise LaunchError('invalid launch arguments:\n  - ' + joint_problem)
     family_file = policy_file(policy)
     _check_joint_configuration(
         (robot_file,) + ((str(family_file),) if family_file else ()), inference_params,
@@ -403,6 +407,30 @@ def _check_joint_configuration(files, parameters: dict, final_files, fully_quali
     except ValueError as exc:
         raise LaunchError(f'invalid joint-space configuration for {fully_qualified}: '
                           f'{exc}') from None
+
+
+def _joint_configuration_problem(driver_params: dict, files, fully_qualified: str) -> str:
+    """Why the driver's joint configuration would fail at configure ('' if it would not).
+
+    With a joint ``command_interface`` the joint limits must be set and have one value per
+    joint; checked here, from the robot file, the launch arguments and the user's file in
+    the order the node reads them, so a mismatch stops the launch before any node starts.
+    """
+    from vla_ros.drivers.joint_rules import joint_limits_from_parameters
+
+    merged = {name: spec.default for name, spec in schema.DRIVER_PARAMETERS.items()}
+    merged.update(_file_values(files[0], fully_qualified) if Path(files[0]).is_file() else {})
+    merged.update(driver_params)
+    for path in files[1:]:
+        merged.update(_file_values(path, fully_qualified))
+    interface = merged.get('command_interface') or 'ee_twist'
+    if interface == 'ee_twist':
+        return ''
+    try:
+        joint_limits_from_parameters(merged)
+    except (TypeError, ValueError) as exc:
+        return f'command_interface {interface!r}: {exc}'
+    return ''
 
 
 def _section_matches(section: str, fully_qualified: str) -> bool:

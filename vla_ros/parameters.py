@@ -341,6 +341,25 @@ DRIVER_PARAMETERS = _index([
     ParameterSpec('base_frame', STRING, 'base_link',
                   'mobile base only: child frame of odom (the base twist is expressed in it)',
                   _D, read_only=True),
+    ParameterSpec('command_interface', STRING, 'ee_twist',
+                  'how the arm is commanded: ee_twist (cmd/ee_twist), joint_position or '
+                  'joint_velocity (cmd/joint, limited by the joint_* parameters; the backend '
+                  'must list the interface); docs/joint_space.md', _D, read_only=True,
+                  choices=('ee_twist', 'joint_position', 'joint_velocity')),
+    ParameterSpec('joint_names', STRING_ARRAY, ('',),
+                  'joint interfaces: the arm joints commanded, in the controller\'s order '
+                  "(must be joints of the backend; [''] = none)", _D, read_only=True),
+    ParameterSpec('joint_position_min', DOUBLE_ARRAY, None,
+                  'joint interfaces: lower position limit per joint_names entry [rad or m]',
+                  _D),
+    ParameterSpec('joint_position_max', DOUBLE_ARRAY, None,
+                  'joint interfaces: upper position limit per joint_names entry [rad or m]',
+                  _D),
+    ParameterSpec('joint_max_velocity', DOUBLE_ARRAY, None,
+                  'joint interfaces: speed limit per joint_names entry [rad/s or m/s]', _D),
+    ParameterSpec('joint_max_step', DOUBLE_ARRAY, (0.05,),
+                  'joint_position: largest change of a position target per driver tick '
+                  '[rad or m]; one value for every joint or one per joint_names entry', _D),
     ParameterSpec('autostart', BOOL, True,
                   'configure and activate at start (runs without a lifecycle manager); '
                   'false: wait in unconfigured for configure / activate transitions', _D,

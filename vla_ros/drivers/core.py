@@ -21,6 +21,17 @@ rules, each tested with a fake clock in ``test/test_driver_core.py``:
   ever loosens them.
 * **Gripper.** Targets are clamped to 0..1; a new target takes effect only while motion is
   allowed (the last allowed target is held otherwise).
+* **Joint mode** (``command_interface`` ``joint_position`` / ``joint_velocity``,
+  docs/joint_space.md; tested in ``test/test_driver_core_joints.py``). Joint commands
+  (:meth:`DriverCore.command_joints`) are reordered by name; unknown, missing or duplicate
+  names, wrong lengths, non-finite values or an array for the other interface reject the
+  message (the previous good command stays). Stamps, watchdog, e-stop, interlock and
+  lifecycle rules are those of twists. Position targets are clamped to the joint limits
+  and the applied target steps toward them by at most ``min(max_step, max_velocity *
+  dt)`` (:mod:`vla_ros.drivers.joint_rules`); velocities are clamped and zeroed where they
+  would cross a limit within the tick. While motion is not allowed or the watchdog has
+  tripped the last applied target is held (velocities: zero); when motion is allowed
+  again the applied target restarts from the measured positions.
 
 Stops are immediate (no deceleration ramp): an e-stop or watchdog must not be lengthened.
 The node (``vla_ros.nodes.driver_node``) is a thin adapter: ROS callbacks call the
@@ -45,6 +56,12 @@ from vla_ros.actions.safety import (
     check_finite,
     limit_base,
 )
+from vla_ros.drivers.joint_rules import (
+    COMMAND_INTERFACES,
+    JointLimits,
+    limit_joint_velocity,
+    limit_position_target,
+)
 
 __all__ = ['DriverCore', 'DriverOutput', 'DriverStatus', 'resolve_actuation_enabled']
 
@@ -67,7 +84,10 @@ class DriverOutput:
 
     ``base_twist`` is None for a backend without a mobile base. ``watchdog_changed`` is
     None, or the new watchdog state (True = just tripped) when it changed on this tick.
-    ``limit_reasons`` says why the arm twist differs from the request (empty if it does not).
+    ``limit_reasons`` says why the arm twist (or joint command) differs from the request
+    (empty if it does not). In joint mode ``joint_positions`` (``joint_position``) or
+    ``joint_velocities`` (``joint_velocity``) holds the command in ``joint_names`` order
+    and ``ee_twist`` is zero; both are None in twist mode.
     """
 
     ee_twist: np.ndarray
@@ -76,6 +96,8 @@ class DriverOutput:
     dt: float
     watchdog_changed: Optional[bool] = None
     limit_reasons: tuple = ()
+    joint_positions: Optional[np.ndarray] = None
+    joint_velocities: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +140,18 @@ class DriverCore:
     def __init__(self, clock: Callable[[], float], limits: SafetyLimits, *,
                  period: float, watchdog_timeout: float, enabled: bool,
                  supports_base: bool = False, initial_gripper: float = 1.0,
-                 active: bool = True):
+                 active: bool = True, command_interface: str = 'ee_twist',
+                 joint_limits: Optional[JointLimits] = None):
         if not (math.isfinite(period) and period > 0.0):
             raise ValueError(f'period must be finite and > 0, got {period!r}')
+        if command_interface not in COMMAND_INTERFACES:
+            raise ValueError(f'command_interface must be one of {COMMAND_INTERFACES}, got '
+                             f'{command_interface!r}')
+        if command_interface != 'ee_twist' and not isinstance(joint_limits, JointLimits):
+            raise ValueError(f'command_interface {command_interface!r} needs JointLimits, '
+                             f'got {joint_limits!r}')
+        self.command_interface = command_interface
+        self._joint_limits = joint_limits if command_interface != 'ee_twist' else None
         self._clock = clock
         self._period = float(period)
         self.supports_base = bool(supports_base)
@@ -137,6 +168,8 @@ class DriverCore:
         self._base_cmd: Optional[np.ndarray] = None
         self._base_sent: Optional[float] = None
         self._gripper_cmd: Optional[float] = None
+        self._joint_cmd: Optional[np.ndarray] = None
+        self._joint_sent: Optional[float] = None
         self._rejected = 0
         # Tick state (only touched by tick()).
         self._applied = np.zeros(6)
@@ -144,6 +177,10 @@ class DriverCore:
         self._last_tick: Optional[float] = None
         self._watchdog_tripped = True
         self._clamped = 0
+        # Joint mode: the position target last sent (None: restart from the measured
+        # positions on the next tick that may move).
+        self._joint_applied: Optional[np.ndarray] = None
+        self._reseed = True
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -157,6 +194,16 @@ class DriverCore:
         return self._limits
 
     @property
+    def joint_limits(self) -> Optional[JointLimits]:
+        """The joint limits in force (None in twist mode)."""
+        return self._joint_limits
+
+    @property
+    def joint_mode(self) -> bool:
+        """Whether the arm is commanded in joint space."""
+        return self._joint_limits is not None
+
+    @property
     def watchdog_timeout(self) -> float:
         """Seconds an arm or base command stays valid."""
         return self._timeout
@@ -164,6 +211,15 @@ class DriverCore:
     def set_limits(self, limits: SafetyLimits) -> None:
         """Replace the limits; the next tick uses them."""
         self._limits = self._check_limits(limits)
+
+    def set_joint_limits(self, limits: JointLimits) -> None:
+        """Replace the joint limits (same joint names); the next tick uses them."""
+        if not self.joint_mode:
+            raise ValueError('the driver is in ee_twist mode: it has no joint limits')
+        if not isinstance(limits, JointLimits) or limits.names != self._joint_limits.names:
+            raise ValueError('joint limits must be JointLimits for the same joint_names '
+                             f'{list(self._joint_limits.names)}')
+        self._joint_limits = limits
 
     def set_watchdog_timeout(self, seconds: float) -> None:
         """Replace the watchdog timeout (> 0, finite)."""
@@ -204,7 +260,7 @@ class DriverCore:
         with self._lock:
             changed = active != self._active
             self._active = active
-            self._ee_cmd = None
+            self._ee_cmd = self._joint_cmd = None
         return changed
 
     def engage_estop(self) -> bool:
@@ -217,7 +273,7 @@ class DriverCore:
         """Release the latch and drop commands received meanwhile; True if it was engaged."""
         with self._lock:
             was, self._estop = self._estop, False
-            self._ee_cmd = None
+            self._ee_cmd = self._joint_cmd = None
             self._base_cmd = None
         return was
 
@@ -228,13 +284,16 @@ class DriverCore:
             changed = enabled != self._enabled
             self._enabled = enabled
             # Require a command sent after enabling, not one queued while disabled.
-            self._ee_cmd = None
+            self._ee_cmd = self._joint_cmd = None
         return changed
 
     # ------------------------------------------------------------------ commands
     def command_ee_twist(self, twist: Sequence[float], stamp: Optional[float] = None,
                          what: str = 'cmd/ee_twist') -> Optional[str]:
         """Store an arm twist ``[vx, vy, vz, wx, wy, wz]``; returns the rejection, or None."""
+        if self.joint_mode:
+            return self._reject(f'{what}: the driver takes {self.command_interface} commands '
+                                '(cmd/joint), not end-effector twists')
         accepted = self._accept(twist, 6, stamp, what)
         if isinstance(accepted, str):
             return accepted
@@ -273,6 +332,57 @@ class DriverCore:
             self._gripper_cmd = min(max(position, 0.0), 1.0)
         return None
 
+    def command_joints(self, names: Sequence[str], positions: Sequence[float] = (),
+                       velocities: Sequence[float] = (), stamp: Optional[float] = None,
+                       what: str = 'cmd/joint') -> Optional[str]:
+        """Store a joint command (any joint order); returns the rejection, or None.
+
+        ``positions`` for ``joint_position``, ``velocities`` for ``joint_velocity``; the
+        other must be empty. Every configured joint must be named exactly once.
+        """
+        limits = self._joint_limits
+        if limits is None:
+            return self._reject(f'{what}: the driver takes ee_twist commands, not joints')
+        try:
+            names = [str(n) for n in names]
+        except TypeError:
+            return self._reject(f'{what}: names are not a list: {names!r}')
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        unknown = sorted(set(names) - set(limits.names))
+        missing = [n for n in limits.names if n not in names]
+        if duplicates or unknown or missing:
+            problems = [f'{label} {items}' for label, items in (
+                ('duplicate', duplicates), ('unknown', unknown), ('missing', missing))
+                if items]
+            return self._reject(f'{what}: joint names are wrong: {"; ".join(problems)} '
+                                f'(expected {list(limits.names)})')
+        wanted, other = ((positions, velocities) if self.command_interface == 'joint_position'
+                         else (velocities, positions))
+        field, other_field = (('position', 'velocity')
+                              if self.command_interface == 'joint_position'
+                              else ('velocity', 'position'))
+        try:
+            other_size = len(other)
+        except TypeError:
+            other_size = 1
+        if other_size:
+            return self._reject(f'{what}: {other_field} must be empty for '
+                                f'{self.command_interface}, got {other_size} values')
+        try:
+            given = len(wanted)
+        except TypeError:
+            given = -1
+        if given != len(names):
+            return self._reject(f'{what}: {len(names)} names but {given} {field} values')
+        accepted = self._accept(wanted, len(names), stamp, f'{what} {field}')
+        if isinstance(accepted, str):
+            return accepted
+        value, sent = accepted
+        order = [names.index(n) for n in limits.names]
+        with self._lock:
+            self._joint_cmd, self._joint_sent = value[order], sent
+        return None
+
     def _accept(self, twist, size, stamp, what):
         try:
             value = check_finite(twist, what, size=size)
@@ -296,12 +406,16 @@ class DriverCore:
         return why
 
     # ------------------------------------------------------------------ control tick
-    def tick(self, ee_position: Sequence[float], now: Optional[float] = None) -> DriverOutput:
+    def tick(self, ee_position: Sequence[float], now: Optional[float] = None,
+             joint_positions: Optional[Sequence[float]] = None) -> DriverOutput:
         """Decide this tick's command from the inputs and the measured EE position.
 
         ``now`` defaults to the clock; the node passes the time it stamps the tick's
-        messages with, so the period it measures is the one observers see.
+        messages with, so the period it measures is the one observers see. In joint mode
+        ``joint_positions`` (measured, in ``joint_names`` order) is required.
         """
+        if self.joint_mode:
+            return self._joint_tick(joint_positions, now)
         if now is None:
             now = self._clock()
         dt = self._period if self._last_tick is None else min(
@@ -338,10 +452,78 @@ class DriverCore:
         self._applied = twist
         return DriverOutput(twist, self._gripper_target, base, dt, watchdog_changed, reasons)
 
-    def stop_output(self) -> DriverOutput:
-        """The command to send when shutting down: zero motion, gripper held."""
+    def _joint_tick(self, joint_positions, now) -> DriverOutput:
+        limits = self._joint_limits
+        measured = np.asarray(joint_positions if joint_positions is not None else (), float)
+        if measured.shape != (len(limits.names),) or not np.all(np.isfinite(measured)):
+            raise ValueError(f'joint mode: measured joint_positions must be '
+                             f'{len(limits.names)} finite values, got {measured.tolist()}')
+        if now is None:
+            now = self._clock()
+        dt = self._period if self._last_tick is None else min(
+            max(now - self._last_tick, _MIN_DT), _MAX_DT_PERIODS * self._period)
+        self._last_tick = now
+        timeout = self._timeout
+        with self._lock:
+            allowed = self._enabled and self._active and not self._estop
+            cmd, age = self._joint_cmd, self._age(self._joint_sent, now)
+            base_cmd, base_age = self._base_cmd, self._age(self._base_sent, now)
+            gripper_cmd = self._gripper_cmd
+
+        fresh = cmd is not None and age <= timeout
+        watchdog_changed = None
+        if (not fresh) != self._watchdog_tripped:
+            self._watchdog_tripped = not fresh
+            watchdog_changed = self._watchdog_tripped
+        reasons = ()
+        positions = velocities = None
+        if self._joint_applied is None or (allowed and self._reseed):
+            # First tick, or motion allowed again: start from where the arm is.
+            self._joint_applied = measured.copy()
+        self._reseed = not allowed
+        if self.command_interface == 'joint_position':
+            if allowed and fresh:
+                limited = limit_position_target(cmd, self._joint_applied, limits, dt)
+                self._joint_applied = limited.values
+                reasons = limited.reasons
+                if limited.clamped:
+                    self._clamped += 1
+            positions = self._joint_applied.copy()
+        else:
+            velocities = np.zeros(len(limits.names))
+            if allowed and fresh:
+                limited = limit_joint_velocity(cmd, measured, limits, dt)
+                velocities = limited.values
+                reasons = limited.reasons
+                if limited.clamped:
+                    self._clamped += 1
+        if allowed and gripper_cmd is not None:
+            self._gripper_target = gripper_cmd
+        base = None
+        if self.supports_base:
+            base = np.zeros(3)
+            if allowed and base_cmd is not None and base_age <= timeout:
+                base = limit_base(base_cmd, self._limits)
+        return DriverOutput(np.zeros(6), self._gripper_target, base, dt, watchdog_changed,
+                            reasons, positions, velocities)
+
+    def stop_output(self, joint_positions: Optional[Sequence[float]] = None) -> DriverOutput:
+        """The command to send when shutting down: zero motion, gripper held.
+
+        In joint mode the position target is the last applied one (else the measured
+        ``joint_positions``, if given); velocities are zero.
+        """
         base = np.zeros(3) if self.supports_base else None
-        return DriverOutput(np.zeros(6), self._gripper_target, base, self._period)
+        positions = velocities = None
+        if self.command_interface == 'joint_position':
+            if self._joint_applied is not None:
+                positions = self._joint_applied.copy()
+            elif joint_positions is not None:
+                positions = np.asarray(joint_positions, float).copy()
+        elif self.command_interface == 'joint_velocity':
+            velocities = np.zeros(len(self._joint_limits.names))
+        return DriverOutput(np.zeros(6), self._gripper_target, base, self._period,
+                            joint_positions=positions, joint_velocities=velocities)
 
     @staticmethod
     def _age(sent, now):

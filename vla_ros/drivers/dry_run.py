@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from vla_ros.drivers.backend import RobotBackend, RobotState, parameters_from_schema
+from vla_ros.drivers.joint_rules import command_joint_order
 from vla_ros.sim import kinematics as kin
 
 __all__ = ['DryRunBackend']
@@ -30,6 +31,7 @@ class DryRunBackend(RobotBackend):
     name = 'dry_run'
     is_hardware = False
     parameters = parameters_from_schema('dry_run')  # defaults: vla_ros.parameters
+    joint_interfaces = ('joint_position', 'joint_velocity')
 
     @classmethod
     def from_parameters(cls, values, log=None):
@@ -47,6 +49,7 @@ class DryRunBackend(RobotBackend):
         self._last_log = -np.inf
         self._count = 0
         self._started = False
+        self.command_joints = tuple(self.chain.joint_names)
         self.reset()
 
     @property
@@ -100,6 +103,47 @@ class DryRunBackend(RobotBackend):
             base = '' if base_twist is None else f' base={np.round(base_twist, 3).tolist()}'
             self._log(f'dry run: {self._count} commands so far; last twist='
                       f'{np.round(twist, 3).tolist()} gripper={target:.2f}{base} dt={dt:.3f}')
+
+    def attach_node(self, node):
+        """Take the driver's ``joint_names`` (joint interfaces) as the commanded joints."""
+        if node.has_parameter('command_interface') and \
+                node.get_parameter('command_interface').value != 'ee_twist':
+            self.set_command_joints(node.get_parameter('joint_names').value)
+
+    def set_command_joints(self, names):
+        """Set which joints (and in which order) ``send_joint_command`` receives."""
+        self.command_joints = command_joint_order(names, tuple(self.chain.joint_names),
+                                                  self.name)
+
+    def send_joint_command(self, positions, velocities, gripper, dt):
+        """Integrate joint targets (the fake arm follows them at once) or velocities.
+
+        Arrays are in :attr:`command_joints` order; other joints keep their position.
+        """
+        index = [list(self.chain.joint_names).index(n) for n in self.command_joints]
+        q = self._q.copy()
+        if positions is not None:
+            q[index] = np.asarray(positions, float).reshape(len(index))
+        else:
+            q[index] += np.asarray(velocities, float).reshape(len(index)) * dt
+        q = np.clip(q, self.chain.lower, self.chain.upper)
+        self._dq = (q - self._q) / dt if dt > 0 else np.zeros(self.dof)
+        self._q = q
+        self._step_gripper(gripper, dt)
+        self._count += 1
+        now = self._clock()
+        if now - self._last_log >= self._log_period:
+            self._last_log = now
+            kind = 'positions' if positions is not None else 'velocities'
+            values = positions if positions is not None else velocities
+            self._log(f'dry run: {self._count} commands so far; last joint {kind}='
+                      f'{np.round(np.asarray(values, float), 3).tolist()} '
+                      f'gripper={float(gripper):.2f} dt={dt:.3f}')
+
+    def _step_gripper(self, gripper, dt):
+        target = float(np.clip(gripper, 0.0, 1.0))
+        step = _GRIPPER_SPEED * dt
+        self._gripper += float(np.clip(target - self._gripper, -step, step))
 
     def read_state(self):
         """Return the integrated fake state (stamp = ``clock()``)."""

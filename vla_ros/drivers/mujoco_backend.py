@@ -3,6 +3,7 @@
 import numpy as np
 
 from vla_ros.drivers.backend import RobotBackend, RobotState, parameters_from_schema
+from vla_ros.drivers.joint_rules import command_joint_order
 from vla_ros.sim.scene import ArmSim
 
 __all__ = ['MujocoBackend']
@@ -20,6 +21,7 @@ class MujocoBackend(RobotBackend):
     # Flat names (not 'mujoco.seed'): launch files, robot configs and recorded sessions
     # have always set them so.
     parameters = parameters_from_schema('mujoco')  # defaults: vla_ros.parameters
+    joint_interfaces = ('joint_position', 'joint_velocity')
 
     @classmethod
     def from_parameters(cls, values, log=None):
@@ -38,6 +40,7 @@ class MujocoBackend(RobotBackend):
         privileged state, like a simulator's ground truth.
         """
         self.sim = ArmSim(mobile=mobile, image_size=image_size, seed=seed, cameras=cameras)
+        self.command_joints = ArmSim.ARM_JOINTS  # order of send_joint_command's arrays
         self.supports_base = self.sim.mobile
         self.task_instance = None
         if task:
@@ -91,6 +94,31 @@ class MujocoBackend(RobotBackend):
             base_twist = None  # the driver may send zeros for a base it does not know about
         self.sim.step_ee_twist(np.asarray(ee_twist, float), float(gripper), base_twist, dt)
 
+    def attach_node(self, node):
+        """Take the driver's ``joint_names`` (joint interfaces) as the commanded joints."""
+        if node.has_parameter('command_interface') and \
+                node.get_parameter('command_interface').value != 'ee_twist':
+            self.set_command_joints(node.get_parameter('joint_names').value)
+
+    def set_command_joints(self, names):
+        """Set which arm joints (and in which order) ``send_joint_command`` receives."""
+        self.command_joints = command_joint_order(names, ArmSim.ARM_JOINTS, self.name)
+
+    def send_joint_command(self, positions, velocities, gripper, dt):
+        """Step the simulation for ``dt`` seconds toward joint targets or with velocities.
+
+        Arrays are in :attr:`command_joints` order; arm joints not in it hold their target.
+        """
+        index = [ArmSim.ARM_JOINTS.index(n) for n in self.command_joints]
+        if positions is not None:
+            target = self.sim.arm_target
+            target[index] = np.asarray(positions, float).reshape(len(index))
+            self.sim.step_joint_targets(target, float(gripper), dt)
+        else:
+            dq = np.zeros(len(ArmSim.ARM_JOINTS))
+            dq[index] = np.asarray(velocities, float).reshape(len(index))
+            self.sim.step_joint_velocities(dq, float(gripper), dt)
+
     def read_state(self):
         """Return the simulated state (stamp = simulated seconds)."""
         pos, quat = self.sim.ee_pose()
@@ -110,3 +138,4 @@ class MujocoBackend(RobotBackend):
         if camera not in self.sim.cameras:
             raise ValueError(f'unknown camera {camera!r}; have {self.sim.cameras}')
         return self.sim.render(camera)
+

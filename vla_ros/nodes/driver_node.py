@@ -10,10 +10,14 @@ parameters (``BackendParameter``), which this node declares only for the backend
 
 Interface (all topic names relative, so they follow the node's namespace and remappings):
 
-* subscribes ``cmd/ee_twist`` (TwistStamped), ``cmd/gripper`` (GripperCommand),
-  ``cmd_vel`` (TwistStamped, mobile base), ``estop`` (Bool, latched; True engages);
-* publishes ``joint_states``, ``ee_pose``, ``~/applied_twist`` (exactly what the backend
-  was sent), ``camera/<name>/image_raw``, ``/diagnostics``; with a mobile base ``odom``
+* subscribes ``cmd/ee_twist`` (TwistStamped), ``cmd/joint`` (JointState, with
+  ``command_interface`` ``joint_position`` / ``joint_velocity``: docs/joint_space.md),
+  ``cmd/gripper`` (GripperCommand), ``cmd_vel`` (TwistStamped, mobile base), ``estop``
+  (Bool, latched; True engages); a command for the interface not in use is rejected;
+* publishes ``joint_states`` (unless the backend's robot publishes them), ``ee_pose``,
+  ``~/applied_twist`` (exactly what the backend was sent; zero in joint mode),
+  ``~/applied_joints`` (joint mode: the joint command the backend was sent),
+  ``camera/<name>/image_raw``, ``/diagnostics``; with a mobile base ``odom``
   (nav_msgs/Odometry, ``odom_frame`` -> ``base_frame``); with a sim task episode
   ``~/task_status`` and (``publish_task_instruction``) the episode's ``instruction``
   (latched);
@@ -56,6 +60,7 @@ from vla_ros.drivers.backend import (
     resolve_backend,
 )
 from vla_ros.drivers.core import DriverCore, resolve_actuation_enabled
+from vla_ros.drivers.joint_rules import JointLimits, joint_limits_from_parameters
 from vla_ros.nodes import qos
 from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import rgb_to_image_msg
@@ -72,6 +77,9 @@ LIMIT_PARAMS = (
     'max_angular_acceleration', 'workspace_min', 'workspace_max',
     'max_base_linear_velocity', 'max_base_angular_velocity',
 )
+# Parameters that make up JointLimits (joint interfaces only); changes apply at once.
+JOINT_LIMIT_PARAMS = ('joint_position_min', 'joint_position_max', 'joint_max_velocity',
+                      'joint_max_step')
 _WARN_PERIOD = 2.0  # s between repeats of a throttled warning
 
 
@@ -115,6 +123,20 @@ def limits_from_parameters(values) -> SafetyLimits:
     for key in ('workspace_min', 'workspace_max'):
         values[key] = [float(v) for v in values[key]]
     return SafetyLimits.from_dict(values)
+
+
+def check_joint_backend(interface: str, limits: JointLimits, backend) -> None:
+    """Refuse a joint interface the backend does not take, or joints it does not have."""
+    offered = tuple(getattr(backend, 'joint_interfaces', ()) or ())
+    if interface not in offered:
+        raise BackendError(
+            f"command_interface {interface!r}: backend '{backend.name}' takes "
+            f"{', '.join(offered) if offered else 'end-effector twists only'}")
+    known = tuple(backend.joint_names)
+    unknown = [n for n in limits.names if n not in known]
+    if known and unknown:  # a backend that learns its joints later reports none yet
+        raise BackendError(f"joint_names {unknown} are not joints of backend "
+                           f"'{backend.name}' (it has {list(known)})")
 
 
 def _stamp_seconds(msg):
@@ -225,13 +247,32 @@ class DriverNode(LifecycleNode):
             # Store the resolved value so `ros2 param get` shows what is in force.
             self.set_parameters([Parameter('enable_actuation', value=enabled)])
 
+        interface = p('command_interface')
+        joint_limits = None
+        self._joint_index = (None, None)  # (state joint names, indices of joint_names)
+        if interface != 'ee_twist':
+            try:
+                joint_limits = joint_limits_from_parameters(self._joint_values())
+            except ValueError as err:  # a configuration error: the message says which
+                raise BackendError(f'command_interface {interface!r}: {err}') from err
+            check_joint_backend(interface, joint_limits, self.backend)
+            if self.backend.supports_base:
+                self.get_logger().warning(
+                    f'{interface}: cmd_vel is not applied (joint commands drive the arm only)')
+        try:
+            self.backend.attach_node(self)
+        except BackendError:
+            raise
+        except ValueError as err:
+            raise BackendError(f"backend '{self.backend.name}': {err}") from err
         self.backend.start()
         self.core = DriverCore(
             lambda: self.get_clock().now().nanoseconds * 1e-9,
             limits_from_parameters({n: p(n) for n in LIMIT_PARAMS}),
             period=self._period, watchdog_timeout=p('watchdog_timeout'), enabled=enabled,
             supports_base=self.backend.supports_base,
-            initial_gripper=float(self.backend.read_state().gripper), active=False)
+            initial_gripper=float(self.backend.read_state().gripper), active=False,
+            command_interface=interface, joint_limits=joint_limits)
         if self._estop_carried:
             self.core.engage_estop()
 
@@ -241,6 +282,7 @@ class DriverNode(LifecycleNode):
         sub, srv, pub = self.destroy_subscription, self.destroy_service, self.destroy_publisher
         for msg_type, topic, callback, profile in (
                 (TwistStamped, 'cmd/ee_twist', self._on_ee_twist, qos.COMMAND),
+                (JointState, 'cmd/joint', self._on_joint, qos.COMMAND),
                 (GripperCommand, 'cmd/gripper', self._on_gripper, qos.COMMAND),
                 (TwistStamped, 'cmd_vel', self._on_cmd_vel, qos.COMMAND),
                 (Bool, 'estop', self._on_estop_topic, qos.LATCHED)):
@@ -256,7 +298,10 @@ class DriverNode(LifecycleNode):
         def publisher(msg_type, topic, profile):
             return self._keep(self.create_publisher(msg_type, topic, profile), pub)
 
-        self._joint_pub = publisher(JointState, 'joint_states', qos.SENSOR)
+        self._joint_pub = (publisher(JointState, 'joint_states', qos.SENSOR)
+                           if self.backend.publishes_joint_states else None)
+        self._applied_joints_pub = (publisher(JointState, '~/applied_joints', qos.STATUS)
+                                    if self.core.joint_mode else None)
         self._pose_pub = publisher(PoseStamped, 'ee_pose', qos.SENSOR)
         self._applied_pub = publisher(TwistStamped, '~/applied_twist', qos.STATUS)
         self._diag_pub = publisher(DiagnosticArray, '/diagnostics', 10)
@@ -311,15 +356,46 @@ class DriverNode(LifecycleNode):
             if backend is not None:
                 try:
                     if core is not None:
-                        stop = core.stop_output()
-                        backend.send_command(stop.ee_twist, stop.gripper, stop.base_twist,
-                                             stop.dt)
+                        self._send_stop(backend, core)
                 finally:
                     backend.stop()
         finally:
             for destroy, entity in entities:
                 if destroy != self.destroy_timer:
                     destroy(entity)
+
+    def _send_stop(self, backend, core):
+        if not core.joint_mode:
+            stop = core.stop_output()
+            backend.send_command(stop.ee_twist, stop.gripper, stop.base_twist, stop.dt)
+            return
+        measured = self._measured_joints(backend.read_state(), core)
+        stop = core.stop_output(measured)
+        if stop.joint_positions is not None or stop.joint_velocities is not None:
+            backend.send_joint_command(stop.joint_positions, stop.joint_velocities,
+                                       stop.gripper, stop.dt)
+
+    def _joint_values(self) -> dict:
+        values = {'joint_names': self._param('joint_names')}
+        for name in JOINT_LIMIT_PARAMS:
+            try:
+                values[name] = self._param(name)
+            except ParameterUninitializedException:
+                values[name] = None
+        return values
+
+    def _measured_joints(self, state, core):
+        """The measured positions of joint_names (None if the state lacks some)."""
+        names = tuple(state.joint_names)
+        if self._joint_index[0] != names:
+            index = {n: i for i, n in enumerate(names)}
+            wanted = core.joint_limits.names
+            self._joint_index = (names, None if any(n not in index for n in wanted)
+                                 else [index[n] for n in wanted])
+        indices = self._joint_index[1]
+        if indices is None:
+            return None
+        return np.asarray(state.joint_positions, float)[indices]
 
     @property
     def estop_engaged(self) -> bool:
@@ -350,6 +426,14 @@ class DriverNode(LifecycleNode):
                     return SetParametersResult(
                         successful=False, reason=f'{param.name} must be 3 finite numbers')
         names = {param.name for param in params}
+        if names & set(JOINT_LIMIT_PARAMS) and self.core is not None and self.core.joint_mode:
+            merged = self._joint_values()
+            merged.update({p.name: p.value for p in params if p.name in JOINT_LIMIT_PARAMS})
+            try:
+                joint_limits_from_parameters(merged)
+            except (ValueError, TypeError) as err:
+                return SetParametersResult(successful=False,
+                                           reason=f'invalid joint limits: {err}')
         if names & set(LIMIT_PARAMS):
             # Build the whole limit set as it would be, so a bad combination is refused.
             merged = {n: self._param(n) for n in LIMIT_PARAMS}
@@ -368,6 +452,8 @@ class DriverNode(LifecycleNode):
             # One reference swap: the control loop sees either the old or the new set.
             self.core.set_limits(
                 limits_from_parameters({n: self._param(n) for n in LIMIT_PARAMS}))
+        if names & set(JOINT_LIMIT_PARAMS) and self.core.joint_mode:
+            self.core.set_joint_limits(joint_limits_from_parameters(self._joint_values()))
         if 'watchdog_timeout' in names:
             self.core.set_watchdog_timeout(self._param('watchdog_timeout'))
         if 'enable_actuation' in names:
@@ -378,6 +464,12 @@ class DriverNode(LifecycleNode):
     # ------------------------------------------------------------------ inputs
     def _on_ee_twist(self, msg):
         why = self.core.command_ee_twist(_twist_values(msg), _stamp_seconds(msg))
+        if why is not None:
+            self._reject(why)
+
+    def _on_joint(self, msg):
+        why = self.core.command_joints(list(msg.name), list(msg.position),
+                                       list(msg.velocity), _stamp_seconds(msg))
         if why is not None:
             self._reject(why)
 
@@ -436,21 +528,49 @@ class DriverNode(LifecycleNode):
     # ------------------------------------------------------------------ control loop
     def _control_tick(self):
         now = self.get_clock().now()
-        out = self.core.tick(np.asarray(self.backend.read_state().ee_position),
-                             now=now.nanoseconds * 1e-9)
-        self._log_watchdog(out.watchdog_changed)
-        self.backend.send_command(out.ee_twist, out.gripper, out.base_twist, out.dt)
-        self._publish_applied(out.ee_twist, now)
+        state = self.backend.read_state()
+        if self.core.joint_mode:
+            self._joint_tick(state, now)
+        else:
+            out = self.core.tick(np.asarray(state.ee_position), now=now.nanoseconds * 1e-9)
+            self._log_watchdog(out.watchdog_changed)
+            self.backend.send_command(out.ee_twist, out.gripper, out.base_twist, out.dt)
+            self._publish_applied(out.ee_twist, now)
         self._publish_state(self.backend.read_state(), now)
+
+    def _joint_tick(self, state, now):
+        measured = self._measured_joints(state, self.core)
+        if measured is None or not np.all(np.isfinite(measured)):
+            # Nothing safe to command without knowing where the arm is.
+            self.get_logger().warning(
+                f'no finite measured positions for joint_names '
+                f'{list(self.core.joint_limits.names)} yet (state has '
+                f'{list(state.joint_names)}); not commanding',
+                throttle_duration_sec=_WARN_PERIOD)
+            return
+        out = self.core.tick(np.asarray(state.ee_position), now=now.nanoseconds * 1e-9,
+                             joint_positions=measured)
+        self._log_watchdog(out.watchdog_changed)
+        self.backend.send_joint_command(out.joint_positions, out.joint_velocities,
+                                        out.gripper, out.dt)
+        self._publish_applied(out.ee_twist, now)
+        msg = JointState(name=list(self.core.joint_limits.names))
+        msg.header.stamp = now.to_msg()
+        if out.joint_positions is not None:
+            msg.position = [float(v) for v in out.joint_positions]
+        if out.joint_velocities is not None:
+            msg.velocity = [float(v) for v in out.joint_velocities]
+        self._applied_joints_pub.publish(msg)
 
     def _log_watchdog(self, tripped):
         # The core reports transitions only; it starts tripped (no command yet) silently.
+        topic = 'cmd/joint' if self.core.joint_mode else 'cmd/ee_twist'
         if tripped is True:
             self.get_logger().warning(
-                f'watchdog: no cmd/ee_twist for {self.core.watchdog_timeout:.3f} s; '
+                f'watchdog: no {topic} for {self.core.watchdog_timeout:.3f} s; '
                 'holding still')
         elif tripped is False:
-            self.get_logger().info('watchdog: ee commands flowing')
+            self.get_logger().info(f'watchdog: {topic} commands flowing')
 
     def _publish_task_status(self):
         self._task_pub.publish(String(data=json.dumps(self.backend.task_status())))
@@ -470,7 +590,8 @@ class DriverNode(LifecycleNode):
         joints.name = list(state.joint_names)
         joints.position = [float(v) for v in state.joint_positions]
         joints.velocity = [float(v) for v in state.joint_velocities]
-        self._joint_pub.publish(joints)
+        if self._joint_pub is not None:
+            self._joint_pub.publish(joints)
 
         pose = PoseStamped()
         pose.header.stamp = stamp
@@ -513,7 +634,7 @@ class DriverNode(LifecycleNode):
             'watchdog_tripped': status.watchdog_tripped, 'estop': status.estop,
             'actuation_enabled': status.actuation_enabled,
             'clamped_count': status.clamped_count, 'rejected_count': status.rejected_count,
-            'backend': self.backend.name,
+            'backend': self.backend.name, 'command_interface': self.core.command_interface,
         }
         msg.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[msg])

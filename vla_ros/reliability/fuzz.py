@@ -784,7 +784,7 @@ def _parameter_fits(node, name, value) -> bool:
     descriptor = node.describe_parameter(name)
     if descriptor.read_only:
         return False
-    declared = node.get_parameter(name).type_
+    declared = descriptor.type  # the declared type, also of a parameter still unset
     if Parameter(name, value=value).type_ != declared:
         return False
     if isinstance(value, float) and not math.isfinite(value) and (
@@ -797,6 +797,16 @@ def _parameter_fits(node, name, value) -> bool:
         if not r.from_value <= value <= r.to_value:
             return False
     return True
+
+
+def _current_value(node, name):
+    """A parameter's value; None while it is declared without one (e.g. joint limits)."""
+    from rclpy.exceptions import ParameterUninitializedException
+
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
 
 
 def parameter_cases(node, policy_names=('scripted',)) -> st.SearchStrategy:
@@ -822,7 +832,7 @@ def parameter_cases(node, policy_names=('scripted',)) -> st.SearchStrategy:
         triple = st.lists(st.one_of(st.floats(-1.0, 1.5), wild_float), min_size=2, max_size=4)
         special.append(st.tuples(st.sampled_from(['workspace_min', 'workspace_max']), triple))
     for name in names:
-        declared = node.get_parameter(name).value
+        declared = _current_value(node, name)
         if isinstance(declared, float) and not isinstance(declared, bool):
             special.append(st.tuples(st.just(name), st.floats(-1.0, 3.0 * max(declared, 1.0))))
     return st.one_of(plain, *special)
@@ -889,6 +899,16 @@ def run_fuzz(context, examples: int = 50, seed: int = 0) -> dict:
         _collect(results, 'driver', driver, True)
     finally:
         driver.close()
+    from vla_ros.reliability.fuzz_joints import JointDriverFuzzHarness, joint_command_cases
+
+    joints = JointDriverFuzzHarness(context)  # joint-space robots: cmd/joint
+    try:
+        run('joint_command', joints, joint_command_cases(), joints.check_joint_command)
+        joints.check_hold_after_stop()
+        _collect(results, 'driver_joint', joints, True)
+        results['joint_commands_checked'] = joints.checked
+    finally:
+        joints.close()
     results['total_cases'] = sum(results['cases'].values())
     return results
 

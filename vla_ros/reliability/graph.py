@@ -167,6 +167,25 @@ class ObservedDriverNode(_Recorder, DriverNode):
             return send(ee_twist, gripper, base_twist, dt)
 
         self.backend.send_command = send_and_record
+        # (wall time, positions, velocities, gripper) of joint commands (joint interfaces)
+        self._sent_joints = collections.deque(maxlen=100000)
+        send_joints = self.backend.send_joint_command
+
+        def send_joints_and_record(positions, velocities, gripper, dt):
+            with self._sent_lock:
+                self._sent_joints.append((
+                    wall_time(), None if positions is None else np.array(positions, float),
+                    None if velocities is None else np.array(velocities, float), gripper))
+            return send_joints(positions, velocities, gripper, dt)
+
+        self.backend.send_joint_command = send_joints_and_record
+
+    def take_sent_joints(self) -> list:
+        """Joint commands since the last call: (wall time, positions, velocities, gripper)."""
+        with self._sent_lock:
+            sent = list(self._sent_joints)
+            self._sent_joints.clear()
+        return sent
 
     def take_sent(self) -> list:
         """Backend calls since the last ``take_sent()``: (wall time, twist, gripper, base)."""
@@ -186,6 +205,9 @@ class ObservedDriverNode(_Recorder, DriverNode):
 
     def _on_ee_twist(self, msg):
         self._observe('ee_twist', msg.header.frame_id, super()._on_ee_twist, msg)
+
+    def _on_joint(self, msg):
+        self._observe('joint', msg.header.frame_id, super()._on_joint, msg)
 
     def _on_gripper(self, msg):
         self._observe('gripper', msg.header.frame_id, super()._on_gripper, msg)

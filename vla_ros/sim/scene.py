@@ -253,6 +253,10 @@ class ArmSim:
                 base_goal = base_start + span * np.array(
                     [c * bt[0] - s * bt[1], s * bt[0] + c * bt[1], bt[2]])
                 self._base_target = base_goal
+        self._ramp(start, goal, n, base_start, base_goal)
+
+    def _ramp(self, start, goal, n, base_start=None, base_goal=None):
+        m, d = self.model, self.data
         for k in range(1, n + 1):
             # Ramp the targets across the substeps so the servos see a smooth trajectory.
             a = k / n
@@ -262,6 +266,51 @@ class ArmSim:
             mujoco.mj_step(m, d)
         # mj_step leaves kinematics one step stale; refresh for poses, jacobians and renders.
         mujoco.mj_forward(m, d)
+
+    @property
+    def arm_target(self):
+        """The arm's current servo targets (rad), in ``ARM_JOINTS`` order."""
+        return self._q_target.copy()
+
+    @property
+    def arm_limits(self):
+        """``(lower, upper)`` joint ranges of the arm (rad), in ``ARM_JOINTS`` order."""
+        return self._lower.copy(), self._upper.copy()
+
+    def step_joint_targets(self, q_target, gripper, dt=0.05):
+        """Servo the arm toward joint targets ``q_target`` (rad) for ``dt`` s, step the physics.
+
+        The targets are clipped to the joint ranges, ramped from the previous targets over
+        the physics substeps like :meth:`step_ee_twist` does, and kept as the targets a
+        later twist or joint command starts from (switching is seamless). ``gripper`` is 0
+        (closed) .. 1 (open). A mobile base keeps its target.
+        """
+        q_target = np.asarray(q_target, float).reshape(len(self.ARM_JOINTS))
+        if not (np.all(np.isfinite(q_target)) and np.isfinite(gripper)):
+            raise ValueError('joint targets and gripper must be finite')
+        m, d = self.model, self.data
+        n = max(1, int(round(dt / m.opt.timestep)))
+        q = d.qpos[self._arm_q]
+        goal = np.clip(q_target, self._lower, self._upper)
+        # Anti-windup as for twists: never lead the measured joints by much.
+        goal = np.clip(goal, q - 0.2, q + 0.2)
+        start = self._q_target.copy()
+        self._q_target = goal
+        d.ctrl[self._grip_act] = float(np.clip(gripper, 0.0, 1.0)) * _FINGER_OPEN
+        self._ramp(start, goal, n)
+
+    def step_joint_velocities(self, dq, gripper, dt=0.05):
+        """Move the arm's targets with joint velocities ``dq`` (rad/s) for ``dt`` seconds.
+
+        The targets are integrated from the previous ones (not the measured positions, so
+        servo lag does not accumulate as drift) and stepped as in
+        :meth:`step_joint_targets`.
+        """
+        dq = np.asarray(dq, float).reshape(len(self.ARM_JOINTS))
+        if not np.all(np.isfinite(dq)):
+            raise ValueError('joint velocities must be finite')
+        span = max(1, int(round(dt / self.model.opt.timestep))) * self.model.opt.timestep
+        self.step_joint_targets(self._q_target + dq * span, gripper, dt)
 
     def _to_frame(self, pos, mat, frame):
         if frame == 'world':

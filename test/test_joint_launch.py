@@ -1,0 +1,47 @@
+"""Launch validation of the driver's joint configuration (before any node starts)."""
+
+import pytest
+
+from vla_ros import bringup
+from vla_ros import parameters as schema
+
+GOOD = ('/**/vla_driver:\n  ros__parameters:\n'
+        '    command_interface: joint_position\n    joint_names: [joint1, joint2]\n'
+        '    joint_position_min: [-1.0, -1.0]\n    joint_position_max: [1.0, 1.0]\n'
+        '    joint_max_velocity: [0.5, 0.5]\n')
+
+
+def _nodes(tmp_path, content):
+    path = tmp_path / 'robot.yaml'
+    path.write_text(content)
+    return bringup.nodes('sim_arm', {'params_file': str(path)})
+
+
+def test_a_complete_joint_configuration_launches(tmp_path):
+    specs = _nodes(tmp_path, GOOD)
+    assert [s.name for s in specs] == ['vla_driver', 'vla_inference']
+
+
+@pytest.mark.parametrize('replace, message', [
+    (('[-1.0, -1.0]', '[-1.0]'), 'joint_position_min has 1 values but joint_names has 2'),
+    (('    joint_max_velocity: [0.5, 0.5]\n', ''), 'needs joint_max_velocity'),
+    (('[0.5, 0.5]', '[0.5, 0.0]'), 'joint_max_velocity must be > 0'),
+    (('joint_position_max: [1.0, 1.0]', 'joint_position_max: [1.0, -2.0]'),
+     'below joint_position_max'),
+])
+def test_joint_configuration_mismatches_stop_the_launch(tmp_path, replace, message):
+    with pytest.raises(bringup.LaunchError, match=message):
+        _nodes(tmp_path, GOOD.replace(*replace))
+
+
+def test_ee_twist_ignores_the_joint_parameters(tmp_path):
+    content = GOOD.replace('joint_position\n', 'ee_twist\n').replace('[-1.0, -1.0]', '[-1.0]')
+    assert _nodes(tmp_path, content)
+
+
+def test_schema_choices_are_the_driver_interfaces():
+    from vla_ros.drivers.joint_rules import COMMAND_INTERFACES
+
+    assert schema.spec(schema.DRIVER, 'command_interface').allowed() == COMMAND_INTERFACES
+    with pytest.raises(schema.ParameterValueError, match='not one of'):
+        schema.convert(schema.spec(schema.DRIVER, 'command_interface'), 'joint_torque')
