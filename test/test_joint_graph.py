@@ -151,13 +151,17 @@ def test_lerobot_checkpoints_drive_the_sim_arm_in_joint_space(graph):
         listener.wait_status(lambda s, f=family: s.policy == f and s.state == RUNNING, 30)
         targets = np.vstack([targets, check_commands(listener, time.monotonic(), family)])
     print(f'three families in {time.monotonic() - started:.1f} s')
-    # The targets are the checkpoints' actions: inside the dataset range they came from.
-    assert np.all(targets >= LOW - 1e-6) and np.all(targets <= HIGH + 1e-6)
+    # π₀ / π₀.₅ targets are not clipped at the source (the driver's limits apply), so
+    # random weights may command beyond a joint limit: the arm must still stay within.
+    outside = int(np.sum((targets < LOW) | (targets > HIGH)))
+    print(f'{len(targets)} cmd/joint, {outside} joint targets beyond a limit')
     if not DRIVER_TAKES_JOINTS:
         pytest.skip('the driver does not take cmd/joint yet (branch joint-driver): the '
                     'inference side was checked, the arm motion was not')
     arm = listener.arm_positions(started)
+    print(f'joint_states: {len(arm)}, largest motion {np.abs(arm - home).max():.3f} rad')
     assert np.abs(arm - home).max() > 0.02, 'joint_states did not move'
+    # MuJoCo enforces the MJCF range softly: allow 0.01 rad of constraint give.
     assert np.all(arm >= LOW - 0.01) and np.all(arm <= HIGH + 0.01), 'outside joint limits'
 
 
