@@ -314,3 +314,13 @@ def test_launch_refuses_joint_settings_that_do_not_fit_together(tmp_path):
                    '    command_interface: joint_position\n')
     with pytest.raises(bringup.LaunchError, match='needs joint_names'):
         bringup.nodes(bringup.GENERIC, {'robot': 'arm', 'params_file': str(bad)})
+    # The two nodes must agree: the driver would refuse or never hear the commands.
+    bad.write_text('/**/vla_inference:\n  ros__parameters:\n'
+                   '    command_interface: joint_position\n    joint_names: [a, b]\n')
+    with pytest.raises(bringup.LaunchError, match="command_interface differs: vla_inference "
+                                                  "'joint_position', vla_driver 'ee_twist'"):
+        bringup.nodes(bringup.GENERIC, {'robot': 'arm', 'params_file': str(bad)})
+    bad.write_text('/**/vla_inference:\n  ros__parameters:\n    joint_names: [joint1]\n')
+    with pytest.raises(bringup.LaunchError, match=r"joint_names differ: vla_inference "
+                                                  r"\['joint1'\], vla_driver \['joint1', "):
+        bringup.nodes(bringup.GENERIC, {'robot': 'arm_joint', 'params_file': str(bad)})
