@@ -35,6 +35,19 @@ from pathlib import Path
 import numpy as np
 
 MODES = ('process', 'thread')
+# Node parameters of each mode. 'process' and 'thread' run the shipped defaults of the
+# control tick (a deadline thread); the '-timer' modes the design before it (an rclpy timer
+# in the executor, no priorities), for a side-by-side; 'process-rt' adds a SCHED_FIFO
+# control thread and a niced policy process (needs the privilege; see the README).
+MODE_PARAMS = {
+    'process': {'policy_process': True},
+    'thread': {'policy_process': False},
+    'process-timer': {'policy_process': True, 'control_thread': False},
+    'thread-timer': {'policy_process': False, 'control_thread': False},
+    'process-rt': {'policy_process': True, 'control_thread_priority': 10,
+                   'policy_niceness': 5},
+    'thread-rt': {'policy_process': False, 'control_thread_priority': 10},
+}
 WATCHDOG_TIMEOUT = 0.25
 # ~100 M parameters, ~390 MB of float32 weights; 4 image tokens per camera keep one call
 # in the 0.1-1 s range on one core instead of seconds.
@@ -185,8 +198,11 @@ def _p(values, q, scale=1e3):
 
 
 def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_dir: str,
-             width=640, height=480, gap=0.02, load_timeout=300.0) -> dict:
-    """One mode: OpenVLA, swap to the heavy model and back; the measurements."""
+             width=640, height=480, gap=0.02, load_timeout=300.0, label: str = '') -> dict:
+    """One mode: OpenVLA, swap to the heavy model and back; the measurements.
+
+    ``label`` names this run's namespace and logs (a mode may run several times).
+    """
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
@@ -194,19 +210,20 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
     from vla_ros.paths import config_dir
     from vla_ros.reliability.graph import NodeProcess, node_command
 
-    namespace = f'bench_real_{mode}'
+    label = (label or mode).replace('-', '_')
+    namespace = f'bench_real_{label}'
     arm = str(config_dir('robots', 'arm.yaml'))
-    timing_log = os.path.join(log_dir, f'timing_{mode}.txt')
+    timing_log = os.path.join(log_dir, f'timing_{label}.txt')
     node_env = dict(env, VLA_ROS_TIMING_LOG=timing_log)
     openvla = model_path('openvla')
     driver = NodeProcess(node_command(
         'vla_ros.nodes.driver_node', 'vla_driver',
         {'backend': 'dry_run', 'camera_rate_hz': 0.0, 'watchdog_timeout': WATCHDOG_TIMEOUT},
         param_files=[arm], namespace=namespace, log_level='info'), env,
-        os.path.join(log_dir, f'driver_{mode}.log'))
+        os.path.join(log_dir, f'driver_{label}.log'))
     inference = NodeProcess(node_command(
         'vla_ros.nodes.inference_node', 'vla_inference',
-        {'policy': 'openvla', 'model_path': openvla, 'policy_process': mode == 'process',
+        {'policy': 'openvla', 'model_path': openvla, **MODE_PARAMS[mode],
          'cameras': ['front', 'wrist'], 'control_rate_hz': 10.0, 'inference_rate_hz': 0.0,
          'low_queue_depth': 1000, 'chunk_strategy': 'receding_horizon', 'execute_steps': 1,
          'chunk_timing': 'arrival', 'swap_behavior': 'keep', 'stale_image_timeout': 3.0,
@@ -216,7 +233,7 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
          'proprio_joints': [''], 'gripper_joints': ['']},
         param_files=[arm], namespace=namespace, log_level='info')
         + ['--ros-args', '-r', 'joint_states:=bench_joint_states'], node_env,
-        os.path.join(log_dir, f'inference_{mode}.log'))
+        os.path.join(log_dir, f'inference_{label}.log'))
     recorder = _Recorder(context, namespace, width, height, gap)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(recorder.node)
@@ -280,8 +297,8 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
         recorder.node.destroy_node()
 
     return _summarise(mode, recorder, events, t_start, t_end, timing_log,
-                      os.path.join(log_dir, f'driver_{mode}.log'), node_rss, policy_rss,
-                      loadavg, exit_code, os.path.join(log_dir, f'inference_{mode}.log'))
+                      os.path.join(log_dir, f'driver_{label}.log'), node_rss, policy_rss,
+                      loadavg, exit_code, os.path.join(log_dir, f'inference_{label}.log'))
 
 
 def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, node_rss,
@@ -380,9 +397,13 @@ def run(phase: float = 20.0, modes=MODES, heavy: dict | None = None, log_dir=Non
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=int(os.environ.get('ROS_DOMAIN_ID', '0')))
         try:
-            results = {mode: run_mode(mode, context, env, checkpoint['path'], phase, log_dir,
-                                      load_timeout=load_timeout)
-                       for mode in modes}
+            results = {}
+            for i, mode in enumerate(modes):
+                # A mode listed again (alternating A/B runs) gets its own key: mode_2, ...
+                n = list(modes[:i + 1]).count(mode)
+                key = mode if n == 1 else f'{mode}_{n}'
+                results[key] = run_mode(mode, context, env, checkpoint['path'], phase,
+                                        log_dir, load_timeout=load_timeout, label=key)
         finally:
             rclpy.try_shutdown(context=context)
     out = {'benchmark': 'pipeline_real', 'phase_s': phase, 'camera': '2 x 640x480 rgb8, '
@@ -412,7 +433,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--phase', type=float, default=20.0,
                         help='seconds of each of the three phases')
-    parser.add_argument('--modes', default=','.join(MODES))
+    parser.add_argument('--modes', default=','.join(MODES),
+                        help=f'comma-separated, run in this order: {", ".join(MODE_PARAMS)}')
     parser.add_argument('--output', help='also write the JSON here')
     args = parser.parse_args(argv)
     result = run(args.phase, tuple(args.modes.split(',')))
