@@ -34,19 +34,21 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ('process', 'thread')
-# Node parameters of each mode. 'process' and 'thread' run the shipped defaults of the
-# control tick (a deadline thread); the '-timer' modes the design before it (an rclpy timer
-# in the executor, no priorities), for a side-by-side; 'process-rt' adds a SCHED_FIFO
-# control thread and a niced policy process (needs the privilege; see the README).
+MODES = ('process-timer', 'process', 'thread-timer', 'thread')
+# Node parameters of each mode. 'process' and 'thread' run the shipped defaults: the
+# control tick on its own thread at SCHED_FIFO 10, the policy process at nice 5. The
+# '-timer' modes run the design before them (an rclpy timer in the executor, no
+# priorities), for a side-by-side; '-normal' the thread without any priority (what a user
+# without the rtprio privilege gets).
+_BEFORE = {'control_thread': False, 'control_thread_priority': 0, 'policy_niceness': 0}
+_NORMAL = {'control_thread_priority': 0, 'policy_niceness': 0}
 MODE_PARAMS = {
     'process': {'policy_process': True},
     'thread': {'policy_process': False},
-    'process-timer': {'policy_process': True, 'control_thread': False},
-    'thread-timer': {'policy_process': False, 'control_thread': False},
-    'process-rt': {'policy_process': True, 'control_thread_priority': 10,
-                   'policy_niceness': 5},
-    'thread-rt': {'policy_process': False, 'control_thread_priority': 10},
+    'process-timer': {'policy_process': True, **_BEFORE},
+    'thread-timer': {'policy_process': False, **_BEFORE},
+    'process-normal': {'policy_process': True, **_NORMAL},
+    'thread-normal': {'policy_process': False, **_NORMAL},
 }
 WATCHDOG_TIMEOUT = 0.25
 # ~100 M parameters, ~390 MB of float32 weights; 4 image tokens per camera keep one call
@@ -214,7 +216,8 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
     namespace = f'bench_real_{label}'
     arm = str(config_dir('robots', 'arm.yaml'))
     timing_log = os.path.join(log_dir, f'timing_{label}.txt')
-    node_env = dict(env, VLA_ROS_TIMING_LOG=timing_log)
+    tick_trace = os.path.join(log_dir, f'ticks_{label}.txt')
+    node_env = dict(env, VLA_ROS_TIMING_LOG=timing_log, VLA_ROS_TICK_TRACE=tick_trace)
     openvla = model_path('openvla')
     driver = NodeProcess(node_command(
         'vla_ros.nodes.driver_node', 'vla_driver',
@@ -298,11 +301,12 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
 
     return _summarise(mode, recorder, events, t_start, t_end, timing_log,
                       os.path.join(log_dir, f'driver_{label}.log'), node_rss, policy_rss,
-                      loadavg, exit_code, os.path.join(log_dir, f'inference_{label}.log'))
+                      loadavg, exit_code, os.path.join(log_dir, f'inference_{label}.log'),
+                      tick_trace)
 
 
 def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, node_rss,
-               policy_rss, loadavg, exit_code, inference_log) -> dict:
+               policy_rss, loadavg, exit_code, inference_log, tick_trace=None) -> dict:
     period = 0.1
     window = [c for c in recorder.commands if t_start <= c[1] <= t_end]
     stamps = np.array([c[0] for c in window])
@@ -345,6 +349,17 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         entry['compute'].append(model)
     with open(inference_log) as f:
         tracebacks = f.read().count('Traceback')
+    # The control thread's own trace (monotonic clock; absent with an rclpy timer): how
+    # late it woke after each deadline, apart from how long the tick itself took.
+    wake, duration = [], []
+    if tick_trace and os.path.exists(tick_trace):
+        offset = time.time() - time.monotonic()
+        with open(tick_trace) as f:
+            for line in f:
+                deadline, start, end = (float(x) for x in line.split())
+                if t_start <= deadline + offset <= t_end:
+                    wake.append(start - deadline)
+                    duration.append(end - start)
     return {
         'mode': mode,
         'window_s': round(t_end - t_start, 1),
@@ -356,6 +371,11 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         'control_period_error_ms_p99_during_loads_and_swaps': _p(err_node[during], 99),
         'control_period_error_ms_p99_at_subscriber_during_loads_and_swaps':
             _p(err_sub[during], 99),
+        'control_thread_wake_lateness_ms_p50': _p(wake, 50),
+        'control_thread_wake_lateness_ms_p99': _p(wake, 99),
+        'control_thread_wake_lateness_ms_max': _p(wake, 100),
+        'control_tick_duration_ms_p50': _p(duration, 50),
+        'control_tick_duration_ms_p99': _p(duration, 99),
         'driver_watchdog_trips': trips,
         'command_gaps_over_watchdog_timeout_at_subscriber': int(np.sum(gaps >
                                                                        WATCHDOG_TIMEOUT)),

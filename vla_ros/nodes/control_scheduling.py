@@ -6,9 +6,14 @@ directly, so a tick waits neither for the executor nor for an image callback. Wi
 ``use_sim_time`` the tick must follow the ROS clock, which only an rclpy timer does.
 """
 
+import os
 import sys
 
 from vla_ros.runtime.control_loop import ControlLoop
+
+# Benchmarks set this to a file path: the loop's (deadline, start, end) per tick is
+# written there when the node stops.
+TRACE_ENV = 'VLA_ROS_TICK_TRACE'
 
 # A thread waiting for the interpreter lock asks its holder to drop it after this long
 # (Python's default is 5 ms, more than the whole period-error budget of the tick).
@@ -35,6 +40,20 @@ def start_control_tick(node, rate_hz: float, tick, use_thread: bool, priority: i
                          throttle_duration_sec=1.0)
 
     loop = ControlLoop(guarded, period, priority, on_warning=logger.warning,
-                       on_error=on_error)
+                       on_error=on_error, trace=bool(os.environ.get(TRACE_ENV)))
     loop.start()
     return loop
+
+
+def stop_control_tick(loop: ControlLoop | None) -> None:
+    """Stop the loop (None: a timer, which the node's destruction ends); write its trace."""
+    if loop is None:
+        return
+    loop.stop()
+    path = os.environ.get(TRACE_ENV)
+    if path and loop.trace is not None:
+        try:
+            with open(path, 'w') as f:
+                f.writelines(f'{d:.6f} {s:.6f} {e:.6f}\n' for d, s, e in loop.trace)
+        except OSError:
+            pass  # a benchmark aid: never an error at shutdown

@@ -36,7 +36,7 @@ from vla_ros.inference_config import (
     policy_arguments,
 )
 from vla_ros.nodes import qos
-from vla_ros.nodes.control_scheduling import start_control_tick
+from vla_ros.nodes.control_scheduling import start_control_tick, stop_control_tick
 from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import (
     ImageConversionError,
@@ -372,8 +372,7 @@ class InferenceNode(Node):
         with self._load_lock:
             self._shutting_down = True
             remotes = list(self._remotes)
-        if self._control_loop is not None:
-            self._control_loop.stop()
+        stop_control_tick(self._control_loop)
         self._worker.stop()
         self._spares.close()
         for remote in remotes:

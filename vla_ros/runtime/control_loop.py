@@ -14,10 +14,13 @@ for this thread only (Linux); when the OS refuses (no CAP_SYS_NICE, ``ulimit -r`
 warns once and runs at normal priority.
 """
 
+import collections
 import os
 import sys
 import threading
 import time
+
+TRACE_LENGTH = 100_000  # ticks kept when tracing (~3 h at 10 Hz)
 
 
 class TickSchedule:
@@ -82,11 +85,14 @@ class ControlLoop:
     """Call ``tick()`` every ``period`` seconds on a dedicated thread until stopped."""
 
     def __init__(self, tick, period: float, priority: int = 0, on_warning=None,
-                 on_error=None, clock=time.monotonic, name: str = 'vla-control'):
+                 on_error=None, clock=time.monotonic, name: str = 'vla-control',
+                 trace: bool = False):
         """``on_warning(text)`` reports a refused priority; ``on_error(exc)`` a failed tick.
 
         A tick that raises is reported and the loop goes on (the next tick publishes
-        again); without ``on_error`` the exception ends the thread.
+        again); without ``on_error`` the exception ends the thread. ``trace`` keeps
+        (deadline, tick start, tick end) of the last TRACE_LENGTH ticks in :attr:`trace`
+        (for benchmarks: wake-up lateness apart from the tick's own duration).
         """
         self._tick = tick
         self._period = float(period)
@@ -98,6 +104,7 @@ class ControlLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.schedule: TickSchedule | None = None
         self.priority_refused = ''
+        self.trace = collections.deque(maxlen=TRACE_LENGTH) if trace else None
 
     def start(self) -> None:
         """Start the thread; the first tick is one period from now."""
@@ -125,10 +132,13 @@ class ControlLoop:
         while not self._stop.wait(schedule.wait_time(self._clock())):
             if self._clock() < schedule.next_deadline:
                 continue  # woke early (timer slack): sleep the rest
-            schedule.tick(self._clock())
+            deadline, start = schedule.next_deadline, self._clock()
+            schedule.tick(start)
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - reported; the loop must go on
                 if self._on_error is None:
                     raise
                 self._on_error(exc)
+            if self.trace is not None:
+                self.trace.append((deadline, start, self._clock()))
