@@ -10,7 +10,8 @@ use it to reach the policy object). Every executor callback is short (image conv
 ~1 ms, the control tick O(1)) and a single-threaded executor serves them: rclpy's
 multi-threaded executor adds more scheduling jitter than it saves here. Callbacks still
 sit in separate callback groups so the node stays correct when composed into a
-multi-threaded process.
+multi-threaded process. The control tick itself runs on its own deadline thread by
+default (:mod:`vla_ros.nodes.control_scheduling`), outside the executor.
 """
 
 import json
