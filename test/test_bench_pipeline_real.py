@@ -28,6 +28,9 @@ def test_real_pipeline_benchmark_smoke(tmp_path):
         assert policy['pipeline_overhead_ms_p50'] is not None
     assert run['swap_to_heavy_octo_s'] > 0 and run['swap_back_to_openvla_s'] > 0
     assert run['inference_node_exit_code'] == 0 and run['tracebacks_in_node_log'] == 0
+    # The control thread's trace was written at shutdown and read back.
+    assert run['control_thread_wake_lateness_ms_p50'] is not None
+    assert run['control_tick_duration_ms_p99'] is not None
     assert len(run['policy_process_peak_rss_mb']) >= 1
     assert set(result['targets_process_mode']) == {
         'control_period_error_ms_p99 <= 2', 'control_period_error_ms_p99_at_subscriber <= 3',

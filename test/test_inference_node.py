@@ -256,3 +256,24 @@ def test_policy_process_crash_holds_with_reason_then_restarts(harness):
     assert h.wait_for(lambda: moving(h) and h.state() == PolicyStatus.STATE_RUNNING,
                       timeout=30.0)
     assert h.node._engine.policy.pid not in (None, pid)
+
+
+@pytest.mark.parametrize('control_thread', [True, False])
+def test_commands_keep_their_rate_with_either_tick_scheduler_and_the_thread_stops(
+        harness, control_thread):
+    h = harness(control_thread=control_thread)
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h), timeout=20.0), h.message()
+    names = {t.name for t in threading.enumerate()}
+    assert ('vla-control' in names) == control_thread
+    start, n = time.monotonic(), len(h.twists)
+    time.sleep(1.0)
+    rate = (len(h.twists) - n) / (time.monotonic() - start)
+    assert 10.0 <= rate <= 30.0, rate  # 20 Hz; wide bounds for a loaded CI machine
+    h.executor.remove_node(h.node)
+    h.node.destroy_node()
+    h.close = lambda: (h.executor.shutdown(), h.peer.destroy_node())  # destroyed once
+    assert 'vla-control' not in {t.name for t in threading.enumerate()}
+    n = len(h.twists)
+    time.sleep(0.3)
+    assert len(h.twists) == n  # nothing published after the node stopped

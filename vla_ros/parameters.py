@@ -302,6 +302,19 @@ INFERENCE_PARAMETERS = _index([
                   'load and run the policy in its own process (frames via shared memory; a '
                   'crash or hang is a hold and a restart); false: a thread of the node '
                   'process', _I, read_only=True),
+    # Control-loop scheduling (issue 18's period targets).
+    ParameterSpec('control_thread', BOOL, True,
+                  'publish commands from a dedicated thread that sleeps to absolute '
+                  'deadlines (false: an rclpy timer in the executor; the timer is always used '
+                  'with use_sim_time)', _I, read_only=True),
+    ParameterSpec('control_thread_priority', INT, 10,
+                  'SCHED_FIFO priority of the control thread (0 = normal scheduling); needs '
+                  'CAP_SYS_NICE or an rtprio limit (ulimit -r), else one warning and normal '
+                  'priority', _I, read_only=True, range=(0, 99)),
+    ParameterSpec('policy_niceness', INT, 5,
+                  'nice value of the policy process while it infers (higher = yields the CPU '
+                  'to the control loop and the driver; loading always runs at 10)', _I,
+                  read_only=True, range=(0, 19)),
 ])
 
 _D = DRIVER

@@ -34,7 +34,22 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ('process', 'thread')
+MODES = ('process-timer', 'process', 'thread-timer', 'thread')
+# Node parameters of each mode. 'process' and 'thread' run the shipped defaults: the
+# control tick on its own thread at SCHED_FIFO 10, the policy process at nice 5. The
+# '-timer' modes run the design before them (an rclpy timer in the executor, no
+# priorities), for a side-by-side; '-normal' the thread without any priority (what a user
+# without the rtprio privilege gets).
+_BEFORE = {'control_thread': False, 'control_thread_priority': 0, 'policy_niceness': 0}
+_NORMAL = {'control_thread_priority': 0, 'policy_niceness': 0}
+MODE_PARAMS = {
+    'process': {'policy_process': True},
+    'thread': {'policy_process': False},
+    'process-timer': {'policy_process': True, **_BEFORE},
+    'thread-timer': {'policy_process': False, **_BEFORE},
+    'process-normal': {'policy_process': True, **_NORMAL},
+    'thread-normal': {'policy_process': False, **_NORMAL},
+}
 WATCHDOG_TIMEOUT = 0.25
 # ~100 M parameters, ~390 MB of float32 weights; 4 image tokens per camera keep one call
 # in the 0.1-1 s range on one core instead of seconds.
@@ -185,8 +200,11 @@ def _p(values, q, scale=1e3):
 
 
 def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_dir: str,
-             width=640, height=480, gap=0.02, load_timeout=300.0) -> dict:
-    """One mode: OpenVLA, swap to the heavy model and back; the measurements."""
+             width=640, height=480, gap=0.02, load_timeout=300.0, label: str = '') -> dict:
+    """One mode: OpenVLA, swap to the heavy model and back; the measurements.
+
+    ``label`` names this run's namespace and logs (a mode may run several times).
+    """
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
@@ -194,19 +212,21 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
     from vla_ros.paths import config_dir
     from vla_ros.reliability.graph import NodeProcess, node_command
 
-    namespace = f'bench_real_{mode}'
+    label = (label or mode).replace('-', '_')
+    namespace = f'bench_real_{label}'
     arm = str(config_dir('robots', 'arm.yaml'))
-    timing_log = os.path.join(log_dir, f'timing_{mode}.txt')
-    node_env = dict(env, VLA_ROS_TIMING_LOG=timing_log)
+    timing_log = os.path.join(log_dir, f'timing_{label}.txt')
+    tick_trace = os.path.join(log_dir, f'ticks_{label}.txt')
+    node_env = dict(env, VLA_ROS_TIMING_LOG=timing_log, VLA_ROS_TICK_TRACE=tick_trace)
     openvla = model_path('openvla')
     driver = NodeProcess(node_command(
         'vla_ros.nodes.driver_node', 'vla_driver',
         {'backend': 'dry_run', 'camera_rate_hz': 0.0, 'watchdog_timeout': WATCHDOG_TIMEOUT},
         param_files=[arm], namespace=namespace, log_level='info'), env,
-        os.path.join(log_dir, f'driver_{mode}.log'))
+        os.path.join(log_dir, f'driver_{label}.log'))
     inference = NodeProcess(node_command(
         'vla_ros.nodes.inference_node', 'vla_inference',
-        {'policy': 'openvla', 'model_path': openvla, 'policy_process': mode == 'process',
+        {'policy': 'openvla', 'model_path': openvla, **MODE_PARAMS[mode],
          'cameras': ['front', 'wrist'], 'control_rate_hz': 10.0, 'inference_rate_hz': 0.0,
          'low_queue_depth': 1000, 'chunk_strategy': 'receding_horizon', 'execute_steps': 1,
          'chunk_timing': 'arrival', 'swap_behavior': 'keep', 'stale_image_timeout': 3.0,
@@ -216,7 +236,7 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
          'proprio_joints': [''], 'gripper_joints': ['']},
         param_files=[arm], namespace=namespace, log_level='info')
         + ['--ros-args', '-r', 'joint_states:=bench_joint_states'], node_env,
-        os.path.join(log_dir, f'inference_{mode}.log'))
+        os.path.join(log_dir, f'inference_{label}.log'))
     recorder = _Recorder(context, namespace, width, height, gap)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(recorder.node)
@@ -280,12 +300,13 @@ def run_mode(mode: str, context, env: dict, heavy_dir: str, phase: float, log_di
         recorder.node.destroy_node()
 
     return _summarise(mode, recorder, events, t_start, t_end, timing_log,
-                      os.path.join(log_dir, f'driver_{mode}.log'), node_rss, policy_rss,
-                      loadavg, exit_code, os.path.join(log_dir, f'inference_{mode}.log'))
+                      os.path.join(log_dir, f'driver_{label}.log'), node_rss, policy_rss,
+                      loadavg, exit_code, os.path.join(log_dir, f'inference_{label}.log'),
+                      tick_trace)
 
 
 def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, node_rss,
-               policy_rss, loadavg, exit_code, inference_log) -> dict:
+               policy_rss, loadavg, exit_code, inference_log, tick_trace=None) -> dict:
     period = 0.1
     window = [c for c in recorder.commands if t_start <= c[1] <= t_end]
     stamps = np.array([c[0] for c in window])
@@ -328,6 +349,17 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         entry['compute'].append(model)
     with open(inference_log) as f:
         tracebacks = f.read().count('Traceback')
+    # The control thread's own trace (monotonic clock; absent with an rclpy timer): how
+    # late it woke after each deadline, apart from how long the tick itself took.
+    wake, duration = [], []
+    if tick_trace and os.path.exists(tick_trace):
+        offset = time.time() - time.monotonic()
+        with open(tick_trace) as f:
+            for line in f:
+                deadline, start, end = (float(x) for x in line.split())
+                if t_start <= deadline + offset <= t_end:
+                    wake.append(start - deadline)
+                    duration.append(end - start)
     return {
         'mode': mode,
         'window_s': round(t_end - t_start, 1),
@@ -339,6 +371,11 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         'control_period_error_ms_p99_during_loads_and_swaps': _p(err_node[during], 99),
         'control_period_error_ms_p99_at_subscriber_during_loads_and_swaps':
             _p(err_sub[during], 99),
+        'control_thread_wake_lateness_ms_p50': _p(wake, 50),
+        'control_thread_wake_lateness_ms_p99': _p(wake, 99),
+        'control_thread_wake_lateness_ms_max': _p(wake, 100),
+        'control_tick_duration_ms_p50': _p(duration, 50),
+        'control_tick_duration_ms_p99': _p(duration, 99),
         'driver_watchdog_trips': trips,
         'command_gaps_over_watchdog_timeout_at_subscriber': int(np.sum(gaps >
                                                                        WATCHDOG_TIMEOUT)),
@@ -380,9 +417,13 @@ def run(phase: float = 20.0, modes=MODES, heavy: dict | None = None, log_dir=Non
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=int(os.environ.get('ROS_DOMAIN_ID', '0')))
         try:
-            results = {mode: run_mode(mode, context, env, checkpoint['path'], phase, log_dir,
-                                      load_timeout=load_timeout)
-                       for mode in modes}
+            results = {}
+            for i, mode in enumerate(modes):
+                # A mode listed again (alternating A/B runs) gets its own key: mode_2, ...
+                n = list(modes[:i + 1]).count(mode)
+                key = mode if n == 1 else f'{mode}_{n}'
+                results[key] = run_mode(mode, context, env, checkpoint['path'], phase,
+                                        log_dir, load_timeout=load_timeout, label=key)
         finally:
             rclpy.try_shutdown(context=context)
     out = {'benchmark': 'pipeline_real', 'phase_s': phase, 'camera': '2 x 640x480 rgb8, '
@@ -412,7 +453,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--phase', type=float, default=20.0,
                         help='seconds of each of the three phases')
-    parser.add_argument('--modes', default=','.join(MODES))
+    parser.add_argument('--modes', default=','.join(MODES),
+                        help=f'comma-separated, run in this order: {", ".join(MODE_PARAMS)}')
     parser.add_argument('--output', help='also write the JSON here')
     args = parser.parse_args(argv)
     result = run(args.phase, tuple(args.modes.split(',')))

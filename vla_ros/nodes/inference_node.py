@@ -10,10 +10,12 @@ use it to reach the policy object). Every executor callback is short (image conv
 ~1 ms, the control tick O(1)) and a single-threaded executor serves them: rclpy's
 multi-threaded executor adds more scheduling jitter than it saves here. Callbacks still
 sit in separate callback groups so the node stays correct when composed into a
-multi-threaded process.
+multi-threaded process. The control tick itself runs on its own deadline thread by
+default (:mod:`vla_ros.nodes.control_scheduling`), outside the executor.
 """
 
 import json
+import os
 import threading
 import unicodedata
 
@@ -35,6 +37,7 @@ from vla_ros.inference_config import (
     policy_arguments,
 )
 from vla_ros.nodes import qos
+from vla_ros.nodes.control_scheduling import start_control_tick, stop_control_tick
 from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import (
     ImageConversionError,
@@ -56,6 +59,7 @@ from vla_ros.policies.registry import available_policies, policy_info
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import InferenceEngine
 from vla_ros.runtime.joint_commands import joint_config_from_params
+from vla_ros.runtime.policy_process import NICENESS_ENV
 from vla_ros.runtime.policy_process import load as load_policy
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.proprio import ProprioLayout
@@ -110,6 +114,9 @@ class InferenceNode(Node):
         self._input_error = ''
         self._process_mode = bool(p['policy_process'])
         self._remotes: set[RemotePolicy] = set()  # every policy process started, to close
+        # The policy processes' environment: their inference niceness (policy_niceness).
+        self._policy_env = (dict(os.environ, **{NICENESS_ENV: str(p['policy_niceness'])})
+                            if p['policy_niceness'] > 0 else None)
         self._spares = SpareProcess()  # torch imported ahead of the next swap or restart
         self._starting: RemotePolicy | None = None  # the policy process loading now
         self._shutting_down = False
@@ -152,8 +159,9 @@ class InferenceNode(Node):
         else:
             self._worker = InferenceWorker(self._engine, self._now, self._publish_chunk)
         self._worker.start()
-        self.create_timer(1.0 / p['control_rate_hz'], self._on_control_tick,
-                          callback_group=control)
+        self._control_loop = start_control_tick(
+            self, p['control_rate_hz'], self._on_control_tick, p['control_thread'],
+            p['control_thread_priority'], callback_group=control)
         self.create_timer(1.0 / p['status_rate_hz'], self._on_status_tick,
                           callback_group=status)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=status)
@@ -252,7 +260,8 @@ class InferenceNode(Node):
 
     def _make_policy(self, name: str, config: dict, torch_threads: int, generation: int):
         if self._process_mode:
-            policy = RemotePolicy(name, config, torch_threads, spares=self._spares)
+            policy = RemotePolicy(name, config, torch_threads, spares=self._spares,
+                                  env=self._policy_env)
             with self._load_lock:
                 if self._shutting_down or generation != self._load_generation:
                     raise RuntimeError('superseded')  # not reported: see load()
@@ -387,6 +396,7 @@ class InferenceNode(Node):
         with self._load_lock:
             self._shutting_down = True
             remotes = list(self._remotes)
+        stop_control_tick(self._control_loop)
         self._worker.stop()
         self._spares.close()
         for remote in remotes:

@@ -77,6 +77,25 @@ def warmup_observation(spec) -> dict:
 # loading thread; inference (and warm-up, whose torch threads inherit the creating
 # thread's priority) runs in the main thread at the node's priority.
 LOADING_NICENESS = 10
+# The node may ask for inference itself to run below its own priority (the parameter
+# policy_niceness): a policy computing back to back then yields the CPU to the control
+# loop and the driver whenever they wake, instead of sharing it equally.
+NICENESS_ENV = 'VLA_ROS_POLICY_NICENESS'
+
+
+def apply_niceness(environ=os.environ) -> int:
+    """Set the calling thread's nice value from NICENESS_ENV; the value applied (0: none)."""
+    try:
+        niceness = int(environ.get(NICENESS_ENV, '0'))
+    except ValueError:
+        return 0
+    if niceness <= 0:
+        return 0
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (OSError, AttributeError):
+        return 0
+    return niceness
 
 
 def in_background(fn, *args):
@@ -85,7 +104,10 @@ def in_background(fn, *args):
 
     def run():
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADING_NICENESS)
+            # Never raise the priority of a process niced further (that needs privilege).
+            current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           max(LOADING_NICENESS, current))
         except (OSError, AttributeError):
             pass  # not Linux, or not allowed: load at normal priority
         try:
@@ -200,6 +222,7 @@ def main(argv=None) -> int:
     # A terminal's Ctrl-C reaches the whole process group: the node stops this process
     # itself (or it sees the socket close), so a KeyboardInterrupt here is only noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    apply_niceness()  # before any thread starts: torch's threads inherit it
     conn = Connection(int(argv[0]))
     if '--spare' in argv[1:]:
         # Started ahead of need: pay for the heavy imports now, then wait for 'load'.
