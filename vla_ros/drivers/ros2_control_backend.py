@@ -148,7 +148,7 @@ class Ros2ControlBackend(RobotBackend):
         self.topic = topic
         self._io = _Wiring(entities, state, arm, gripper)
         self._log(f'ros2_control: {interface} as {self.output} on {topic} for '
-                  f'{len(joints)} joints; state from {self.joint_states_topic}'
+                  f'{len(joints)} joints; state from {state.topic}'
                   + (f'; gripper {self.gripper_joint} on {self.gripper_topic}'
                      if gripper else ''))
 
