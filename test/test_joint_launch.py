@@ -32,6 +32,9 @@ def test_a_complete_joint_configuration_launches(tmp_path):
       'joint_max_velocity: [0.5, 0.5]\n    joint_max_step: 0.01'),
      'joint_max_step: 0.01 is not a non-empty list'),
 ])
+def test_joint_configuration_mismatches_stop_the_launch(tmp_path, replace, message):
+    with pytest.raises(bringup.LaunchError, match=message):
+        _nodes(tmp_path, GOOD.replace(*replace))
 
 
 def test_a_scalar_for_a_joint_list_is_named():
@@ -43,9 +46,6 @@ def test_a_scalar_for_a_joint_list_is_named():
                   joint_max_step=0.01)
     with pytest.raises(ValueError, match=r'joint_max_step must be a list, e.g. \[0.01\]'):
         joint_limits_from_parameters(values)
-def test_joint_configuration_mismatches_stop_the_launch(tmp_path, replace, message):
-    with pytest.raises(bringup.LaunchError, match=message):
-        _nodes(tmp_path, GOOD.replace(*replace))
 
 
 @pytest.mark.parametrize('robot, backend', [('ros2_control_arm', 'ros2_control'),
