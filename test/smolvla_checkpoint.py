@@ -177,8 +177,13 @@ def lerobot_config(**changes) -> dict:
 
 
 def write_checkpoint(path: Path, weights: dict | None = None, config: dict | None = None,
-                     norm_map: dict | None = None, max_length: int = 20) -> Path:
-    """A LeRobot SmolVLA checkpoint directory (no VLM files, as on the hub)."""
+                     norm_map: dict | None = None, max_length: int = 20,
+                     stats: dict | None = None) -> Path:
+    """A LeRobot SmolVLA checkpoint directory (no VLM files, as on the hub).
+
+    ``stats`` (feature -> {stat: array}) replaces :data:`STATS`, e.g. for other state or
+    action widths set in ``config``.
+    """
     path.mkdir(parents=True, exist_ok=True)
     config = config or lerobot_config()
     norm_map = norm_map or config['normalization_mapping']
@@ -186,8 +191,8 @@ def write_checkpoint(path: Path, weights: dict | None = None, config: dict | Non
     save_file({k: v.contiguous() for k, v in (weights or make_weights()).items()},
               str(path / 'model.safetensors'))
     features = {**config['input_features'], **config['output_features']}
-    flat = {f'{k}.{s}': torch.tensor(v, dtype=torch.float32) for k, d in STATS.items()
-            for s, v in d.items()}
+    flat = {f'{k}.{s}': torch.tensor(np.asarray(v), dtype=torch.float32)
+            for k, d in (stats or STATS).items() for s, v in d.items()}
     pre_file = 'policy_preprocessor_step_5_normalizer_processor.safetensors'
     post_file = 'policy_postprocessor_step_0_unnormalizer_processor.safetensors'
     save_file(flat, str(path / pre_file))

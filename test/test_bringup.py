@@ -126,7 +126,8 @@ def test_robot_and_policy_files():
     assert driver.param_files == (str(ROOT / 'config/robots/mobile_manipulator.yaml'),)
     assert inference.param_files == (str(ROOT / 'config/robots/mobile_manipulator.yaml'),
                                      str(ROOT / 'config/policies/rt1.yaml'))
-    assert set(bringup.robots()) == {'arm', 'mobile_manipulator', 'ros2_control_arm', 'servo_arm'}
+    assert set(bringup.robots()) == {'arm', 'arm_joint', 'mobile_manipulator',
+                                     'ros2_control_arm', 'servo_arm'}
     with pytest.raises(ValueError, match="robot:='mobile' is not one of"):
         bringup.nodes(bringup.GENERIC, {'robot': 'mobile'})
     for spec in (driver, inference):

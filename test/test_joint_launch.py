@@ -5,8 +5,11 @@ import pytest
 from vla_ros import bringup
 from vla_ros import parameters as schema
 
-GOOD = ('/**/vla_driver:\n  ros__parameters:\n'
+# command_interface and joint_names under /**: both nodes read them (docs/joint_space.md);
+# the launch refuses nodes that disagree.
+GOOD = ('/**:\n  ros__parameters:\n'
         '    command_interface: joint_position\n    joint_names: [joint1, joint2]\n'
+        '/**/vla_driver:\n  ros__parameters:\n'
         '    joint_position_min: [-1.0, -1.0]\n    joint_position_max: [1.0, 1.0]\n'
         '    joint_max_velocity: [0.5, 0.5]\n')
 

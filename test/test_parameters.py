@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 from vla_ros import parameters as schema
-from vla_ros.parameters import DRIVER, INFERENCE, ParameterValueError, convert, spec
+from vla_ros.parameters import (
+    DRIVER,
+    INFERENCE,
+    ParameterValueError,
+    convert,
+    node_parameters,
+    spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,12 +74,18 @@ def test_shipped_parameter_files_only_hold_what_differs_from_the_schema():
             continue
         doc = yaml.safe_load(path.read_text())
         for section, body in doc.items():
-            node = {'vla_inference': INFERENCE, 'vla_driver': DRIVER}[section.split('/')[-1]]
+            last = section.split('/')[-1]
+            # '/**' sets parameters both nodes read (joint-space robots: command_interface).
+            nodes = [INFERENCE, DRIVER] if last == '**' else \
+                [{'vla_inference': INFERENCE, 'vla_driver': DRIVER}[last]]
             for name, value in (body['ros__parameters'] or {}).items():
-                s = spec(node, name)  # a typo would raise
-                assert schema.check(s, value, strict_doubles=True) is not None
-                default = list(s.default) if isinstance(s.default, tuple) else s.default
-                assert value != default, f'{path.name} restates the default {name}: {value}'
+                specs = [node_parameters(n)[name] for n in nodes if name in node_parameters(n)]
+                if not specs:
+                    spec(nodes[0], name)  # a typo raises, naming the known parameters
+                for s in specs:
+                    assert schema.check(s, value, strict_doubles=True) is not None
+                    default = list(s.default) if isinstance(s.default, tuple) else s.default
+                    assert value != default, f'{path.name} restates the default {name}: {value}'
 
 
 def test_chunk_strategies_are_listed_once():

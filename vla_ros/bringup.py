@@ -372,6 +372,12 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
     if joint_problem:
         raise LaunchError('invalid launch arguments:\n  - ' + joint_problem)
     family_file = policy_file(policy)
+    _check_joint_configuration(
+        _effective_values(schema.INFERENCE, (robot_file,) + ((str(family_file),)
+                                                            if family_file else ()),
+                          inference_params, final, namespace),
+        _effective_values(schema.DRIVER, (robot_file,), driver_params, final, namespace),
+        f'{namespace}/{schema.NODE_NAMES[schema.INFERENCE]}')
     specs = []
     for node, module, files, params in (
             (schema.DRIVER, 'driver_node', (robot_file,), driver_params),
@@ -382,6 +388,43 @@ def nodes(configuration: str, given: dict[str, str]) -> list[NodeSpec]:
         specs.append(NodeSpec(module, f'vla_ros.nodes.{module}', name, files, kept,
                               final_param_files=final, replaced=replaced))
     return specs
+
+
+def _effective_values(node: str, files, parameters: dict, final_files, namespace: str):
+    """What ``node`` will read: schema defaults, its files, launch values, the user's file."""
+    fully_qualified = f'{namespace}/{schema.NODE_NAMES[node]}'
+    values = {name: spec.default for name, spec in schema.node_parameters(node).items()}
+    for path in files:
+        values.update(_file_values(path, fully_qualified))
+    values.update(parameters)
+    for path in final_files:
+        values.update(_file_values(path, fully_qualified))
+    return values
+
+
+def _check_joint_configuration(inference: dict, driver: dict, fully_qualified: str):
+    """Refuse joint-space settings that do not fit together before any node starts.
+
+    The inference node's effective values must form a valid joint configuration when its
+    ``command_interface`` is a joint one (docs/joint_space.md), and the driver must take
+    the same interface and joints: otherwise every command would be refused or unheard.
+    """
+    from vla_ros.runtime.joint_commands import joint_config_from_params
+
+    try:
+        config = joint_config_from_params(inference)
+    except ValueError as exc:
+        raise LaunchError(f'invalid joint-space configuration for {fully_qualified}: '
+                          f'{exc}') from None
+    interfaces = (inference.get('command_interface'), driver.get('command_interface'))
+    if interfaces[0] != interfaces[1]:
+        raise LaunchError(f'command_interface differs: vla_inference {interfaces[0]!r}, '
+                          f'vla_driver {interfaces[1]!r} (set it once under /**)')
+    if config is not None:
+        driver_joints = tuple(j for j in driver.get('joint_names') or () if j)
+        if driver_joints != config.joint_names:
+            raise LaunchError(f'joint_names differ: vla_inference {list(config.joint_names)}, '
+                              f'vla_driver {list(driver_joints)} (set them once under /**)')
 
 
 def _joint_configuration_problem(driver_params: dict, files, fully_qualified: str) -> str:

@@ -112,6 +112,18 @@ def _dtypes() -> tuple[str, ...]:
     return tuple(DTYPES)
 
 
+def _command_interfaces() -> tuple[str, ...]:
+    from vla_ros.runtime.joint_commands import COMMAND_INTERFACES
+
+    return tuple(COMMAND_INTERFACES)
+
+
+def _joint_action_modes() -> tuple[str, ...]:
+    from vla_ros.runtime.joint_commands import JOINT_ACTION_MODES
+
+    return tuple(JOINT_ACTION_MODES)
+
+
 def _tasks() -> tuple[str, ...]:
     from vla_ros.sim.tasks import TASKS
 
@@ -250,6 +262,33 @@ INFERENCE_PARAMETERS = _index([
                   range=(1e-6, 10.0)),
     ParameterSpec('ee_frame', STRING, 'base_link',
                   'frame of the end-effector twist commands', _I),
+    # Joint-space robots (docs/joint_space.md): the policy's actions matched by name.
+    ParameterSpec('command_interface', STRING, 'ee_twist',
+                  'what the robot is commanded with: ee_twist (cmd/ee_twist) or joint_position '
+                  '/ joint_velocity (cmd/joint, sensor_msgs/JointState; the policy\'s action '
+                  'names are matched to joint_names)', _I, read_only=True,
+                  choices=_command_interfaces),
+    ParameterSpec('joint_names', STRING_ARRAY, ('',),
+                  'joint interfaces: the arm joints commanded, in the controller\'s order',
+                  _I, read_only=True),
+    ParameterSpec('joint_action_mode', STRING, 'absolute',
+                  'how the policy\'s joint values are read: absolute targets, delta (added to '
+                  'the measured positions) or velocity; joint_position takes absolute or '
+                  'delta, joint_velocity takes velocity', _I, read_only=True,
+                  choices=_joint_action_modes),
+    ParameterSpec('gripper_action', STRING, '',
+                  "joint interfaces: the policy action that drives the gripper ('' = none)",
+                  _I, read_only=True),
+    ParameterSpec('gripper_action_closed', DOUBLE, 0.0,
+                  'value of gripper_action (dataset units) for a closed gripper; mapped '
+                  'linearly to the 0..1 opening of cmd/gripper', _I, read_only=True),
+    ParameterSpec('gripper_action_open', DOUBLE, 1.0,
+                  'value of gripper_action (dataset units) for an open gripper', _I,
+                  read_only=True),
+    ParameterSpec('ignored_actions', STRING_ARRAY, ('',),
+                  'joint interfaces: policy actions deliberately not commanded (any other '
+                  'action that is not a joint or the gripper_action is an error)', _I,
+                  read_only=True),
     ParameterSpec('base_frame', STRING, 'base_footprint',
                   'frame of the base velocity commands', _I),
     *_velocity_limits(_I, ', a first clamp at the source (the driver enforces its own)'),

@@ -39,6 +39,7 @@ from vla_ros.inference_config import (
 )
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import Frame, InferenceEngine
+from vla_ros.runtime.joint_commands import joint_config_from_params
 from vla_ros.runtime.lockstep import LockstepInference
 
 NODE_NAME = 'vla_inference'
@@ -253,7 +254,8 @@ class LockstepReplay:
             raise RegressionError('virtual latency must be >= 0')
         self.session = session
         self.params = params
-        self.engine = InferenceEngine(engine_config(params))
+        self.engine = InferenceEngine(engine_config(params),
+                                      joints=joint_config_from_params(params))
         self.limits = command_limits(params)
         name, config = policy_arguments(params)
         if policy is None:
@@ -264,7 +266,9 @@ class LockstepReplay:
                                       f'{type(exc).__name__}: {exc}') from exc
         self.policy_name = name
         self.engine.begin_policy_load(name)
-        self.engine.finish_policy_load(name, policy)
+        refused = self.engine.finish_policy_load(name, policy)
+        if refused:
+            raise RegressionError(f'policy {name!r} does not fit the recorded robot: {refused}')
         self.virtual_latency = virtual_latency
         self.notes: list[str] = []
         self.chunks_replayed = 0

@@ -45,6 +45,7 @@ from vla_ros.nodes.messages import (
     base_twist_msg,
     chunk_msg,
     gripper_msg,
+    joint_command_msg,
     status_msg,
     to_seconds,
     twist_msg,
@@ -54,6 +55,7 @@ from vla_ros.parameters import INFERENCE_PARAMETERS
 from vla_ros.policies.registry import available_policies, policy_info
 from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import InferenceEngine
+from vla_ros.runtime.joint_commands import joint_config_from_params
 from vla_ros.runtime.policy_process import load as load_policy
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.proprio import ProprioLayout
@@ -92,7 +94,11 @@ class InferenceNode(Node):
         super().__init__(kwargs.pop('node_name', 'vla_inference'), context=context, **kwargs)
         declare_parameters(self, INFERENCE_PARAMETERS)
         p = self._params()
-        self._engine = InferenceEngine(engine_config(p))
+        # A joint-space robot (docs/joint_space.md) gets cmd/joint instead of cmd/ee_twist;
+        # a configuration that does not fit together stops the node here, with the reason.
+        self._joints = joint_config_from_params(p)
+        self._engine = InferenceEngine(engine_config(p), joints=self._joints)
+        self._use_proprio = bool(p['use_joint_states'])
         self._proprio_layout = ProprioLayout(
             tuple(j for j in p['proprio_joints'] if j),
             tuple(j for j in p['gripper_joints'] if j), p['gripper_open_position'])
@@ -111,7 +117,11 @@ class InferenceNode(Node):
         sensors = MutuallyExclusiveCallbackGroup()
         control = MutuallyExclusiveCallbackGroup()
         status = MutuallyExclusiveCallbackGroup()
-        self._ee_pub = self.create_publisher(TwistStamped, 'cmd/ee_twist', qos.COMMAND)
+        self._ee_pub = self._joint_pub = None
+        if self._joints is None:
+            self._ee_pub = self.create_publisher(TwistStamped, 'cmd/ee_twist', qos.COMMAND)
+        else:
+            self._joint_pub = self.create_publisher(JointState, 'cmd/joint', qos.COMMAND)
         self._gripper_pub = self.create_publisher(GripperCommand, 'cmd/gripper', qos.COMMAND)
         self._base_pub = self.create_publisher(TwistStamped, 'cmd_vel', qos.COMMAND)
         self._terminate_pub = self.create_publisher(Bool, 'cmd/terminate', qos.COMMAND)
@@ -132,7 +142,7 @@ class InferenceNode(Node):
                     qos.SENSOR, callback_group=sensors)
         self.create_subscription(String, 'instruction', self._on_instruction,
                                  qos.INSTRUCTION, callback_group=sensors)
-        if p['use_joint_states']:
+        if p['use_joint_states'] or self._joints is not None:
             self.create_subscription(JointState, 'joint_states', self._on_joint_states,
                                      qos.SENSOR, callback_group=sensors)
 
@@ -219,7 +229,13 @@ class InferenceNode(Node):
                         self._remotes.discard(policy)
                     return
                 old = self._engine.policy
-                self._engine.finish_policy_load(name, policy, error, note=note)
+                refused = self._engine.finish_policy_load(name, policy, error, note=note)
+                if refused and policy is not None:
+                    # Loaded, but its actions do not fit this robot (e.g. joint names).
+                    if isinstance(policy, RemotePolicy):
+                        policy.close_when_idle()
+                        self._remotes.discard(policy)
+                    policy, error = None, refused
             if policy is None:
                 self.get_logger().error(f'failed to load policy {name!r}: {error}')
                 return
@@ -308,8 +324,11 @@ class InferenceNode(Node):
         try:
             if msg.name and len(msg.name) != len(msg.position):
                 raise ValueError(f'{len(msg.name)} names but {len(msg.position)} positions')
-            self._engine.set_proprio(self._proprio_layout.vector(list(msg.name),
-                                                                 msg.position))
+            if self._joints is not None:  # joint holds and delta actions need them by name
+                self._engine.set_joint_positions(list(msg.name), msg.position)
+            if self._use_proprio:
+                self._engine.set_proprio(self._proprio_layout.vector(list(msg.name),
+                                                                     msg.position))
         except ValueError as exc:
             self._engine.report_input_error(f'joint_states: {exc}', self._now())
 
@@ -317,7 +336,11 @@ class InferenceNode(Node):
         now = self._now()
         out = shape_command(self._engine.command_at(now), self._limits,
                             self._engine.last_gripper)
-        self._ee_pub.publish(twist_msg(out.ee_twist, now, self._ee_frame))
+        if self._ee_pub is not None:
+            self._ee_pub.publish(twist_msg(out.ee_twist, now, self._ee_frame))
+        elif out.joint_names:  # a position hold without measured joints publishes nothing
+            self._joint_pub.publish(joint_command_msg(out.joint_names, out.joint_positions,
+                                                      out.joint_velocities, now))
         if out.gripper is not None:
             self._gripper_pub.publish(gripper_msg(out.gripper, now, self._ee_frame))
         if out.base_twist is not None:

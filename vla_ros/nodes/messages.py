@@ -5,6 +5,7 @@ import math
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import TwistStamped
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from vla_ros_msgs.msg import ActionChunk, GripperCommand, PolicyStatus
 
@@ -48,6 +49,16 @@ def gripper_msg(position: float, stamp: float, frame_id: str = '') -> GripperCom
     """A stamped gripper command (0 closed .. 1 open)."""
     return GripperCommand(header=Header(stamp=to_time_msg(stamp), frame_id=frame_id),
                           position=float(position), max_effort=0.0)
+
+
+def joint_command_msg(names, positions, velocities, stamp: float) -> JointState:
+    """A cmd/joint command (docs/joint_space.md): ``position`` or ``velocity``, not both."""
+    msg = JointState(header=Header(stamp=to_time_msg(stamp)), name=[str(n) for n in names])
+    if positions is not None:
+        msg.position = [float(v) for v in positions]
+    if velocities is not None:
+        msg.velocity = [float(v) for v in velocities]
+    return msg
 
 
 def chunk_msg(result, frame_id: str = '') -> ActionChunk:

@@ -115,7 +115,7 @@ class TorchPolicy(Policy, abc.ABC):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.seed = int(seed)
-        self.action_space = load_action_space(config.action_space)
+        self.action_space = self.make_action_space(config)
         if statistics is None:
             statistics = DatasetStatistics({'default': StatisticsEntry(
                 action=bounds_statistics(self.action_space))})
@@ -137,6 +137,10 @@ class TorchPolicy(Policy, abc.ABC):
     @abc.abstractmethod
     def build_model(cls, config):
         """Create the ``nn.Module`` for ``config`` (random initialisation)."""
+
+    def make_action_space(self, config) -> ActionSpace:
+        """The action space of ``config`` (a family may derive it from its checkpoint)."""
+        return load_action_space(config.action_space)
 
     @abc.abstractmethod
     def make_spec(self, config) -> PolicySpec:

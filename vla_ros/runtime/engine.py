@@ -21,7 +21,8 @@ import numpy as np
 from vla_ros.actions.chunk_buffer import ChunkBuffer, TimedChunk, make_strategy
 from vla_ros.actions.gripper import GripperFilter, GripperFilterConfig
 from vla_ros.policies.contract import Observation, Policy
-from vla_ros.runtime.commands import ActionToCommand, Command
+from vla_ros.runtime.commands import Command, joint_hold, make_converter
+from vla_ros.runtime.joint_commands import JointConfig
 
 SWAP_BEHAVIORS = ('hold', 'keep')
 # 'observation': action i is for stamp + i * period (late actions are skipped, as in
@@ -140,20 +141,25 @@ class InferenceResult:
 class InferenceEngine:
     """Observation slots, inference scheduling, chunk buffer and command conversion."""
 
-    def __init__(self, config: EngineConfig, preprocess=None):
+    def __init__(self, config: EngineConfig, preprocess=None,
+                 joints: JointConfig | None = None):
         """Create an engine with no policy.
 
         ``preprocess(rgb, size, method)`` resizes frames; ``method`` is the policy spec's
-        ``image_resize``.
+        ``image_resize``. ``joints``: the robot's joint-space configuration (None: the
+        robot takes end-effector twists); each policy's actions are matched to it by name
+        when the policy loads.
         """
         self.config = config
+        self.joints = joints
+        self._measured_joints: dict[str, float] | None = None
         self._preprocess = preprocess or _default_preprocess
         self._lock = threading.RLock()
         self._buffer = ChunkBuffer(make_strategy(config.chunk_strategy,
                                                  **config.strategy_params))
         self._policy: Policy | None = None
         self._policy_name = ''
-        self._to_command: ActionToCommand | None = None
+        self._to_command = None  # ActionToCommand or ActionToJointCommand
         self._loading: str | None = None
         self._load_note = ''
         self._policy_note = ''
@@ -205,6 +211,21 @@ class InferenceEngine:
         with self._lock:
             self._proprio = state
 
+    def set_joint_positions(self, names, positions) -> None:
+        """Store the newest measured joint positions by name (joint holds and deltas)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if len(names) != positions.size:
+            raise ValueError(f'{len(names)} joint names but {positions.size} positions')
+        measured = {str(n): float(v) for n, v in zip(names, positions, strict=True)
+                    if np.isfinite(v)}
+        with self._lock:
+            self._measured_joints = {**(self._measured_joints or {}), **measured}
+
+    @property
+    def measured_joints(self) -> dict[str, float] | None:
+        """The newest measured joint positions by name (None before any arrived)."""
+        return self._measured_joints
+
     def report_input_error(self, message: str, now: float) -> None:
         """Record a rejected input (bad image, instruction...) for the status message."""
         with self._lock:
@@ -241,29 +262,41 @@ class InferenceEngine:
                 self._buffer.clear()
 
     def finish_policy_load(self, name: str, policy: Policy | None, error: str = '',
-                           note: str = '') -> None:
+                           note: str = '') -> str:
         """Switch atomically to ``policy``; on failure keep the old one and report.
 
         ``note`` (e.g. that the policy has no trained weights) stays in every status
-        message while this policy is active.
+        message while this policy is active. A policy whose actions do not fit the robot
+        (joint names, or no end-effector dimensions for a twist robot) is refused like a
+        failed load; the reason is returned ('' when the policy is active), so the caller
+        can close it.
         """
         with self._lock:
             self._loading = None
+            converter = None
+            if policy is not None:
+                try:
+                    converter = make_converter(
+                        policy.spec.action_space, self.joints,
+                        bool(getattr(policy, 'action_names_known', True)))
+                except ValueError as exc:
+                    policy, error = None, str(exc)
             if policy is None:
                 kept = f'; keeping {self._policy_name!r}' if self._policy else ''
                 self._load_note = f'failed to load policy {name!r}: {error}{kept}'
                 self._errors += 1
-                return
+                return error or 'failed'
             self._policy = policy
             self._policy_name = name
             self._policy_note = note
-            self._to_command = ActionToCommand(policy.spec.action_space)
+            self._to_command = converter
             self._load_note = ''
             self._last_error = ''
             self._buffer.clear()
             self._last_used_stamp = -math.inf
             self._last_start = -math.inf
             policy.reset()
+            return ''
 
     # --------------------------------------------------------------- inference
     def inference_due(self, now: float) -> bool:
@@ -388,17 +421,16 @@ class InferenceEngine:
                 if action is None:
                     reason = f'action buffer starved ({self._buffer.status(now)})'
             if reason:
-                self._hold_ticks += 1
-                self._last_hold_reason = reason
-                has_base = self._to_command is not None and self._to_command.has_base
-                return Command.hold_command(reason, has_base)
+                return self._hold(reason)
             period = self._policy.spec.control_period
             try:
-                command = self._to_command(action.action, period)
+                command = self._to_command(action.action, period, self._measured_joints)
             except ValueError as exc:
+                return self._hold(f'invalid action: {exc}')
+            if command.hold:  # the row could not become a command (e.g. no measured joints)
                 self._hold_ticks += 1
-                self._last_hold_reason = f'invalid action: {exc}'
-                return Command.hold_command(self._last_hold_reason, self._to_command.has_base)
+                self._last_hold_reason = command.reason
+                return command
             if command.terminate:
                 # The policy says the task is complete: publish terminate once, then hold
                 # (status DONE) until a new instruction arrives.
@@ -459,6 +491,15 @@ class InferenceEngine:
                                   self._hold_ticks)
 
     # ---------------------------------------------------------------- internal
+    def _hold(self, reason: str) -> Command:
+        """A safe hold for this robot, counted, with the reason (call with the lock)."""
+        self._hold_ticks += 1
+        self._last_hold_reason = reason
+        if self.joints is not None:
+            return joint_hold(self.joints, reason, self._measured_joints)
+        has_base = self._to_command is not None and self._to_command.has_base
+        return Command.hold_command(reason, has_base)
+
     def _record_error(self, message: str, when: float) -> None:
         self._errors += 1
         self._last_error = message

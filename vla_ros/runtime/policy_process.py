@@ -162,7 +162,9 @@ def serve(conn: Connection) -> int:
     except Exception as exc:  # noqa: BLE001 - every load failure goes back to the node
         conn.send(('load_failed', f'{type(exc).__name__}: {exc}'))
         return 0
-    conn.send(('ready', policy.spec, warmup_seconds))
+    # Whether the action names are the checkpoint's (joint-space robots match them by name).
+    conn.send(('ready', policy.spec, warmup_seconds,
+               bool(getattr(policy, 'action_names_known', True))))
     while True:
         try:
             message = conn.recv()

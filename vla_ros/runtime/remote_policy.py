@@ -172,6 +172,7 @@ class RemotePolicy(Policy):
         self.spares = spares
         self.supervisor = ProcessSupervisor(restart_policy)
         self.warmup_seconds = 0.0
+        self.action_names_known = True  # as the policy process reports it when ready
         self._spec = None
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
@@ -266,6 +267,7 @@ class RemotePolicy(Policy):
             else:
                 cancelled = False
                 self._spec, self.warmup_seconds = reply[1], reply[2]
+                self.action_names_known = bool(reply[3]) if len(reply) > 3 else True
                 self._proc, self._conn, self._failure = proc, conn, ''
         if cancelled:
             self._stop_process(proc, conn)

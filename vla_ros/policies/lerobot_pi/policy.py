@@ -163,7 +163,7 @@ def load_tokenizer(tokenizer_path: str, model_dir: Path, step_config: dict):
         raise PolicyLoadError(f'{directory}: cannot load the tokenizer: {exc}') from exc
 
 
-def _action_space(kind: str, names: Sequence[str], normalizer) -> ActionSpace:
+def dataset_action_space(kind: str, names: Sequence[str], normalizer) -> ActionSpace:
     """Dataset-unit action dimensions named ``names``, bounded by the dataset's min/max."""
     stats = normalizer.stats
     for low_key, high_key in (('min', 'max'), ('q01', 'q99')):
@@ -303,7 +303,7 @@ class LeRobotPiPolicy(Policy):
             raise PolicyLoadError(f'{kind}: {len(names)} action names for {self.action_dim} '
                                   f'action dimensions')
         self.action_names_known = bool(action_names or config.get('action_feature_names'))
-        self.action_space = _action_space(kind, names, self.action_normalizer)
+        self.action_space = dataset_action_space(kind, names, self.action_normalizer)
         if self.relative:
             if self.state_dim < self.action_dim:
                 raise PolicyLoadError(f'{kind}: relative actions need a state at least as long '

@@ -69,6 +69,10 @@ class SmolVLAConfig:
     load_vlm_weights: bool = False
     # --- vla_ros's fields ---------------------------------------------------------------
     action_space: str = 'arm7'
+    # The checkpoint's action names, in order (its dataset's "action" feature names): the
+    # action space is then these names bounded by the postprocessor's action statistics,
+    # and action_space is not used.
+    action_names: tuple = ()
     camera_names: tuple = ()
     control_period: float = 0.1
     vlm: dict = field(default_factory=dict)
@@ -78,6 +82,11 @@ class SmolVLAConfig:
         self.resize_imgs_with_padding = tuple(int(v) for v in (self.resize_imgs_with_padding
                                                                or ()))
         self.camera_names = tuple(self.camera_names)
+        self.action_names = tuple(str(n) for n in (self.action_names or ()))
+        if self.action_names and self.output_features and \
+                len(self.action_names) != self.action_dim:
+            raise ValueError(f'smolvla: {len(self.action_names)} action_names for '
+                             f'{self.action_dim} action dimensions')
         if self.attention_mode not in ATTENTION_MODES:
             raise ValueError(f'smolvla: attention_mode must be one of {ATTENTION_MODES}, got '
                              f'{self.attention_mode!r}')
@@ -164,7 +173,7 @@ class SmolVLAConfig:
 
     def lerobot_dict(self) -> dict:
         """The LeRobot ``config.json`` content (vla_ros fields under ``vla_ros``)."""
-        skip = {'action_space', 'camera_names', 'control_period', 'vlm'}
+        skip = {'action_space', 'action_names', 'camera_names', 'control_period', 'vlm'}
         out = {'type': 'smolvla'}
         for name in self.__dataclass_fields__:
             if name not in skip:
@@ -173,6 +182,8 @@ class SmolVLAConfig:
         out['vla_ros'] = {'action_space': self.action_space,
                           'camera_names': list(self.camera_names),
                           'control_period': self.control_period}
+        if self.action_names:
+            out['vla_ros']['action_names'] = list(self.action_names)
         return out
 
 

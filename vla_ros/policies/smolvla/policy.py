@@ -138,6 +138,9 @@ class SmolVLAPolicy(TorchPolicy):
                                   '(SmolVLA always conditions on observation.state)')
         self.vlm_config = vlm_config if vlm_config is not None else load_vlm_config(config.vlm)
         self.tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+        # make_action_space (called by TorchPolicy) reads the action statistics from here.
+        self._action_stats = None if pipelines is None else \
+            (pipelines[1].stats.get(config.action_key) if pipelines[1] is not None else None)
         super().__init__(config, statistics, unnorm_key, device, dtype, seed, model,
                          **overrides)
         self.apply_vlm_precision()
@@ -234,6 +237,28 @@ class SmolVLAPolicy(TorchPolicy):
                                   f'not supported (one image_size per policy)')
         if self.config.add_image_special_tokens and self.model.model.special_tokens is None:
             raise PolicyLoadError('smolvla: image special tokens requested without ids')
+
+    def make_action_space(self, config: SmolVLAConfig):
+        """``action_names`` bounded by the checkpoint's action statistics, or action_space."""
+        from types import SimpleNamespace
+
+        from vla_ros.policies.lerobot_pi.policy import dataset_action_space
+
+        if not config.action_names:
+            return super().make_action_space(config)
+        if self._action_stats is None:
+            raise PolicyLoadError('smolvla: action_names names a LeRobot checkpoint\'s actions '
+                                  '(bounded by its statistics); it needs model_path')
+        return dataset_action_space('smolvla', config.action_names,
+                                    SimpleNamespace(stats=self._action_stats))
+
+    @property
+    def action_names_known(self) -> bool:
+        """Whether the action names are the checkpoint's (action_names or a chosen space).
+
+        The default ``arm7`` space on a checkpoint is a layout, not the checkpoint's names.
+        """
+        return bool(self.config.action_names) or self.config.action_space != 'arm7'
 
     def make_spec(self, config: SmolVLAConfig) -> PolicySpec:
         """One camera per image feature at its declared size; state as proprio."""
