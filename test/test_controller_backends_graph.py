@@ -292,7 +292,8 @@ def test_joint_trajectory_controller_gets_limited_targets_only_once_enabled(rig)
     ahead = [m.points[0].time_from_start.sec + m.points[0].time_from_start.nanosec * 1e-9
              for m in msgs]
     assert all(0.0 < a <= 6.0 / RATE_HZ + 1e-9 for a in ahead), ahead
-    assert abs(float(np.median(ahead)) - 2.0 / RATE_HZ) < 0.01
+    # Typical value (a timing check, loose for loaded machines): two periods.
+    assert abs(float(np.median(ahead)) - 2.0 / RATE_HZ) < 1.0 / RATE_HZ, np.median(ahead)
     assert_limited(trajectory_positions(msgs), [START[n] for n in ARM])
 
     # Watchdog: the stream stops, the target stays.
@@ -428,7 +429,9 @@ def test_servo_gets_limited_twists_at_the_driver_rate(rig):
     assert np.all(np.diff(stamps) > 0.0)
     now = robot.get_clock().now().nanoseconds * 1e-9
     assert now - stamps[-1] < 0.5  # stamped now: Servo drops old twists
-    assert abs(float(np.median(np.diff(stamps))) - 1.0 / RATE_HZ) < 0.25 / RATE_HZ
+    # One twist per driver tick (a timing check, loose for loaded machines).
+    interval = float(np.median(np.diff(stamps)))
+    assert abs(interval - 1.0 / RATE_HZ) < 0.5 / RATE_HZ, interval
 
     client.stream = None  # watchdog: zeros every tick
     time.sleep(WATCHDOG + 0.05)
