@@ -102,3 +102,17 @@ def test_dry_run_follows_position_and_velocity_commands_with_consistent_fk():
     backend.send_joint_command(None, np.array([-1.0]), 0.0, 0.1)
     np.testing.assert_allclose(backend.read_state().joint_positions[1], target[1] - 0.1)
     np.testing.assert_allclose(backend.read_state().joint_velocities[1], -1.0)
+
+
+def test_no_arrays_interlock_off_keeps_the_arm_where_it_was(mujoco_backend):
+    # The driver sends (None, None) while its interlock is off: command nothing.
+    dry = DryRunBackend(log=lambda _: None)
+    before = dry.read_state().joint_positions.copy()
+    dry.send_joint_command(None, None, 1.0, DT)
+    np.testing.assert_array_equal(dry.read_state().joint_positions, before)
+    backend = mujoco_backend
+    backend.reset()
+    target = backend.sim.arm_target
+    for _ in range(10):
+        backend.send_joint_command(None, None, 1.0, DT)
+    np.testing.assert_array_equal(backend.sim.arm_target, target)

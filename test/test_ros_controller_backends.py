@@ -204,10 +204,13 @@ def test_forward_velocity_commands_hold_with_zeros_and_stop_with_zeros(robot, dr
     backend = attached('ros2_control', node, **{'ros2_control.output': 'forward_command'})
     backend.start()
     wait_subscribed(node, topic)
+    backend.send_joint_command(None, None, float('nan'), 0.02)  # interlock off: nothing yet
     backend.send_joint_command(None, np.array([0.5, -0.25, 0.125]), float('nan'), 0.02)
-    backend.send_joint_command(None, None, float('nan'), 0.02)  # hold
+    backend.send_joint_command(None, None, float('nan'), 0.02)  # off again: one zero command
+    backend.send_joint_command(None, None, float('nan'), 0.02)  # then nothing
     backend.stop()
     msgs = fake.wait_for(topic, 3)
+    time.sleep(0.2)  # nothing more arrives
     assert [list(m.data) for m in msgs] == [[0.5, -0.25, 0.125], [0.0] * 3, [0.0] * 3]
 
 

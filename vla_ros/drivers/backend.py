@@ -202,8 +202,9 @@ class RobotBackend(abc.ABC):
 
         ``positions`` (target positions, ``joint_position``) or ``velocities``
         (``joint_velocity``) is an array in the driver's ``joint_names`` order, the other
-        is None; ``gripper`` is the target opening 0 (closed) .. 1 (open). Only called
-        with an interface listed in :attr:`joint_interfaces`.
+        is None; ``gripper`` is the target opening 0 (closed) .. 1 (open). Both None: the
+        actuation interlock is off, so command nothing (a simulator keeps stepping with
+        its last targets). Only called with an interface listed in :attr:`joint_interfaces`.
         """
         raise NotImplementedError(f'backend {self.name!r} takes no joint commands')
 

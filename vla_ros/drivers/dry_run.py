@@ -119,12 +119,13 @@ class DryRunBackend(RobotBackend):
         """Integrate joint targets (the fake arm follows them at once) or velocities.
 
         Arrays are in :attr:`command_joints` order; other joints keep their position.
+        Both None (interlock off): the arm stays where it is.
         """
         index = [list(self.chain.joint_names).index(n) for n in self.command_joints]
         q = self._q.copy()
         if positions is not None:
             q[index] = np.asarray(positions, float).reshape(len(index))
-        else:
+        elif velocities is not None:
             q[index] += np.asarray(velocities, float).reshape(len(index)) * dt
         q = np.clip(q, self.chain.lower, self.chain.upper)
         self._dq = (q - self._q) / dt if dt > 0 else np.zeros(self.dof)
@@ -136,8 +137,9 @@ class DryRunBackend(RobotBackend):
             self._last_log = now
             kind = 'positions' if positions is not None else 'velocities'
             values = positions if positions is not None else velocities
-            self._log(f'dry run: {self._count} commands so far; last joint {kind}='
-                      f'{np.round(np.asarray(values, float), 3).tolist()} '
+            shown = ('none (interlock off)' if values is None
+                     else np.round(np.asarray(values, float), 3).tolist())
+            self._log(f'dry run: {self._count} commands so far; last joint {kind}={shown} '
                       f'gripper={float(gripper):.2f} dt={dt:.3f}')
 
     def _step_gripper(self, gripper, dt):

@@ -119,6 +119,10 @@ def joint_limits_from_parameters(values) -> JointLimits:
     if missing:
         raise ValueError(f'a joint command_interface needs {", ".join(dict.fromkeys(missing))}'
                          ' (set them in the robot file)')
+    for key in keys:
+        if isinstance(values[key], (str, bytes, int, float)):  # YAML `0.01`, not `[0.01]`
+            raise ValueError(f'{key} must be a list, e.g. [{values[key]}]; got '
+                             f'{values[key]!r}')
     return JointLimits(tuple(names), tuple(values['joint_position_min']),
                        tuple(values['joint_position_max']),
                        tuple(values['joint_max_velocity']), tuple(values['joint_max_step']))

@@ -169,7 +169,7 @@ class MoveItServoBackend(RobotBackend):
         self._node = node
         self._io = _Wiring(entities, state, twist, pose, gripper)
         self._log(f'moveit_servo: twists in {frame!r} on {self.twist_topic}; state from '
-                  f'{self.joint_states_topic}; end-effector pose '
+                  f'{state.topic}; end-effector pose '
                   + (f'from {self.ee_pose_topic}' if pose else
                      'unknown (no ee_pose_topic: linear motion stays stopped)'))
 

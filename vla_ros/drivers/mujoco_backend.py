@@ -108,9 +108,12 @@ class MujocoBackend(RobotBackend):
         """Step the simulation for ``dt`` seconds toward joint targets or with velocities.
 
         Arrays are in :attr:`command_joints` order; arm joints not in it hold their target.
+        Both None (interlock off): the arm keeps its current targets.
         """
         index = [ArmSim.ARM_JOINTS.index(n) for n in self.command_joints]
-        if positions is not None:
+        if positions is None and velocities is None:
+            self.sim.step_joint_targets(self.sim.arm_target, float(gripper), dt)
+        elif positions is not None:
             target = self.sim.arm_target
             target[index] = np.asarray(positions, float).reshape(len(index))
             self.sim.step_joint_targets(target, float(gripper), dt)

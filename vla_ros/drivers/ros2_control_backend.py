@@ -104,6 +104,7 @@ class Ros2ControlBackend(RobotBackend):
         self._period = 0.02  # the driver's tick, learnt from dt (time_from_start 0 = 2 ticks)
         self._io: Optional[_Wiring] = None  # set by attach_node
         self._started = False
+        self._velocity_at_rest = True  # the last velocities sent were zeros (or none sent)
 
     # ------------------------------------------------------------------ driver hooks
     def attach_node(self, node) -> None:
@@ -147,7 +148,7 @@ class Ros2ControlBackend(RobotBackend):
         self.topic = topic
         self._io = _Wiring(entities, state, arm, gripper)
         self._log(f'ros2_control: {interface} as {self.output} on {topic} for '
-                  f'{len(joints)} joints; state from {self.joint_states_topic}'
+                  f'{len(joints)} joints; state from {state.topic}'
                   + (f'; gripper {self.gripper_joint} on {self.gripper_topic}'
                      if gripper else ''))
 
@@ -157,6 +158,7 @@ class Ros2ControlBackend(RobotBackend):
             raise BackendError("backend 'ros2_control' must be attached to the driver node "
                                '(attach_node) before start()')
         self._io.state.wait(self.state_timeout)
+        self._velocity_at_rest = True
         self._started = True
 
     def stop(self) -> None:
@@ -176,8 +178,10 @@ class Ros2ControlBackend(RobotBackend):
     def send_joint_command(self, positions, velocities, gripper, dt) -> None:
         """Publish one limited joint command (and the gripper target if it changed).
 
-        Both arrays None means hold: a velocity controller gets zeros, a position
-        controller nothing (it holds its last target).
+        Both arrays None (the driver's interlock is off) means hands off: a position
+        controller gets nothing (it holds its last target), a velocity controller one
+        zero command if the last one it got was not zeros (it keeps the last velocity),
+        then nothing; the gripper gets nothing.
         """
         self._require_started()
         values = positions if self.interface == 'joint_position' else velocities
@@ -185,12 +189,12 @@ class Ros2ControlBackend(RobotBackend):
         if other is not None:
             raise BackendError(f'ros2_control runs {self.interface}; got the other array')
         if values is None:
-            if self.interface == 'joint_velocity':
+            if self.interface == 'joint_velocity' and not self._velocity_at_rest:
                 self._publish_arm(np.zeros(len(self._arm_joints)), dt)
         else:
             self._publish_arm(values, dt)
-        if self._io.gripper is not None:
-            self._io.gripper.send(float(gripper))
+            if self._io.gripper is not None:  # hands off the gripper too while on hold
+                self._io.gripper.send(float(gripper))
 
     def send_command(self, ee_twist, gripper, base_twist, dt) -> None:
         """No twist mode: a zero twist (the driver's stop) is a hold, anything else raises."""
@@ -215,6 +219,8 @@ class Ros2ControlBackend(RobotBackend):
         except ValueError as err:
             raise BackendError(f'ros2_control: {err}') from None
         self._io.arm.publish(msg)
+        if self.interface == 'joint_velocity':
+            self._velocity_at_rest = not any(msg.data)
 
     def _require_started(self):
         if not self._started or self._io is None:

@@ -103,7 +103,9 @@ class JointStateInput:
         self._node = entities.node
         self._warn = warn
         self._type = JointState
-        entities.subscription(JointState, topic, self._on_message)
+        sub = entities.subscription(JointState, topic, self._on_message)
+        # Errors name the topic as resolved (a relative name is under the driver's namespace).
+        self.topic = getattr(sub, 'topic_name', None) or topic
 
     def _on_message(self, msg) -> None:
         try:

@@ -14,9 +14,11 @@ Interface (all topic names relative, so they follow the node's namespace and rem
   ``command_interface`` ``joint_position`` / ``joint_velocity``: docs/joint_space.md),
   ``cmd/gripper`` (GripperCommand), ``cmd_vel`` (TwistStamped, mobile base), ``estop``
   (Bool, latched; True engages); a command for the interface not in use is rejected;
-* publishes ``joint_states`` (unless the backend's robot publishes them), ``ee_pose``,
+* publishes ``joint_states`` (unless the backend's robot publishes them), ``ee_pose``
+  (when the backend knows it),
   ``~/applied_twist`` (exactly what the backend was sent; zero in joint mode),
-  ``~/applied_joints`` (joint mode: the joint command the backend was sent),
+  ``~/applied_joints`` (joint mode: the joint command the backend was sent; no
+  arrays while the interlock is off),
   ``camera/<name>/image_raw``, ``/diagnostics``; with a mobile base ``odom``
   (nav_msgs/Odometry, ``odom_frame`` -> ``base_frame``); with a sim task episode
   ``~/task_status`` and (``publish_task_instruction``) the episode's ``instruction``
@@ -369,6 +371,8 @@ class DriverNode(LifecycleNode):
             stop = core.stop_output()
             backend.send_command(stop.ee_twist, stop.gripper, stop.base_twist, stop.dt)
             return
+        if not core.actuation_enabled:
+            return  # interlock off: the arm is not the driver's to command (see _joint_tick)
         measured = self._measured_joints(backend.read_state(), core)
         stop = core.stop_output(measured)
         if stop.joint_positions is not None or stop.joint_velocities is not None:
@@ -551,15 +555,19 @@ class DriverNode(LifecycleNode):
         out = self.core.tick(np.asarray(state.ee_position), now=now.nanoseconds * 1e-9,
                              joint_positions=measured)
         self._log_watchdog(out.watchdog_changed)
-        self.backend.send_joint_command(out.joint_positions, out.joint_velocities,
-                                        out.gripper, out.dt)
+        positions, velocities = out.joint_positions, out.joint_velocities
+        if not self.core.actuation_enabled:
+            # Interlock off: hands off the arm. Re-sending the held target would pull an
+            # arm moved meanwhile (pendant, another node) back to it; send no arm command.
+            positions = velocities = None
+        self.backend.send_joint_command(positions, velocities, out.gripper, out.dt)
         self._publish_applied(out.ee_twist, now)
         msg = JointState(name=list(self.core.joint_limits.names))
         msg.header.stamp = now.to_msg()
-        if out.joint_positions is not None:
-            msg.position = [float(v) for v in out.joint_positions]
-        if out.joint_velocities is not None:
-            msg.velocity = [float(v) for v in out.joint_velocities]
+        if positions is not None:
+            msg.position = [float(v) for v in positions]
+        if velocities is not None:
+            msg.velocity = [float(v) for v in velocities]
         self._applied_joints_pub.publish(msg)
 
     def _log_watchdog(self, tripped):
@@ -593,14 +601,17 @@ class DriverNode(LifecycleNode):
         if self._joint_pub is not None:
             self._joint_pub.publish(joints)
 
-        pose = PoseStamped()
-        pose.header.stamp = stamp
-        pose.header.frame_id = self._frame
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(
-            float, state.ee_position)
-        o = pose.pose.orientation
-        o.w, o.x, o.y, o.z = map(float, state.ee_orientation)
-        self._pose_pub.publish(pose)
+        # Backends that do not know the pose report NaN (ros2_control; moveit_servo
+        # without a fresh ee_pose_topic): publish nothing rather than a NaN pose.
+        if np.all(np.isfinite(state.ee_position)) and np.all(np.isfinite(state.ee_orientation)):
+            pose = PoseStamped()
+            pose.header.stamp = stamp
+            pose.header.frame_id = self._frame
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(
+                float, state.ee_position)
+            o = pose.pose.orientation
+            o.w, o.x, o.y, o.z = map(float, state.ee_orientation)
+            self._pose_pub.publish(pose)
         if self._odom_pub is not None and state.base_pose is not None:
             self._odom_pub.publish(self._odometry(state, stamp))
 
