@@ -175,8 +175,29 @@ def load_session(reader: BagReader, namespace: str | None = None,
         tick.gripper = grippers.get(tick.stamp_ns)
         tick.base = bases.get(tick.stamp_ns)
     session.ticks.sort(key=lambda t: t.stamp)
+    _drop_cut_last_tick(session)
     _instruction_in_effect_at_start(session, reader.start_ns * 1e-9)
     return session
+
+
+def _drop_cut_last_tick(session: Session) -> None:
+    """Drop the last tick when the recording stopped between its messages.
+
+    The node publishes a tick's twist, then its gripper (and base) command; a recorder
+    stopped with Ctrl-C in between keeps the twist only. That tick cannot be compared,
+    while the same gap earlier in the bag is a real difference and stays.
+    """
+    if len(session.ticks) < 2:
+        return
+    last, before = session.ticks[-1], session.ticks[-2]
+    cut = [name for name, now, prev in (('cmd/gripper', last.gripper, before.gripper),
+                                        ('cmd_vel', last.base, before.base))
+           if now is None and prev is not None]
+    if cut:
+        session.ticks.pop()
+        session.problems.append(f'the recording ended during the last control tick '
+                                f'({" and ".join(cut)} not recorded); that tick is not '
+                                f'compared')
 
 
 def _instruction_in_effect_at_start(session: Session, bag_start: float) -> None:
