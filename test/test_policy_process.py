@@ -271,6 +271,16 @@ def test_untrained_learned_policy_is_announced():
     assert 'UNTRAINED' in note and 'model_path' in note
     assert untrained_warning('rt1', {'model_path': '/ckpt'}) == ''
     assert untrained_warning('scripted', {}) == ''
+    assert 'UNTRAINED' in untrained_warning('openvla_sim', {})  # a registry flag, per entry
+    assert untrained_warning('pi0', {}) == ''  # refuses to load without model_path anyway
+    from vla_ros.policies.registry import register_policy, unregister_policy
+
+    register_policy('test_learned_plugin', 'vla_ros.policies.scripted:ScriptedPolicy',
+                    learned=True)
+    try:
+        assert 'UNTRAINED' in untrained_warning('test_learned_plugin', {})
+    finally:
+        unregister_policy('test_learned_plugin')
     engine = InferenceEngine(EngineConfig())
     engine.finish_policy_load('rt1', ScriptedPolicy(), note=note)
     assert 'UNTRAINED' in engine.status(0.0).message

@@ -66,13 +66,8 @@ from vla_ros.runtime.proprio import ProprioLayout
 from vla_ros.runtime.remote_policy import RemotePolicy, SpareProcess
 from vla_ros.runtime.worker import InferenceWorker
 
-__all__ = ['ENGINE_PARAMS', 'LEARNED_FAMILIES', 'POLICY_PARAMS', 'InferenceNode',
+__all__ = ['ENGINE_PARAMS', 'POLICY_PARAMS', 'InferenceNode',
            'instruction_problem', 'main', 'parse_policy_params', 'untrained_warning']
-
-# Registry families whose policies are learned models that also build from a preset
-# without a checkpoint (then they act at random). pi0 and pi05 are not listed: they
-# refuse to load without model_path, which is its own clear error.
-LEARNED_FAMILIES = ('rt1', 'openvla', 'octo', 'pi0_style', 'rt2', 'smolvla')
 
 MAX_INSTRUCTION_CHARS = 2000
 
@@ -407,10 +402,10 @@ class InferenceNode(Node):
 def untrained_warning(name: str, config: dict) -> str:
     """A loud note when a learned policy starts without a checkpoint ('' otherwise)."""
     try:
-        family = policy_info(name).family
+        learned = policy_info(name).learned
     except ValueError:
         return ''
-    if family in LEARNED_FAMILIES and not config.get('model_path'):
+    if learned and not config.get('model_path'):
         return (f'UNTRAINED POLICY: {name!r} has no model_path, so it runs randomly '
                 f'initialised weights and its actions are meaningless; set model_path to a '
                 f'checkpoint')

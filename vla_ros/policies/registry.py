@@ -26,6 +26,8 @@ class PolicyInfo:
     target: str
     description: str = ''
     family: str = ''
+    # Built from random weights when no checkpoint is given (a loud warning at run time).
+    learned: bool = False
 
 
 # Built-in entries; model families add their line here (their modules import torch lazily).
@@ -44,26 +46,26 @@ _BUILTINS = (
                'tokens, adaRMS time conditioning.', 'pi05'),
     PolicyInfo('pi0_style', 'vla_ros.policies.pi0.policy:load',
                'pi0-style: PaliGemma-style prefix + flow-matching action expert, 50-step '
-               'chunks.', 'pi0_style'),
+               'chunks.', 'pi0_style', learned=True),
     PolicyInfo('rt2', 'vla_ros.policies.rt2.policy:load',
                'RT-2-style: PaliGemma VLM writing 7 bin indices as text, constrained '
-               'decoding.', 'rt2'),
+               'decoding.', 'rt2', learned=True),
     PolicyInfo('octo', 'vla_ros.policies.octo.policy:load',
                'Octo-style: patch tokens + readouts under a block-wise mask, diffusion '
-               'head, 4-step chunks.', 'octo'),
+               'head, 4-step chunks.', 'octo', learned=True),
     PolicyInfo('rt1', 'vla_ros.policies.rt1.policy:load',
                'RT-1: FiLM-EfficientNet-B3 + TokenLearner + Transformer over 6 frames, '
-               '256-bin heads per action dimension.', 'rt1'),
+               '256-bin heads per action dimension.', 'rt1', learned=True),
     PolicyInfo('openvla', 'vla_ros.policies.openvla.policy:load',
                'OpenVLA: DINOv2 + SigLIP -> MLP -> Llama-2, 7 greedy action tokens '
-               '(256 bins), q01/q99 statistics per dataset.', 'openvla'),
+               '(256 bins), q01/q99 statistics per dataset.', 'openvla', learned=True),
     PolicyInfo('openvla_sim', 'vla_ros.policies.openvla_sim.policy:load',
                "OpenVLA's simulation variant (the shipped openvla_sim): readout tokens per "
                'camera, simulator-truth training probes; presets sim_base, sim, sim_pixel.',
-               'openvla'),
+               'openvla', learned=True),
     PolicyInfo('smolvla', 'vla_ros.policies.smolvla.policy:load',
                'SmolVLA (LeRobot checkpoints): SmolVLM2 prefix + interleaved action expert, '
-               'flow matching, 50-step chunks.', 'smolvla'),
+               'flow matching, 50-step chunks.', 'smolvla', learned=True),
 )
 
 _lock = threading.Lock()
@@ -87,6 +89,7 @@ def register_policy(
     family: str = '',
     *,
     replace: bool = False,
+    learned: bool = False,
 ) -> PolicyInfo:
     """Register ``name`` -> ``target`` ("module:attribute"); nothing is imported now.
 
@@ -96,7 +99,7 @@ def register_policy(
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f'policy name must be a non-empty string, got {name!r}')
     _split_target(target)
-    info = PolicyInfo(name, target, description, family or name)
+    info = PolicyInfo(name, target, description, family or name, learned)
     with _lock:
         old = _entries.get(name)
         if old is not None and old.target != target and not replace:
@@ -212,5 +215,6 @@ def make_policy(name: str, **config: Any) -> Policy:
 
 
 for _info in _BUILTINS:
-    register_policy(_info.name, _info.target, _info.description, _info.family)
+    register_policy(_info.name, _info.target, _info.description, _info.family,
+                    learned=_info.learned)
 del _info
