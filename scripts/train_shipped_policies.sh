@@ -165,9 +165,10 @@ fi
 #
 #   STAGE12=1 SKIP_COLLECT=1 SKIP_TRAIN=1 SKIP_EVAL=1 bash scripts/train_shipped_policies.sh
 #
-# Estimated 3-4 h on the 2-core CPU: collection about 1 h (two processes), training
-# 3,000 steps about 1.5 h, evaluation 100 episodes per task in two gripper modes
-# about 30 min. Sizes can be reduced for a shorter run: HOLD_EPISODES (per batch and
+# Measured at reduced size on the loaded 2-core CPU (docs/results.md): 2 x 150
+# demonstrations per task 7 min, DAgger 2 x 50 about 5 min, 1,200 steps 24 min, 100
+# evaluation episodes per task about 5 min per gripper mode; the full size below should
+# take about 1.5 h. Sizes can be reduced for a shorter run: HOLD_EPISODES (per batch and
 # task, default 500), DAGGER_EPISODES (150), STAGE12_STEPS (3000), EVAL_MODES
 # ("continuous binary"). The "before" numbers it is measured against are in docs/results.md.
 if [[ -n "${STAGE12:-}" ]]; then
