@@ -418,9 +418,7 @@ class DriverCore:
             return self._joint_tick(joint_positions, now)
         if now is None:
             now = self._clock()
-        dt = self._period if self._last_tick is None else min(
-            max(now - self._last_tick, _MIN_DT), _MAX_DT_PERIODS * self._period)
-        self._last_tick = now
+        dt = self._tick_period(now)
         timeout, limits = self._timeout, self._limits
         with self._lock:
             allowed = self._enabled and self._active and not self._estop
@@ -429,10 +427,7 @@ class DriverCore:
             gripper_cmd = self._gripper_cmd
 
         fresh = ee_cmd is not None and ee_age <= timeout
-        watchdog_changed = None
-        if (not fresh) != self._watchdog_tripped:
-            self._watchdog_tripped = not fresh
-            watchdog_changed = self._watchdog_tripped
+        watchdog_changed = self._update_watchdog(fresh)
         reasons = ()
         if allowed and fresh:
             limited = apply_arm_limits(ee_cmd, self._applied, ee_position, dt, limits)
@@ -460,9 +455,7 @@ class DriverCore:
                              f'{len(limits.names)} finite values, got {measured.tolist()}')
         if now is None:
             now = self._clock()
-        dt = self._period if self._last_tick is None else min(
-            max(now - self._last_tick, _MIN_DT), _MAX_DT_PERIODS * self._period)
-        self._last_tick = now
+        dt = self._tick_period(now)
         timeout = self._timeout
         with self._lock:
             allowed = self._enabled and self._active and not self._estop
@@ -471,10 +464,7 @@ class DriverCore:
             gripper_cmd = self._gripper_cmd
 
         fresh = cmd is not None and age <= timeout
-        watchdog_changed = None
-        if (not fresh) != self._watchdog_tripped:
-            self._watchdog_tripped = not fresh
-            watchdog_changed = self._watchdog_tripped
+        watchdog_changed = self._update_watchdog(fresh)
         reasons = ()
         positions = velocities = None
         if self._joint_applied is None or (allowed and self._reseed):
@@ -524,6 +514,20 @@ class DriverCore:
             velocities = np.zeros(len(self._joint_limits.names))
         return DriverOutput(np.zeros(6), self._gripper_target, base, self._period,
                             joint_positions=positions, joint_velocities=velocities)
+
+    def _tick_period(self, now: float) -> float:
+        """This tick's measured period, bounded, and remember ``now`` for the next one."""
+        dt = self._period if self._last_tick is None else min(
+            max(now - self._last_tick, _MIN_DT), _MAX_DT_PERIODS * self._period)
+        self._last_tick = now
+        return dt
+
+    def _update_watchdog(self, fresh: bool) -> Optional[bool]:
+        """Track the watchdog; the new state (True = tripped) when it changed, else None."""
+        if (not fresh) == self._watchdog_tripped:
+            return None
+        self._watchdog_tripped = not fresh
+        return self._watchdog_tripped
 
     @staticmethod
     def _age(sent, now):
