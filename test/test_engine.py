@@ -238,3 +238,27 @@ def test_lockstep_inference_reports_policy_errors_and_holds():
     command = scheduler.tick(0.0)
     assert command.hold and len(scheduler.errors) == 1 and scheduler.chunks_buffered == 0
     assert 'ScriptedPolicyFault' in scheduler.errors[0]
+
+
+def test_a_chunk_is_published_before_any_tick_can_use_it():
+    # The control tick runs on its own (real-time) thread: were the chunk buffered first,
+    # a tick could command from it before its ActionChunk message is sent, and a
+    # recording would show the command before the chunk (bag regress replays the chunk
+    # too late). The publish callback runs first, while ticks still hold.
+    clock = FakeClock()
+    engine = make_engine()
+    engine.set_instruction('push the red cube')
+    feed(engine, clock())
+    seen = []
+
+    def publish(result):
+        seen.append((result.chunk.actions.shape, engine.command_at(clock()).hold))
+
+    result = engine.run_inference(clock, publish)
+    assert result is not None and seen == [(result.chunk.actions.shape, True)]
+    assert not engine.command_at(clock()).hold  # buffered once published
+    # An instruction changed while publishing: the chunk is not buffered.
+    engine.set_instruction('push the blue cube')
+    feed(engine, clock())
+    assert engine.run_inference(clock, lambda r: engine.set_instruction('stop')) is None
+    assert engine.command_at(clock()).hold

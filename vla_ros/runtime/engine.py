@@ -315,7 +315,7 @@ class InferenceEngine:
                 return True
             return self._buffer.depth(now) <= self.config.low_queue_depth
 
-    def run_inference(self, clock) -> InferenceResult | None:
+    def run_inference(self, clock, publish=None) -> InferenceResult | None:
         """Run the policy once on the newest observation; ``clock()`` gives the time.
 
         Synchronous: the worker thread calls it. It is :meth:`begin_inference`,
@@ -327,7 +327,7 @@ class InferenceEngine:
         if job is None:
             return None
         chunk, error = self.compute_chunk(job)
-        return self.finish_inference(job, chunk, error, clock())
+        return self.finish_inference(job, chunk, error, clock(), publish)
 
     def begin_inference(self, now: float) -> 'InferenceJob | None':
         """Snapshot the newest observation and mark the policy as running (None: cannot)."""
@@ -353,8 +353,13 @@ class InferenceEngine:
                              self._preprocess)
 
     def finish_inference(self, job: 'InferenceJob', chunk: TimedChunk | None, error: str,
-                         finished: float) -> InferenceResult | None:
-        """Buffer the chunk at ``finished`` unless the instruction or policy changed."""
+                         finished: float, publish=None) -> InferenceResult | None:
+        """Buffer the chunk at ``finished`` unless the instruction or policy changed.
+
+        ``publish(result)``, if given, runs before the chunk is buffered (outside the
+        lock): a control tick on another thread can then never command from a chunk that
+        is not yet on the wire, so a recording always shows a chunk before its use.
+        """
         with self._lock:
             self._running_since = None
             self._last_latency = finished - job.started
@@ -363,10 +368,16 @@ class InferenceEngine:
                 return None
             if job.version != self._instruction_version or job.policy is not self._policy:
                 return None  # instruction or policy changed while we were thinking
+        result = InferenceResult(chunk, job.name, tuple(job.policy.spec.action_space.names),
+                                 finished - job.started, job.started)
+        if publish is not None:
+            publish(result)
+        with self._lock:
+            if job.version != self._instruction_version or job.policy is not self._policy:
+                return None
             if not self._buffer_chunk(chunk, finished):
                 return None
-            return InferenceResult(chunk, job.name, tuple(job.policy.spec.action_space.names),
-                                   finished - job.started, job.started)
+        return result
 
     def predict(self, frames: dict, now: float) -> tuple[TimedChunk | None, str]:
         """Run the active policy on given ``frames`` with the current instruction.

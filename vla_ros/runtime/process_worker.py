@@ -52,9 +52,7 @@ class ProcessInferenceWorker(InferenceWorker):
             chunk, error = job.policy.compute(job.frames, job.instruction, job.proprio, limit)
             if self._stop.is_set():
                 break  # shutting down: nobody publishes any more
-            result = self._engine.finish_inference(job, chunk, error, self._clock())
-            if result is not None and self._on_result is not None:
-                self._on_result(result)
+            self._engine.finish_inference(job, chunk, error, self._clock(), self._on_result)
             if chunk is None:
                 self.supervise(job.policy)  # report a crash at once, not a poll later
 

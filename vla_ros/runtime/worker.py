@@ -47,6 +47,5 @@ class InferenceWorker:
             self._wake.clear()
             if self._stop.is_set() or not self._engine.inference_due(self._clock()):
                 continue
-            result = self._engine.run_inference(self._clock)
-            if result is not None and self._on_result is not None:
-                self._on_result(result)
+            # The chunk is published before the engine buffers it (see finish_inference).
+            self._engine.run_inference(self._clock, self._on_result)
