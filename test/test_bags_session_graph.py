@@ -33,6 +33,24 @@ def _stop(proc, timeout=30):
         return proc.communicate()
 
 
+def _wait_for_subscribers(domain_id, topic, count, recorder, timeout=60.0):
+    """Until ``topic`` has ``count`` subscribers (the inference node and the recorder)."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    try:
+        node = rclpy.create_node('session_test_probe', context=context)
+        deadline = time.monotonic() + timeout
+        while node.count_subscribers(topic) < count:
+            assert recorder.poll() is None, recorder.communicate()
+            assert time.monotonic() < deadline, f'no recorder subscribed to {topic}'
+            time.sleep(0.1)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 def test_recorded_session_has_the_instruction_and_regresses_green(tmp_path, ros_env):
     env = dict(ros_env, ROS_DOMAIN_ID=str((int(ros_env['ROS_DOMAIN_ID']) + 53) % 230 + 1))
     bag = tmp_path / 'session'
@@ -51,7 +69,12 @@ def test_recorded_session_has_the_instruction_and_regresses_green(tmp_path, ros_
         recorder = subprocess.Popen(_cli('bag', 'record', '-o', str(bag), '-s', 'mcap'),
                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, start_new_session=True)
-        time.sleep(3.0)  # recording, as a user would start it before instructing
+        # The user instructs once the recorder is recording. Its start-up (an
+        # interpreter, rclpy, rosbags) took more than the 3 s this test used to sleep on
+        # a loaded CI machine, and an instruction published before the recorder exists
+        # cannot be in the bag; so wait until it has subscribed to the instruction topic.
+        _wait_for_subscribers(int(env['ROS_DOMAIN_ID']), '/instruction', 2, recorder)
+        time.sleep(1.0)
         instruct = subprocess.run(_cli('instruct', 'pick up the red cube'), env=env,
                                   capture_output=True, text=True, timeout=120)
         assert instruct.returncode == 0, instruct.stderr
