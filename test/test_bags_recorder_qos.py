@@ -212,3 +212,46 @@ def test_publishers_coming_and_going_with_other_qos(tmp_path, ros_context):
     assert [r for r in recorded if r.startswith('best effort')] == \
         [f'best effort {i}' for i in range(5)], recorded
     assert summary.counts['/instruction'] == len(recorded)
+
+
+def test_samples_waiting_in_a_replaced_or_stopped_subscription_are_kept(tmp_path, ros_context):
+    """Re-subscribing (new publisher QoS) or stopping must not drop samples not yet taken.
+
+    The middleware acknowledges a sample on arrival, so a publisher may be gone before
+    the executor calls back. Nothing spins the recorder here until the end: the first
+    sample waits in the best-effort probe that discovery then replaces, the second in
+    the replacement when the recorder stops.
+    """
+    import rclpy
+    from rclpy.duration import Duration
+    from std_msgs.msg import String
+
+    from vla_ros.bags.recorder import Recorder
+
+    recorder = Recorder(ros_context, tmp_path / 'bag', TopicSelection.vla_default(),
+                        storage='mcap', parameters_node=None, discovery_interval=3600.0)
+    node = rclpy.create_node('reliable_volatile', context=ros_context)
+    try:
+        # Reliable, volatile: only the best-effort probe matches, and a replacement
+        # subscription cannot get the sample again from history.
+        pub = node.create_publisher(String, '/instruction', 10)
+        deadline = time.monotonic() + 30
+        while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pub.publish(String(data='first'))
+        assert pub.wait_for_all_acked(Duration(seconds=10))
+        while (not recorder.node.get_publishers_info_by_topic('/instruction')
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        recorder._discover()  # the publisher seen: re-subscribed reliable, volatile
+        assert [p.reliability for p in recorder._topics['/instruction'].profiles] == [
+            ReliabilityPolicy.RELIABLE]
+        while pub.get_subscription_count() != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pub.publish(String(data='second'))
+        assert pub.wait_for_all_acked(Duration(seconds=10))
+        summary = recorder.stop()
+    finally:
+        node.destroy_node()
+    assert summary.counts.get('/instruction') == 2, summary
+    assert _instructions(tmp_path / 'bag') == ['first', 'second']

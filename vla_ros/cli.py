@@ -147,9 +147,9 @@ def cmd_instruct(args) -> int:
             print(f'vla-ros instruct: warning: delivered to {sorted(subscribers)}, but no '
                   f'{args.node!r} subscribed within {args.timeout:g} s', file=sys.stderr)
         if args.keep:
-            print(f'serving {args.text!r} on {topic} until Ctrl-C', file=sys.stderr,
-                  flush=True)
-            try:
+            try:  # the announcement inside: a Ctrl-C right after it is still the normal stop
+                print(f'serving {args.text!r} on {topic} until Ctrl-C', file=sys.stderr,
+                      flush=True)
                 while True:
                     time.sleep(0.5)
             except KeyboardInterrupt:

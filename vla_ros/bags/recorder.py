@@ -279,8 +279,25 @@ class Recorder:
         new = [self.node.create_subscription(state.cls, topic, receiver(profile), profile,
                                              raw=True) for profile in profiles]
         for old in state.subscriptions:
-            self.node.destroy_subscription(old)
+            self._drain_and_destroy(old)
         state.subscriptions, state.profiles = new, profiles
+
+    def _drain_and_destroy(self, subscription) -> None:
+        """Destroy a subscription after handing on what it received and nobody took yet.
+
+        The middleware acknowledges a sample when it reaches the subscription, not when
+        the executor calls back: a publisher (a latched instruction from ``vla-ros
+        instruct``) may have exited content while its only sample still waits here, so
+        destroying the subscription untaken would lose it.
+        """
+        try:
+            with subscription.handle:
+                while (taken := subscription.handle.take_message(
+                        subscription.msg_type, subscription.raw)) is not None:
+                    subscription.callback(*taken)
+        except Exception as exc:  # noqa: BLE001 - an invalid handle has nothing to give
+            self.log(f'{subscription.topic_name}: pending samples not taken: {exc}')
+        self.node.destroy_subscription(subscription)
 
     def _fetch_parameters(self) -> None:
         """Store the inference node's parameters once (regression rebuilds its config).
@@ -362,7 +379,7 @@ class Recorder:
         """Stop receiving, write what is queued, close the bag; raise a writer error."""
         for state in self._topics.values():
             for subscription in state.subscriptions:
-                self.node.destroy_subscription(subscription)
+                self._drain_and_destroy(subscription)  # Ctrl-C keeps what had arrived
             state.subscriptions = []
         self._stop.set()
         self._thread.join()
