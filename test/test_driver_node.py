@@ -94,8 +94,10 @@ class Client(Node):
     def now(self):
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def call(self, srv_type, name, request, timeout=3.0):
+    def call(self, srv_type, name, request, timeout=30.0):
         # Clients are kept: destroying one while the executor thread waits on it races.
+        # The timeout only bounds a failure: discovering a service took over 3 s while
+        # the soak ran beside this test.
         if name not in self.clients_by_name:
             self.clients_by_name[name] = self.create_client(srv_type, name)
         client = self.clients_by_name[name]

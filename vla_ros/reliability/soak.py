@@ -70,6 +70,7 @@ class SoakConfig:
     sample_period: float = 2.0
     rss_growth_bound_mb: float = 16.0
     namespace: str = 'soak'
+    driver_parameters: dict = dataclasses.field(default_factory=dict)  # overrides
 
 
 class _Counter:
@@ -117,7 +118,8 @@ def _node_specs(config: SoakConfig):
     driver, inference = bringup.nodes('sim_arm', {})
     driver = dataclasses.replace(driver, parameters={
         **driver.parameters, 'camera_rate_hz': config.camera_rate_hz,
-        'rate_hz': config.driver_rate_hz, 'watchdog_timeout': config.watchdog_timeout})
+        'rate_hz': config.driver_rate_hz, 'watchdog_timeout': config.watchdog_timeout,
+        **config.driver_parameters})
     inference = dataclasses.replace(inference, parameters={
         **inference.parameters, 'policy': config.policy,
         'policy_params': json.dumps(config.policy_params),
@@ -320,6 +322,7 @@ def _summarise(monitor, counter, samples, stalls, config, t_measure, t_end, hold
         'applied': len(applied),
         'driver_rate_hz': round(len(applied) / max(t_end - t_measure, 1e-9), 2),
         'driver_max_gap_s': round(float(gaps.max()), 4),
+        'driver_gap_p99_s': round(float(np.percentile(gaps, 99)), 4),
         'command_stamp_max_gap_s': round(float(stamp_gaps.max()), 4),
         'command_delay_p99_s': round(float(np.percentile(delays, 99)), 4),
         'command_delay_max_s': round(float(delays.max()), 4),
