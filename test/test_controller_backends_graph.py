@@ -163,7 +163,7 @@ class Client(Node):
             self.twist_pub.publish(msg)
         return publish
 
-    def call(self, srv_type, name, request, timeout=5.0):
+    def call(self, srv_type, name, request, timeout=30.0):  # discovery on a loaded machine
         if name not in self._service_clients:
             self._service_clients[name] = self.create_client(srv_type, name)
         client = self._service_clients[name]

@@ -68,7 +68,7 @@ class FakeRobot:
         self.received[topic] = []
         self.node.create_subscription(msg_type, topic, self.received[topic].append, 10)
 
-    def wait_for(self, topic, count, timeout=5.0):
+    def wait_for(self, topic, count, timeout=30.0):  # bounds a failure only
         deadline = time.monotonic() + timeout
         while len(self.received[topic]) < count and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -118,7 +118,7 @@ def attached(name, node, **values):
     return backend
 
 
-def wait_subscribed(publisher_topic_node, topic, timeout=5.0):
+def wait_subscribed(publisher_topic_node, topic, timeout=30.0):
     """Wait until a subscriber matched our publisher (so the first message is not lost)."""
     deadline = time.monotonic() + timeout
     while publisher_topic_node.count_subscribers(topic) == 0 and time.monotonic() < deadline:
