@@ -72,6 +72,9 @@ def session_episodes(session: Session, space: ActionSpace, source: str = '',
         return [], [f'{source}: no instruction recorded; nothing to learn from']
     if not session.images:
         return [], [f'{source}: no camera images recorded']
+    if session.joint_space:
+        return [], [f'{source}: the commands are joint-space (cmd/joint); exporting them as '
+                    f'{space.name!r} actions is not supported (only cmd/ee_twist sessions)']
     period = _control_period(session)
     frames = {cam: sorted(recs, key=lambda r: r.stamp) for cam, recs in session.images.items()}
     bounds = [t for t, _ in session.instructions] + [float('inf')]
@@ -110,7 +113,7 @@ def session_episodes(session: Session, space: ActionSpace, source: str = '',
             stamps = np.array([s[0].stamp for s in steps])
             proprio = None
             if session.joint_states:
-                joints = [(t, p) for t, p in session.joint_states]
+                joints = [(j.recv, j.positions) for j in session.joint_states]
                 rows = []
                 for s in steps:
                     older = [p for t, p in joints if t <= s[0].stamp]

@@ -26,9 +26,9 @@ from vla_ros.bags.recorder import Recorder, TopicSelection
 
 IMAGE_SIZE = (64, 48)
 GOLDEN_DIR = Path(__file__).resolve().parent.parent.parent / 'test' / 'golden'
-RECORDED_TOPICS = ('instruction', 'camera/front/image_raw', 'cmd/ee_twist', 'cmd/gripper',
-                   'cmd_vel', 'cmd/terminate', 'vla/action_chunk', 'vla/status',
-                   'joint_states')
+RECORDED_TOPICS = ('instruction', 'camera/front/image_raw', 'cmd/ee_twist', 'cmd/joint',
+                   'cmd/gripper', 'cmd_vel', 'cmd/terminate', 'vla/action_chunk',
+                   'vla/status', 'joint_states')
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,15 @@ GOLDEN = {
         arguments={'chunk_strategy': 'temporal_ensemble'}, storage='mcap', compress=True,
         description='sim_arm with time-varying chunks and temporal ensembling (chunk '
                     'timing matters), mcap storage with zstd chunks'),
+    'sim_arm_joint': GoldenSpec(
+        'vla', 'wave the first two joints',
+        {'action_space': 'joint7_gripper', 'chunk_length': 8, 'pattern': 'sine',
+         'velocity': [0.1, -0.1, 0.0, -2.5, 0.0, 2.4, 0.0], 'gripper': 0.04,
+         'image_size': list(IMAGE_SIZE)},
+        arguments={'robot': 'arm_joint', 'policy': 'scripted'},
+        description='the simulated arm in joint space (robot:=arm_joint, cmd/joint absolute '
+                    'position targets named joint1..joint7, the gripper as finger travel), '
+                    'the scripted policy in joint7_gripper actions, sqlite3 storage'),
 }
 
 
@@ -129,10 +138,16 @@ def make_golden(name: str, output_dir: str | Path = GOLDEN_DIR, log=None,
         recorder = Recorder(context, out, TopicSelection(RECORDED_TOPICS),
                             storage=spec.storage, compress=spec.compress, log=log)
         executor.add_node(recorder.node)
-        wanted = {f'/{t}' for t in RECORDED_TOPICS}
-        while not (wanted <= set(recorder._subscribed) and recorder.summary.parameters_recorded):
+        selected = {f'/{t}' for t in RECORDED_TOPICS}
+        while True:  # every selected topic the graph has is subscribed, parameters stored
+            published = {t for t, _ in probe.get_topic_names_and_types()
+                         if t in selected and probe.count_publishers(t)}
+            missing = published - recorder.subscribed_topics()
+            if not missing and recorder.summary.parameters_recorded:
+                break
             if time.monotonic() > deadline:
-                raise RuntimeError(f'recorder did not see {wanted - set(recorder._subscribed)}')
+                raise RuntimeError(f'recorder did not subscribe to {sorted(missing)} or fetch '
+                                   f'the parameters')
             time.sleep(0.1)
         instruction.publish(String(data=spec.instruction))
         log(f'{name}: instruction sent, recording {spec.duration} s')

@@ -36,9 +36,9 @@ from vla_ros.bags.typestore import TypeRegistry, UnknownTypeError, rclpy_message
 from vla_ros.bags.writer import BagWriter
 
 # What a VLA session is made of (relative to the robot's namespace).
-DEFAULT_TOPICS = ('instruction', 'cmd/ee_twist', 'cmd/gripper', 'cmd_vel', 'cmd/terminate',
-                  'vla/action_chunk', 'vla/status', 'joint_states', 'ee_pose',
-                  'vla_driver/applied_twist')
+DEFAULT_TOPICS = ('instruction', 'cmd/ee_twist', 'cmd/joint', 'cmd/gripper', 'cmd_vel',
+                  'cmd/terminate', 'vla/action_chunk', 'vla/status', 'joint_states',
+                  'ee_pose', 'vla_driver/applied_twist', 'vla_driver/applied_joints')
 DEFAULT_PATTERNS = (r'camera/[^/]+/image_raw(/compressed)?',)
 # Types known in advance: these topics are subscribed before anything in the graph names
 # them, so a latched instruction published while recording is received even when its
@@ -223,6 +223,10 @@ class Recorder:
                 self.log(f'{topic}: publishers changed, re-subscribing '
                          f'{_describe(state.profiles)} -> {_describe(profiles)}')
             self._subscribe(state, profiles)
+
+    def subscribed_topics(self) -> set[str]:
+        """Topics with a live subscription that matches their publishers' QoS (no probes)."""
+        return {t for t, s in self._topics.items() if s.subscriptions and s.in_bag}
 
     def _offered(self, topic: str, msgtype: str) -> list:
         return [offered_qos(i.qos_profile) for i in self.node.get_publishers_info_by_topic(topic)

@@ -7,9 +7,10 @@ Recorded schedule (the bag has ``vla/action_chunk``): each recorded chunk says w
 frame it was computed from (its stamp) and when it became available (its bag time minus
 the median transport delay measured on the command topic). The current policy is run on
 that frame and its chunk is added to the engine's buffer at that time; then every recorded
-control tick (the stamps of ``cmd/ee_twist``) gets ``command_at`` + ``shape_command``,
-exactly what the node publishes. Outputs then differ only if the policy, its
-configuration or the code changed.
+control tick (the stamps of ``cmd/ee_twist``, or of ``cmd/joint`` on a joint-space robot)
+gets ``command_at`` + ``shape_command``, exactly what the node publishes. Joint commands
+are compared joint by joint, by name (:class:`CommandLayout`). Outputs then differ only
+if the policy, its configuration or the code changed.
 
 Engine schedule (no chunks in the bag, e.g. teleoperation): the engine decides when to
 infer (``inference_due``) and each inference takes a fixed virtual latency.
@@ -41,6 +42,7 @@ from vla_ros.runtime.commands import shape_command
 from vla_ros.runtime.engine import Frame, InferenceEngine
 from vla_ros.runtime.joint_commands import joint_config_from_params
 from vla_ros.runtime.lockstep import LockstepInference
+from vla_ros.runtime.proprio import ProprioLayout
 
 NODE_NAME = 'vla_inference'
 EE_DIMS = ('vx', 'vy', 'vz', 'wx', 'wy', 'wz')
@@ -51,6 +53,61 @@ DEFAULT_TOLERANCE = 1e-6
 
 class RegressionError(ValueError):
     """The bag or the configuration does not allow a regression run."""
+
+
+@dataclass(frozen=True)
+class CommandLayout:
+    """The compared dimensions of a control tick: twist or joints, then gripper and base.
+
+    ``joint_names`` empty: an end-effector twist robot (:data:`DIMENSIONS`). Otherwise
+    each configured joint is a dimension named after it, holding the position target
+    (``joint_position``) or the velocity (``joint_velocity``) the node published.
+    """
+
+    joint_names: tuple[str, ...] = ()
+    interface: str = 'ee_twist'
+
+    @classmethod
+    def from_params(cls, params: dict) -> CommandLayout:
+        """The layout the node with these parameters publishes."""
+        try:
+            joints = joint_config_from_params(params)
+        except ValueError as exc:
+            raise RegressionError(f'joint parameters: {exc}') from exc
+        if joints is None:
+            return cls()
+        return cls(tuple(joints.joint_names), joints.interface)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Dimension names, in row order."""
+        return (self.joint_names or EE_DIMS) + ('gripper',) + BASE_DIMS
+
+    @property
+    def command_topic(self) -> str:
+        """The topic the node publishes its ticks on."""
+        return 'cmd/joint' if self.joint_names else 'cmd/ee_twist'
+
+    def row(self, ee=None, gripper=None, base=None, joint_names=(), positions=None,
+            velocities=None) -> np.ndarray:
+        """One tick as a row; NaN where nothing was published."""
+        row = np.full(len(self.names), np.nan)
+        n = len(self.joint_names) or len(EE_DIMS)
+        if not self.joint_names:
+            if ee is not None:
+                row[:n] = ee
+        elif joint_names:
+            if tuple(joint_names) != self.joint_names:
+                raise RegressionError(f'cmd/joint names {list(joint_names)} are not the '
+                                      f'configured joint_names {list(self.joint_names)}')
+            values = positions if self.interface == 'joint_position' else velocities
+            if values is not None:
+                row[:n] = values
+        if gripper is not None:
+            row[n] = gripper
+        if base is not None:
+            row[n + 1:] = base
+        return row
 
 
 # ------------------------------------------------------------------ parameters
@@ -128,9 +185,17 @@ def _instruction_problem(text: str) -> str:
 
 
 # ------------------------------------------------------------------ tolerances
-def parse_tolerance(text: str | None) -> dict[str, float]:
-    """'0.001' (all dimensions), 'vx=0.01,gripper=0.1' or both; default 1e-6."""
-    out = {dim: DEFAULT_TOLERANCE for dim in DIMENSIONS}
+def parse_tolerance(text: str | None, layout: CommandLayout = CommandLayout()
+                    ) -> dict[str, float]:
+    """'0.001' (all), 'vx=0.01,gripper=0.1' (joints: 'joint1=0.01' or 'joints=0.01').
+
+    Default 1e-6 for every dimension of ``layout``.
+    """
+    names = layout.names
+    groups = {'linear': EE_DIMS[:3], 'angular': EE_DIMS[3:], 'base': BASE_DIMS}
+    if layout.joint_names:
+        groups = {'joints': layout.joint_names, 'base': BASE_DIMS}
+    out = {dim: DEFAULT_TOLERANCE for dim in names}
     if not text:
         return out
     for part in str(text).split(','):
@@ -146,14 +211,13 @@ def parse_tolerance(text: str | None) -> dict[str, float]:
             raise RegressionError(f'tolerance {part!r} must be >= 0')
         if not name:
             out = dict.fromkeys(out, number)
-        elif name in ('linear', 'angular', 'base'):
-            group = {'linear': EE_DIMS[:3], 'angular': EE_DIMS[3:], 'base': BASE_DIMS}[name]
-            out.update(dict.fromkeys(group, number))
+        elif name in groups:
+            out.update(dict.fromkeys(groups[name], number))
         elif name in out:
             out[name] = number
         else:
             raise RegressionError(f'tolerance for unknown dimension {name!r}; known: '
-                                  f'{", ".join(DIMENSIONS)} (or linear, angular, base)')
+                                  f'{", ".join(names)} (or {", ".join(groups)})')
     return out
 
 
@@ -187,10 +251,11 @@ class RegressionResult:
     chunks_replayed: int
     dimensions: list[DimensionResult]
     times: np.ndarray
-    recorded: np.ndarray   # (ticks, len(DIMENSIONS)), NaN where not published
+    recorded: np.ndarray   # (ticks, len(dimension_names)), NaN where not published
     replayed: np.ndarray
     notes: list[str] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
+    dimension_names: tuple[str, ...] = DIMENSIONS
 
     @property
     def passed(self) -> bool:
@@ -208,25 +273,15 @@ class RegressionResult:
             'chunks_replayed': self.chunks_replayed,
             'dimensions': [{**d.__dict__, 'passed': d.passed} for d in self.dimensions],
             'notes': self.notes, 'parameters': self.parameters,
-            'series': {'dimensions': list(DIMENSIONS), 'time_s': self.times.tolist(),
+            'series': {'dimensions': list(self.dimension_names), 'time_s': self.times.tolist(),
                        'recorded': clean(self.recorded), 'replayed': clean(self.replayed)},
         }
 
 
-def _row(ee, gripper, base) -> np.ndarray:
-    row = np.full(len(DIMENSIONS), np.nan)
-    row[:6] = ee
-    if gripper is not None:
-        row[6] = gripper
-    if base is not None:
-        row[7:] = base
-    return row
-
-
-def compare(times, recorded, replayed, tolerance) -> list[DimensionResult]:
+def compare(times, recorded, replayed, tolerance, names=DIMENSIONS) -> list[DimensionResult]:
     """Per-dimension errors; a value published on one side only is a presence mismatch."""
     out = []
-    for j, name in enumerate(DIMENSIONS):
+    for j, name in enumerate(names):
         rec, rep = recorded[:, j], replayed[:, j]
         both = ~np.isnan(rec) & ~np.isnan(rep)
         mismatch = int(np.sum(np.isnan(rec) != np.isnan(rep)))
@@ -272,7 +327,12 @@ class LockstepReplay:
         self.virtual_latency = virtual_latency
         self.notes: list[str] = []
         self.chunks_replayed = 0
-        self._use_joints = bool(params.get('use_joint_states'))
+        self.layout = CommandLayout.from_params(params)
+        self._use_proprio = bool(params.get('use_joint_states'))
+        self._proprio_layout = ProprioLayout(
+            tuple(j for j in params.get('proprio_joints') or () if j),
+            tuple(j for j in params.get('gripper_joints') or () if j),
+            float(params.get('gripper_open_position', 0.04)))
         self._primary = policy.spec.camera_names[0]
         self._cameras = policy.spec.camera_names
 
@@ -284,9 +344,17 @@ class LockstepReplay:
         for camera, frames in self.session.images.items():
             for frame in frames:
                 events.append((frame.recv, 1, 'image', (camera, frame)))
-        if self._use_joints:
-            for recv, position in self.session.joint_states:
-                events.append((recv, 2, 'joints', position))
+        if self._use_proprio or self.layout.joint_names:
+            for joints in self.session.joint_states:
+                events.append((joints.recv, 2, 'joints', joints))
+            ticks, states = self.session.ticks, self.session.joint_states
+            if self.layout.joint_names and ticks and states and states[0].recv > ticks[0].recv:
+                # The node measured the arm before the bag began (a hold at the start
+                # commands those positions); the first recorded joint_states stands in.
+                events.append((ticks[0].recv, 2, 'joints', states[0]))
+                self.notes.append(f'joint_states before the recording are unknown; the first '
+                                  f'recorded one ({states[0].recv - ticks[0].recv:.3f} s '
+                                  f'after the first tick) stands in for them')
         return events
 
     def _apply_input(self, kind, value, t) -> None:
@@ -300,15 +368,24 @@ class LockstepReplay:
         elif kind == 'image':
             camera, frame = value
             engine.set_image(camera, frame.rgb, frame.stamp if frame.stamp > 0 else t)
-        elif kind == 'joints':
+        elif kind == 'joints':  # as the node's joint_states callback
+            names = list(value.names)
             try:
-                engine.set_proprio(value)
+                if names and len(names) != len(value.positions):
+                    raise ValueError(f'{len(names)} names but {len(value.positions)} positions')
+                if self.layout.joint_names:
+                    engine.set_joint_positions(names, value.positions)
+                if self._use_proprio:
+                    engine.set_proprio(self._proprio_layout.vector(names, value.positions))
             except ValueError as exc:
                 engine.report_input_error(f'joint_states: {exc}', t)
 
     def _tick(self, t: float) -> np.ndarray:
         out = shape_command(self.engine.command_at(t), self.limits, self.engine.last_gripper)
-        return _row(out.ee_twist, out.gripper, out.base_twist)
+        if self.layout.joint_names:
+            return self.layout.row(None, out.gripper, out.base_twist, out.joint_names or (),
+                                   out.joint_positions, out.joint_velocities)
+        return self.layout.row(out.ee_twist, out.gripper, out.base_twist)
 
     def _frames_for_chunk(self, chunk, available: float) -> dict | None:
         frames = {}
@@ -332,15 +409,27 @@ class LockstepReplay:
     # ----------------------------------------------------------------- modes
     def run_recorded_schedule(self) -> np.ndarray:
         """Chunks at their recorded times, from their recorded frames."""
+        # Order: by the recorder's receive times, which all events have on one clock. A
+        # chunk is published before it is buffered, so one received before a tick's
+        # command was there for that tick; its own transport (a larger message) is not
+        # the ticks' median delay, which decided this wrongly by a millisecond.
+        # Engine times: a tick at its stamp, a chunk at its receive time minus that delay.
+        # A chunk ordered before a tick is buffered no later than that tick's stamp.
         delay = self.session.transport_delay()
-        events = self._input_events()
+        events = [(recv, priority, kind, value, recv)
+                  for recv, priority, kind, value in self._input_events()]
+        tick_recv = np.array([t.recv for t in self.session.ticks])
         for chunk in self.session.chunks:
-            events.append((chunk.recv - delay, 3, 'chunk', chunk))
+            t = chunk.recv - delay
+            following = np.flatnonzero(tick_recv >= chunk.recv)
+            if following.size:
+                t = min(t, min(self.session.ticks[i].stamp for i in following))
+            events.append((chunk.recv, 3, 'chunk', chunk, t))
         for i, tick in enumerate(self.session.ticks):
-            events.append((tick.stamp, 4, 'tick', i))
+            events.append((tick.recv, 4, 'tick', i, tick.stamp))
         events.sort(key=lambda e: (e[0], e[1]))
-        rows = np.full((len(self.session.ticks), len(DIMENSIONS)), np.nan)
-        for t, _, kind, value in events:
+        rows = np.full((len(self.session.ticks), len(self.layout.names)), np.nan)
+        for _, _, kind, value, t in events:
             if kind == 'tick':
                 rows[value] = self._tick(t)
             elif kind == 'chunk':
@@ -364,7 +453,7 @@ class LockstepReplay:
         for i, t in enumerate(tick_times):
             events.append((t, 4, 'tick', i))
         events.sort(key=lambda e: (e[0], e[1]))
-        rows = np.full((len(tick_times), len(DIMENSIONS)), np.nan)
+        rows = np.full((len(tick_times), len(self.layout.names)), np.nan)
         scheduler = LockstepInference(self.engine, self.virtual_latency)  # as vla-ros eval
         for t, _, kind, value in events:
             scheduler.deliver(t)
@@ -389,7 +478,6 @@ def run_regression(bag: str | Path, params: dict | None = None, tolerance=None,
     """
     if schedule not in ('auto', 'recorded', 'engine'):
         raise RegressionError(f'schedule must be auto, recorded or engine, got {schedule!r}')
-    tolerance = tolerance if isinstance(tolerance, dict) else parse_tolerance(tolerance)
     with BagReader(bag) as reader:
         session = load_session(reader, namespace, compressed=False)
         if session.parameters.get('image_transport') == 'compressed' or \
@@ -399,13 +487,24 @@ def run_regression(bag: str | Path, params: dict | None = None, tolerance=None,
     if params is None:
         params = resolve_parameters(session.parameters, **param_sources)
     replay = LockstepReplay(session, params, policy_object, virtual_latency)
+    layout = replay.layout
+    if isinstance(tolerance, dict):
+        tolerance = {**parse_tolerance(None, layout), **tolerance}
+    else:
+        tolerance = parse_tolerance(tolerance, layout)
     notes = problems + session.problems
     if not session.parameters:
         notes.append('the bag holds no recorded inference parameters; using defaults and '
                      'the given configuration')
     if not session.ticks:
-        raise RegressionError(f'{bag}: no cmd/ee_twist commands under namespace '
+        raise RegressionError(f'{bag}: no {layout.command_topic} commands under namespace '
                               f'{session.namespace or "/"} to compare with')
+    if session.joint_space != bool(layout.joint_names):
+        raise RegressionError(
+            f'{bag}: the recorded commands are '
+            f'{"cmd/joint" if session.joint_space else "cmd/ee_twist"} but the configuration '
+            f'publishes {layout.command_topic} (command_interface '
+            f'{params.get("command_interface", "ee_twist")!r})')
     use_recorded = schedule == 'recorded' or (schedule == 'auto' and session.chunks)
     if schedule == 'recorded' and not session.chunks:
         raise RegressionError(f'{bag}: no vla/action_chunk messages; use --schedule engine')
@@ -414,12 +513,14 @@ def run_regression(bag: str | Path, params: dict | None = None, tolerance=None,
         replayed = replay.run_recorded_schedule()
     else:
         replayed = replay.run_engine_schedule(times)
-    recorded = np.array([_row(t.ee_twist, t.gripper, t.base) for t in session.ticks])
+    recorded = np.array([layout.row(t.ee_twist, t.gripper, t.base, t.joint_names,
+                                    t.joint_positions, t.joint_velocities)
+                         for t in session.ticks])
     rel = times - times[0]
     return RegressionResult(
         bag=str(bag), schedule='recorded' if use_recorded else 'engine',
         policy=replay.policy_name, ticks=len(times), chunks_replayed=replay.chunks_replayed,
-        dimensions=compare(rel, recorded, replayed, tolerance), times=rel,
+        dimensions=compare(rel, recorded, replayed, tolerance, layout.names), times=rel,
         recorded=recorded, replayed=replayed, notes=notes + replay.notes,
-        parameters=params)
+        parameters=params, dimension_names=layout.names)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bags.regress import DIMENSIONS, RegressionResult
+from vla_ros.bags.regress import RegressionResult
 
 _UNITS = {'vx': 'm/s', 'vy': 'm/s', 'vz': 'm/s', 'wx': 'rad/s', 'wy': 'rad/s',
           'wz': 'rad/s', 'gripper': 'opening', 'base_vx': 'm/s', 'base_vy': 'm/s',
@@ -23,13 +23,13 @@ def plot_commands(result: RegressionResult, path: Path) -> Path:
 
     # Dimensions that stayed zero on both sides and passed add nothing to look at.
     dims = [d for d in result.dimensions if not d.passed or np.nanmax(np.abs(np.concatenate(
-        [result.recorded[:, DIMENSIONS.index(d.name)],
-         result.replayed[:, DIMENSIONS.index(d.name)]]))) > 0] or result.dimensions[:1]
+        [result.recorded[:, result.dimension_names.index(d.name)],
+         result.replayed[:, result.dimension_names.index(d.name)]]))) > 0] or result.dimensions[:1]
     rows = max(1, len(dims))
     fig, axes = plt.subplots(rows, 1, figsize=(9, 1.7 * rows + 1.0), sharex=True,
                              squeeze=False)
     for ax, dim in zip(axes[:, 0], dims, strict=False):
-        j = DIMENSIONS.index(dim.name)
+        j = result.dimension_names.index(dim.name)
         ax.plot(result.times, result.recorded[:, j], '-', lw=1.6, label='recorded')
         ax.plot(result.times, result.replayed[:, j], '--', lw=1.2, label='replayed')
         if dim.exceed:
@@ -37,7 +37,7 @@ def plot_commands(result: RegressionResult, path: Path) -> Path:
             ax.plot(result.times[bad], result.replayed[bad, j], 'rx', ms=4,
                     label='beyond tolerance')
         status = 'ok' if dim.passed else 'FAIL'
-        ax.set_ylabel(f'{dim.name}\n({_UNITS[dim.name]})', fontsize=8)
+        ax.set_ylabel(f'{dim.name}\n({_UNITS.get(dim.name, "joint units")})', fontsize=8)
         ax.set_title(f'{dim.name}: max |err| {dim.max_abs_error:.3g} '
                      f'(tol {dim.tolerance:.3g}) {status}', fontsize=8, loc='left')
         ax.tick_params(labelsize=7)

@@ -1,7 +1,10 @@
 """A recorded VLA session decoded from a bag: inputs, chunks and commands on one timeline.
 
 Shared by lock-step regression and the dataset reader. Topic names are found relative to
-the robot's namespace (detected from ``cmd/ee_twist`` / ``instruction`` when not given).
+the robot's namespace (detected from ``cmd/ee_twist`` / ``cmd/joint`` / ``instruction``
+when not given). A control tick is what the node published with one header stamp: a twist
+(``cmd/ee_twist``) or, on a joint-space robot (docs/joint_space.md), a joint command
+(``cmd/joint``), each with the gripper and base commands of the same stamp.
 Times: ``recv`` is the bag timestamp (receive time, s), ``stamp`` the header stamp (s).
 Undecodable messages are counted in :attr:`Session.problems`, never fatal.
 """
@@ -19,7 +22,8 @@ from vla_ros.nodes.image_conversion import (
     image_msg_to_rgb,
 )
 
-_SUFFIXES = ('/cmd/ee_twist', '/instruction', '/vla/action_chunk', '/joint_states')
+_SUFFIXES = ('/cmd/ee_twist', '/cmd/joint', '/instruction', '/vla/action_chunk',
+             '/joint_states')
 
 
 def _seconds(stamp) -> float:
@@ -40,15 +44,32 @@ class ImageRecord:
 
 
 @dataclass
+class JointStateRecord:
+    """One measured joint_states message."""
+
+    recv: float
+    names: tuple[str, ...]
+    positions: np.ndarray
+
+
+@dataclass
 class TickRecord:
-    """One published control tick: the commands with one header stamp."""
+    """One published control tick: the commands with one header stamp.
+
+    ``ee_twist`` is None on a joint-space robot, whose tick has ``joint_names`` and
+    ``joint_positions`` or ``joint_velocities`` instead (none of them when the node
+    published no joint command on that tick, e.g. a hold before joint_states arrived).
+    """
 
     recv: float
     stamp: float
     stamp_ns: int
-    ee_twist: np.ndarray
+    ee_twist: np.ndarray | None
     gripper: float | None = None
     base: np.ndarray | None = None
+    joint_names: tuple[str, ...] = ()
+    joint_positions: np.ndarray | None = None
+    joint_velocities: np.ndarray | None = None
 
 
 @dataclass
@@ -70,13 +91,18 @@ class Session:
     namespace: str
     images: dict[str, list[ImageRecord]] = field(default_factory=dict)
     instructions: list[tuple[float, str]] = field(default_factory=list)
-    joint_states: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    joint_states: list[JointStateRecord] = field(default_factory=list)
     chunks: list[ChunkRecord] = field(default_factory=list)
     statuses: list[tuple[float, float]] = field(default_factory=list)  # (recv, latency)
     status_instructions: list[tuple[float, str]] = field(default_factory=list)
     ticks: list[TickRecord] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def joint_space(self) -> bool:
+        """Whether the ticks are joint commands (``cmd/joint``), not twists."""
+        return bool(self.ticks) and self.ticks[0].ee_twist is None
 
     def transport_delay(self) -> float:
         """Median delay from a tick's stamp to its reception in the bag (>= 0)."""
@@ -120,9 +146,9 @@ def load_session(reader: BagReader, namespace: str | None = None,
                 camera_topics[name] = camera
     handlers = {f'{ns}/instruction': '_instruction', f'{ns}/joint_states': '_joints',
                 f'{ns}/vla/action_chunk': '_chunk', f'{ns}/vla/status': '_status',
-                f'{ns}/cmd/ee_twist': '_twist', f'{ns}/cmd/gripper': '_gripper',
-                f'{ns}/cmd_vel': '_base'}
-    grippers, bases = {}, {}
+                f'{ns}/cmd/ee_twist': '_twist', f'{ns}/cmd/joint': '_joint_command',
+                f'{ns}/cmd/gripper': '_gripper', f'{ns}/cmd_vel': '_base'}
+    grippers, bases, joint_commands = {}, {}, {}
     wanted = list(handlers) + list(camera_topics)
     for message in reader.messages(wanted):
         try:
@@ -144,7 +170,8 @@ def load_session(reader: BagReader, namespace: str | None = None,
         if kind == '_instruction':
             session.instructions.append((recv, str(msg.data)))
         elif kind == '_joints':
-            session.joint_states.append((recv, np.asarray(msg.position, dtype=np.float64)))
+            session.joint_states.append(JointStateRecord(
+                recv, tuple(msg.name), np.asarray(msg.position, dtype=np.float64)))
         elif kind == '_chunk':
             dim = int(msg.action_dim)
             actions = np.asarray(msg.actions, dtype=np.float32)
@@ -165,19 +192,71 @@ def load_session(reader: BagReader, namespace: str | None = None,
                 recv, _seconds(msg.header.stamp), _stamp_ns(msg.header.stamp),
                 np.array([t.linear.x, t.linear.y, t.linear.z,
                           t.angular.x, t.angular.y, t.angular.z])))
+        elif kind == '_joint_command':
+            joint_commands[_stamp_ns(msg.header.stamp)] = (
+                recv, _seconds(msg.header.stamp), tuple(msg.name),
+                np.asarray(msg.position, dtype=np.float64) if len(msg.position) else None,
+                np.asarray(msg.velocity, dtype=np.float64) if len(msg.velocity) else None)
         elif kind == '_gripper':
-            grippers[_stamp_ns(msg.header.stamp)] = float(msg.position)
+            grippers[_stamp_ns(msg.header.stamp)] = (recv, _seconds(msg.header.stamp),
+                                                     float(msg.position))
         elif kind == '_base':
             t = msg.twist
             bases[_stamp_ns(msg.header.stamp)] = np.array([t.linear.x, t.linear.y,
                                                            t.angular.z])
+    if joint_commands and not session.ticks:
+        session.ticks = _joint_ticks(joint_commands, grippers)
+    elif joint_commands:
+        session.problems.append(f'both cmd/ee_twist and cmd/joint under {ns or "/"}; the '
+                                f'{len(joint_commands)} cmd/joint messages are not compared')
     for tick in session.ticks:
-        tick.gripper = grippers.get(tick.stamp_ns)
+        tick.gripper = grippers[tick.stamp_ns][2] if tick.stamp_ns in grippers else None
         tick.base = bases.get(tick.stamp_ns)
     session.ticks.sort(key=lambda t: t.stamp)
+    _drop_cut_first_tick(session)
     _drop_cut_last_tick(session)
     _instruction_in_effect_at_start(session, reader.start_ns * 1e-9)
     return session
+
+
+def _joint_ticks(joint_commands: dict, grippers: dict) -> list[TickRecord]:
+    """Joint-space ticks: every stamp with a joint or a gripper command.
+
+    The node publishes no joint command on a tick that holds before joint_states
+    arrived, but still its gripper: such a tick is kept, with no joint values.
+    """
+    ticks = []
+    for stamp_ns in sorted(set(joint_commands) | set(grippers)):
+        if stamp_ns in joint_commands:
+            recv, stamp, names, positions, velocities = joint_commands[stamp_ns]
+        else:
+            (recv, stamp, _), names, positions, velocities = grippers[stamp_ns], (), None, None
+        ticks.append(TickRecord(recv, stamp, stamp_ns, None, joint_names=names,
+                                joint_positions=positions, joint_velocities=velocities))
+    return ticks
+
+
+def _tick_parts(tick: TickRecord) -> dict[str, bool]:
+    return {'cmd/gripper': tick.gripper is not None, 'cmd_vel': tick.base is not None,
+            'cmd/joint': bool(tick.joint_names)}
+
+
+def _drop_cut_first_tick(session: Session) -> None:
+    """Drop the first tick when the recording began between its messages.
+
+    The recorder subscribes to each topic as it discovers it, so the first tick may
+    have its gripper command but not its joint command (or the reverse): that tick
+    cannot be compared.
+    """
+    if len(session.ticks) < 2:
+        return
+    first, second = (_tick_parts(t) for t in session.ticks[:2])
+    cut = [name for name in first if second[name] and not first[name]]
+    if cut:
+        session.ticks.pop(0)
+        session.problems.append(f'the recording began during the first control tick '
+                                f'({" and ".join(cut)} not recorded); that tick is not '
+                                f'compared')
 
 
 def _drop_cut_last_tick(session: Session) -> None:
