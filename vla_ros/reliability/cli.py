@@ -18,7 +18,10 @@ import time
 
 TARGET_RULE = ('driver-detected faults: watchdog_timeout + one driver period; faults the '
                'inference node detects: detection timeout + one inference period + '
-               'deceleration ramp (speed / max_linear_acceleration) + one driver period')
+               'deceleration ramp (speed / max_linear_acceleration) + one driver period; '
+               'joint_* faults (joint_position robot): the same without the ramp (a hold is '
+               'the measured position), measured as the first target that stays put for '
+               'two control periods')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -45,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument('--no-bag', action='store_true',
                         help='do not record the soak (no published vs recorded check)')
     parser.add_argument('--skip', action='append', default=[],
-                        choices=['fuzz', 'faults', 'process-faults', 'soak'],
+                        choices=['fuzz', 'faults', 'joint-faults', 'process-faults', 'soak'],
                         help='leave a part out (repeatable)')
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS domain of the campaign (default: random in 100..199)')
@@ -107,7 +110,7 @@ def run_bench_faults(args) -> dict:
     env = isolated_env(getattr(args, 'domain_id', None))
     import rclpy
 
-    from vla_ros.reliability import campaign, fuzz
+    from vla_ros.reliability import campaign, campaign_joints, fuzz
     from vla_ros.reliability.soak import SoakConfig, run_soak
     from vla_ros.reliability.soak_bag import bag_recorder
 
@@ -129,6 +132,9 @@ def run_bench_faults(args) -> dict:
         runs = []
         if 'faults' not in args.skip:
             runs.append(campaign.run_node_faults(context, repeats=args.fault_repeats))
+        if 'joint-faults' not in args.skip:  # the same faults on a joint_position robot
+            runs.append(campaign_joints.run_joint_node_faults(
+                context, repeats=args.fault_repeats))
         if 'process-faults' not in args.skip:
             for _ in range(args.process_fault_repeats):
                 runs.append(campaign.run_process_faults(context, env))
