@@ -22,6 +22,24 @@ GOLDEN = Path(__file__).parent / 'golden'
 GOLDEN_BAGS = ('sim_arm', 'sim_arm_sine_ensemble')
 
 
+def _golden_without(name, out, dropped):
+    """Copy golden bag ``name`` to ``out`` without some of its messages.
+
+    ``dropped(reader, messages)`` returns the indices of the messages left out.
+    """
+    with BagReader(GOLDEN / name) as reader, \
+            BagWriter(out, 'sqlite3', 9, reader.registry,
+                      custom_data=reader.metadata.custom_data) as writer:
+        keys = {t.name: writer.add_topic(t.name, t.msgtype, t.offered_qos)
+                for t in reader.topics}
+        messages = list(reader.messages(list(keys)))
+        drop = dropped(reader, messages)
+        for i, m in enumerate(messages):
+            if i not in drop:
+                writer.write(keys[m.topic], m.timestamp, m.data)
+    return out
+
+
 @pytest.mark.parametrize('name', GOLDEN_BAGS)
 def test_golden_bag_regresses_green(name):
     result = run_regression(GOLDEN / name)
@@ -112,14 +130,8 @@ def test_changed_chunk_strategy_is_caught():
 
 def test_engine_schedule_without_recorded_chunks(tmp_path):
     # a bag without vla/action_chunk (e.g. from another recorder): the engine schedules
-    stripped = tmp_path / 'no_chunks'
-    with BagReader(GOLDEN / 'sim_arm') as reader, \
-            BagWriter(stripped, 'sqlite3', 9, reader.registry,
-                      custom_data=reader.metadata.custom_data) as writer:
-        keys = {t.name: writer.add_topic(t.name, t.msgtype, t.offered_qos)
-                for t in reader.topics if t.name != '/vla/action_chunk'}
-        for m in reader.messages(list(keys)):
-            writer.write(keys[m.topic], m.timestamp, m.data)
+    stripped = _golden_without('sim_arm', tmp_path / 'no_chunks', lambda _, messages: {
+        i for i, m in enumerate(messages) if m.topic == '/vla/action_chunk'})
     result = run_regression(stripped, virtual_latency=0.01)
     assert result.schedule == 'engine' and result.chunks_replayed > 5
     moving = result.replayed[:, 0] > 0
@@ -242,17 +254,8 @@ def test_regress_overrides_are_typed_by_the_schema():
 def test_a_recording_cut_inside_the_last_tick_is_not_a_regression(tmp_path):
     # Ctrl-C on the recorder between a tick's twist and its gripper command: the last
     # gripper message is missing. That tick is dropped with a note; the rest compares.
-    cut = tmp_path / 'cut'
-    with BagReader(GOLDEN / 'sim_arm') as reader, \
-            BagWriter(cut, 'sqlite3', 9, reader.registry,
-                      custom_data=reader.metadata.custom_data) as writer:
-        keys = {t.name: writer.add_topic(t.name, t.msgtype, t.offered_qos)
-                for t in reader.topics}
-        messages = list(reader.messages(list(keys)))
-        last_gripper = max(i for i, m in enumerate(messages) if m.topic == '/cmd/gripper')
-        for i, m in enumerate(messages):
-            if i != last_gripper:
-                writer.write(keys[m.topic], m.timestamp, m.data)
+    cut = _golden_without('sim_arm', tmp_path / 'cut', lambda _, messages: {
+        max(i for i, m in enumerate(messages) if m.topic == '/cmd/gripper')})
     full = run_regression(GOLDEN / 'sim_arm')
     result = run_regression(cut)
     assert result.passed and result.ticks == full.ticks - 1
@@ -267,25 +270,16 @@ def test_a_tick_cut_by_the_start_of_the_recording_is_left_out(tmp_path):
     # checked here.)
     from vla_ros.bags.session import load_session
 
-    cut = tmp_path / 'cut'
-    with BagReader(GOLDEN / 'sim_arm_joint') as reader, \
-            BagWriter(cut, 'sqlite3', 9, reader.registry,
-                      custom_data=reader.metadata.custom_data) as writer:
-        keys = {t.name: writer.add_topic(t.name, t.msgtype, t.offered_qos)
-                for t in reader.topics}
-        messages = list(reader.messages(list(keys)))
-
+    def before_the_first_gripper(reader, messages):
         def stamp(m):
             s = reader.decode(m).header.stamp
             return s.sec * 10**9 + s.nanosec
 
-        first_grip = min(stamp(m) for m in messages if m.topic == '/cmd/gripper')
-        for m in messages:
-            command = m.topic in ('/cmd/joint', '/cmd/gripper')
-            if command and (stamp(m) < first_grip or
-                            (m.topic == '/cmd/joint' and stamp(m) == first_grip)):
-                continue
-            writer.write(keys[m.topic], m.timestamp, m.data)
+        first = min(stamp(m) for m in messages if m.topic == '/cmd/gripper')
+        return {i for i, m in enumerate(messages) if m.topic in ('/cmd/joint', '/cmd/gripper')
+                and (stamp(m) < first or (m.topic == '/cmd/joint' and stamp(m) == first))}
+
+    cut = _golden_without('sim_arm_joint', tmp_path / 'cut', before_the_first_gripper)
     with BagReader(cut) as reader:
         session = load_session(reader)
     assert session.ticks[0].joint_names and session.ticks[0].gripper is not None

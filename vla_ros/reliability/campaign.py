@@ -172,17 +172,72 @@ class PolicyFaultSwitch:
         self.policy.release()
 
 
-class _NodeRig:
-    """Inference node + dry-run driver + camera + monitor in this process."""
+class PeerSide:
+    """The test side of an in-process rig: a camera, the instruction, e-stop clients.
 
-    def __init__(self, context, namespace='faults'):
+    Subclasses build their nodes and a :class:`SpinningGraph` (``self.graph``), then call
+    :meth:`_start_peer`.
+    """
+
+    def _start_peer(self, context, namespace, name, others):
         import rclpy
-        from rclpy.parameter import Parameter
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
 
         from vla_ros.nodes import qos
+
+        self.peer = rclpy.create_node(name, namespace=namespace, context=context)
+        self.image_pub = self.peer.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)
+        self.instruction_pub = self.peer.create_publisher(String, 'instruction',
+                                                          qos.INSTRUCTION)
+        self.estop = self.peer.create_client(Trigger, 'vla_driver/estop')
+        self.clear_estop = self.peer.create_client(Trigger, 'vla_driver/clear_estop')
+        self.camera_on = True
+        self.last_frame_time = -math.inf
+        self._frame = np.full((CAMERA_SIZE[1], CAMERA_SIZE[0], 3), 120, dtype=np.uint8)
+        self.peer.create_timer(1.0 / CAMERA_HZ, self._camera_tick)
+        for node in (*others, self.peer):
+            self.graph.add(node)
+
+    def instruct(self, text):
+        """Publish the (latched) instruction."""
+        from std_msgs.msg import String
+
+        self.instruction_pub.publish(String(data=text))
+
+    def _camera_tick(self):
+        from vla_ros.nodes.image_conversion import rgb_to_image_msg
+
+        if self.camera_on:
+            now = wall_time()
+            self.image_pub.publish(rgb_to_image_msg(self._frame, stamp=now))
+            self.last_frame_time = now
+
+    def call(self, client, timeout=30.0):
+        """Call a Trigger service; RuntimeError if it is not there or does not answer.
+
+        The timeout bounds a failure only (discovery is slow on a loaded machine).
+        """
+        from std_srvs.srv import Trigger
+
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f'service {client.srv_name} not available')
+        future = client.call_async(Trigger.Request())
+        if not wait_until(future.done, timeout):
+            raise RuntimeError(f'service {client.srv_name} did not answer')
+        return future.result()
+
+    def close(self):
+        """Stop spinning and destroy the nodes."""
+        self.graph.close()
+
+
+class _NodeRig(PeerSide):
+    """Inference node + dry-run driver + camera + monitor in this process."""
+
+    def __init__(self, context, namespace='faults'):
+        from rclpy.parameter import Parameter
 
         self.graph = SpinningGraph(context)
         params = {'policy': 'scripted', 'policy_params': json.dumps(POLICY_PARAMS),
@@ -204,40 +259,9 @@ class _NodeRig:
         self.monitor = CommandMonitor(
             context, Envelope.from_limits(self.inference.command_limits, False),
             Envelope.from_limits(self.limits), 1.0 / DRIVER_RATE_HZ, namespace=namespace)
-        self.peer = rclpy.create_node('vla_fault_peer', namespace=namespace, context=context)
-        self.image_pub = self.peer.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)
-        self.instruction_pub = self.peer.create_publisher(String, 'instruction',
-                                                          qos.INSTRUCTION)
-        self.estop = self.peer.create_client(Trigger, 'vla_driver/estop')
-        self.clear_estop = self.peer.create_client(Trigger, 'vla_driver/clear_estop')
-        self.camera_on = True
-        self.last_frame_time = -math.inf
-        self._frame = np.full((CAMERA_SIZE[1], CAMERA_SIZE[0], 3), 120, dtype=np.uint8)
-        self.peer.create_timer(1.0 / CAMERA_HZ, self._camera_tick)
-        for node in (self.driver, self.monitor, self.inference, self.peer):
-            self.graph.add(node)
-        self.instruction_pub.publish(String(data=INSTRUCTION))
-
-    def _camera_tick(self):
-        from vla_ros.nodes.image_conversion import rgb_to_image_msg
-
-        if self.camera_on:
-            now = wall_time()
-            self.image_pub.publish(rgb_to_image_msg(self._frame, stamp=now))
-            self.last_frame_time = now
-
-    def call(self, client, timeout=3.0):
-        from std_srvs.srv import Trigger
-
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f'service {client.srv_name} not available')
-        future = client.call_async(Trigger.Request())
-        if not wait_until(future.done, timeout):
-            raise RuntimeError(f'service {client.srv_name} did not answer')
-        return future.result()
-
-    def close(self):
-        self.graph.close()
+        self._start_peer(context, namespace, 'vla_fault_peer',
+                         (self.driver, self.monitor, self.inference))
+        self.instruct(INSTRUCTION)
 
 
 def _settle(monitor, seconds=0.6):

@@ -37,6 +37,7 @@ from vla_ros.reliability.campaign import (
     WATCHDOG_TIMEOUT,
     FaultResult,
     FaultRun,
+    PeerSide,
     PolicyFaultSwitch,
 )
 from vla_ros.reliability.graph import (
@@ -62,17 +63,11 @@ POLICY_PARAMS = {'action_space': 'joint7_gripper', 'chunk_length': 20,
 INSTRUCTION = 'wave the first two joints'
 
 
-class JointNodeRig:
+class JointNodeRig(PeerSide):
     """Inference node + dry-run driver in joint_position mode + camera, in this process."""
 
     def __init__(self, context, namespace='joint_faults'):
-        import rclpy
         from rclpy.parameter import Parameter
-        from sensor_msgs.msg import Image
-        from std_msgs.msg import String
-        from std_srvs.srv import Trigger
-
-        from vla_ros.nodes import qos
 
         joints = {'command_interface': 'joint_position', 'joint_names': list(JOINT_NAMES)}
         inference = {**joints, 'policy': 'scripted',
@@ -98,28 +93,9 @@ class JointNodeRig:
         self.sent: list = []  # (wall time, positions) the backend received
         self.checked = 0
         self.unsafe: list = []
-        self.peer = rclpy.create_node('vla_joint_fault_peer', namespace=namespace,
-                                      context=context)
-        self.image_pub = self.peer.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)
-        self.instruction_pub = self.peer.create_publisher(String, 'instruction',
-                                                          qos.INSTRUCTION)
-        self.estop = self.peer.create_client(Trigger, 'vla_driver/estop')
-        self.clear_estop = self.peer.create_client(Trigger, 'vla_driver/clear_estop')
-        self.camera_on = True
-        self.last_frame_time = -math.inf
-        self._frame = np.full((CAMERA_SIZE[1], CAMERA_SIZE[0], 3), 120, dtype=np.uint8)
-        self.peer.create_timer(1.0 / CAMERA_HZ, self._camera_tick)
-        for node in (self.driver, self.inference, self.peer):
-            self.graph.add(node)
-        self.instruction_pub.publish(String(data=INSTRUCTION))
-
-    def _camera_tick(self):
-        from vla_ros.nodes.image_conversion import rgb_to_image_msg
-
-        if self.camera_on:
-            now = wall_time()
-            self.image_pub.publish(rgb_to_image_msg(self._frame, stamp=now))
-            self.last_frame_time = now
+        self._start_peer(context, namespace, 'vla_joint_fault_peer',
+                         (self.driver, self.inference))
+        self.instruct(INSTRUCTION)
 
     def collect(self) -> list:
         """Take the backend's new joint targets, audit them; all targets so far."""
@@ -148,21 +124,6 @@ class JointNodeRig:
     def status_message(self) -> str:
         """The inference node's current status message."""
         return self.inference.engine.status(wall_time()).message
-
-    def call(self, client, timeout=30.0):
-        """Call a Trigger service; RuntimeError if it is not there or does not answer."""
-        from std_srvs.srv import Trigger
-
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f'service {client.srv_name} not available')
-        future = client.call_async(Trigger.Request())
-        if not wait_until(future.done, timeout):
-            raise RuntimeError(f'service {client.srv_name} did not answer')
-        return future.result()
-
-    def close(self):
-        """Stop spinning and destroy the nodes."""
-        self.graph.close()
 
 
 def joint_stop(samples, fault_time: float, fault_end: float | None = None):
@@ -235,7 +196,8 @@ def _result(rig, fault, detected_by, timeout, target, fault_time, measured, clea
     return FaultResult(
         fault=fault, detected_by=detected_by, detect_timeout_s=timeout, target_s=target,
         stop_latency_s=None if stop is None else stop - fault_time,
-        speed_at_fault=_joint_speed(rig, fault_time), held_until_cleared=not moved, recovered=resumed is not None,
+        speed_at_fault=_joint_speed(rig, fault_time), held_until_cleared=not moved,
+        recovered=resumed is not None,
         recovery_s=None if resumed is None else resumed - cleared, reason=reason,
         notes={'interface': 'joint_position'})
 
