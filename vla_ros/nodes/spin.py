@@ -23,6 +23,10 @@ class _InterruptRecorder:
         self.received = True
         signal.default_int_handler(signum, frame)
 
+    def record_only(self, signum, frame):
+        """During shutdown: note a Ctrl-C, raise nothing (the cleanup must finish)."""
+        self.received = True
+
 
 def spin_node(node_factory, args=None) -> None:
     """Init rclpy, build the node, spin it on one thread, shut down cleanly.
@@ -53,6 +57,12 @@ def spin_node(node_factory, args=None) -> None:
         if rclpy.ok() and not interrupt.received:
             raise
     finally:
+        # rclpy shuts the context down on SIGINT and then hands the signal to Python's
+        # handler, which may run only now: a KeyboardInterrupt here would cut short the
+        # node's cleanup (the driver's stop command) and exit by the signal (-2). From
+        # here on a Ctrl-C is only noted.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, interrupt.record_only)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
