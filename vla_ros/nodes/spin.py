@@ -18,14 +18,12 @@ class _InterruptRecorder:
 
     def __init__(self):
         self.received = False
+        self.raising = True  # False: note the Ctrl-C only (rclpy's shutdown stops the spin)
 
     def __call__(self, signum, frame):
         self.received = True
-        signal.default_int_handler(signum, frame)
-
-    def record_only(self, signum, frame):
-        """During shutdown: note a Ctrl-C, raise nothing (the cleanup must finish)."""
-        self.received = True
+        if self.raising:
+            signal.default_int_handler(signum, frame)
 
 
 def spin_node(node_factory, args=None) -> None:
@@ -46,6 +44,14 @@ def spin_node(node_factory, args=None) -> None:
         node = node_factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        # While spinning, rclpy's own SIGINT handler shuts the context down, which ends
+        # the spin; a KeyboardInterrupt raised at an arbitrary point inside the executor
+        # left half-built tasks behind ("Exception ignored in Future.__del__"). So a
+        # Ctrl-C is only noted from here on, through the cleanup below: there it could
+        # cut destroy_node short (the driver's stop) and end the process by the signal.
+        # (Before spinning it still raises: a constructor blocked on a robot connection
+        # must stay interruptible.)
+        interrupt.raising = False
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -57,12 +63,7 @@ def spin_node(node_factory, args=None) -> None:
         if rclpy.ok() and not interrupt.received:
             raise
     finally:
-        # rclpy shuts the context down on SIGINT and then hands the signal to Python's
-        # handler, which may run only now: a KeyboardInterrupt here would cut short the
-        # node's cleanup (the driver's stop command) and exit by the signal (-2). From
-        # here on a Ctrl-C is only noted.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, interrupt.record_only)
+        interrupt.raising = False  # the cleanup must finish (see above)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
