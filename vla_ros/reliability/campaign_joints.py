@@ -55,6 +55,7 @@ MAX_STEP = 0.05  # rad per driver tick
 MAX_VELOCITY = 2.5  # rad/s
 STILL_WINDOW = 2.0 / CONTROL_RATE_HZ  # s of constant targets that count as a stop
 MOVING = 1e-4  # rad: a target change above this is motion
+SETTLING_CHANGES = 2  # target changes allowed after a stop before it counts as moving
 # Absolute targets: the first two joints on a 0.28 rad circle around the home pose.
 POLICY_PARAMS = {'action_space': 'joint7_gripper', 'chunk_length': 20,
                  'control_period': 1.0 / CONTROL_RATE_HZ, 'pattern': 'sine',
@@ -130,8 +131,8 @@ def joint_stop(samples, fault_time: float, fault_end: float | None = None):
     """(stop time, moved during the fault) from (stamp, positions) samples.
 
     The stop is the first sample at or after ``fault_time`` from which the targets stay
-    within :data:`MOVING` of it for :data:`STILL_WINDOW`; a later change before
-    ``fault_end`` means the hold did not last.
+    within :data:`MOVING` of it for :data:`STILL_WINDOW`; more than
+    :data:`SETTLING_CHANGES` later changes before ``fault_end`` mean the hold did not last.
     """
     after = [(t, q) for t, q in samples if t >= fault_time]
     stop = None
@@ -144,9 +145,13 @@ def joint_stop(samples, fault_time: float, fault_end: float | None = None):
             break
     if stop is None:
         return None, False
-    moved = any(np.max(np.abs(p - stop[1])) > MOVING for s, p in after
-                if s > stop[0] and (fault_end is None or s < fault_end))
-    return stop[0], moved
+    # The hold commands the measured joints, which lag the last target by up to one
+    # joint_states period: one or two settling adjustments follow a stop. Motion that
+    # resumed changes the target on every control tick.
+    later = [p for s, p in after if s > stop[0] and (fault_end is None or s < fault_end)]
+    changes = sum(np.max(np.abs(b - a)) > MOVING
+                  for a, b in zip([stop[1], *later], later, strict=False))
+    return stop[0], changes > SETTLING_CHANGES
 
 
 def _moving_since(rig, since: float) -> float | None:
