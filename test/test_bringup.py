@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -357,7 +358,9 @@ def test_params_file_for_another_namespace_leaves_the_launch_values(tmp_path):
 # ------------------------------------------------------------------ DDS profile
 def test_dds_profile_is_set_only_when_the_user_has_none():
     profile = dds.default_profile()
-    assert pathlib.Path(profile).is_file() and profile.endswith('fastdds_large_images.xml')
+    assert pathlib.Path(profile).is_file()
+    assert profile.endswith('fastdds_large_images_rt.xml' if dds.realtime_permitted()
+                            else 'fastdds_large_images.xml')
     assert dds.profile_to_set({}) == profile
     assert dds.profile_to_set({'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'}) == profile
     assert dds.profile_to_set({dds.PROFILE_VARIABLE: '/mine.xml'}) == ''
@@ -366,6 +369,20 @@ def test_dds_profile_is_set_only_when_the_user_has_none():
         assert dds.profile_to_set({'ROS_AUTOMATIC_DISCOVERY_RANGE': network}) == ''
     env = {}
     assert dds.apply_default_profile(env) == profile and env[dds.PROFILE_VARIABLE] == profile
+
+
+def test_realtime_profile_differs_only_in_reception_thread_priority():
+    def words(path):  # the XML without comments, split on white space
+        text = pathlib.Path(path).read_text()
+        return re.sub(r'<!--.*?-->', '', text, flags=re.S).split()
+
+    plain, rt = words(dds.default_profile(False)), words(dds.default_profile(True))
+    extra = [w for w in rt if w not in plain]
+    # One block per transport (shared memory and UDP), both SCHED_FIFO (1) at priority 5.
+    assert rt.count('<default_reception_threads>') == 2
+    assert '<scheduling_policy>1</scheduling_policy>' in extra
+    assert '<priority>5</priority>' in extra
+    assert [w for w in plain if w not in rt] == []
 
 
 def test_launcher_gives_nodes_the_profile_unless_the_user_chose_one():

@@ -113,3 +113,19 @@ def test_policy_process_niceness_from_its_environment():
         thread.join()
         assert result['applied'] == expected
         assert result['nice'] == (max(before, 7) if expected else before)
+
+
+def test_with_a_lead_the_tick_runs_ahead_and_is_told_its_deadline():
+    calls = []
+    loop = ControlLoop(lambda deadline: calls.append((time.monotonic(), deadline)), 0.05,
+                       lead=0.02)
+    loop.start()
+    time.sleep(0.33)
+    loop.stop()
+    assert len(calls) >= 4
+    for k, (when, deadline) in enumerate(calls, start=1):
+        # On the grid start + k * period, and called about `lead` before it.
+        assert deadline == pytest.approx(loop.start_time + k * 0.05)
+        assert deadline - 0.02 <= when < deadline  # wakes at deadline - lead, never after
+    with pytest.raises(ValueError, match='lead'):
+        ControlLoop(lambda d: None, 0.05, lead=0.05)

@@ -277,3 +277,37 @@ def test_commands_keep_their_rate_with_either_tick_scheduler_and_the_thread_stop
     n = len(h.twists)
     time.sleep(0.3)
     assert len(h.twists) == n  # nothing published after the node stopped
+
+
+def test_control_process_publishes_and_the_node_takes_back_when_it_is_killed(harness):
+    import os
+    import signal
+
+    h = harness()
+    h.instruct('move forward')
+    assert h.wait_for(lambda: moving(h), timeout=20.0), h.message()
+    relay = h.node._relay
+    assert relay is not None
+    assert h.wait_for(lambda: relay.relayed, timeout=30.0), relay.describe()
+    published = relay._slot.feedback().published_k
+    assert h.wait_for(lambda: relay._slot.feedback().published_k >= published + 5, 5.0)
+    # Commands carry the deadline they are for: on the 20 Hz grid of the node's loop.
+    loop = h.node._control_loop
+    offset = time.time() - time.monotonic()
+    stamp = h.twists[-1][1].header.stamp
+    k = (stamp.sec + stamp.nanosec * 1e-9 - offset - loop.start_time) / 0.05
+    assert abs(k - round(k)) < 0.1, k
+    n = len(h.twists)
+    os.kill(relay.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert h.wait_for(lambda: not relay.relayed, timeout=2.0)
+    time.sleep(0.5)
+    after = [t for t, _ in h.twists[n:]]
+    # The node published the commands itself: no gap a driver's watchdog (0.25 s) sees.
+    gaps = np.diff([h.twists[n - 1][0]] + after)
+    assert after and after[0] - killed < 0.25 and gaps.max() < 0.25, gaps
+    assert moving(h)
+    # Restarted after the back-off, and publishing again.
+    assert h.wait_for(lambda: relay.restarts >= 1 and relay.relayed, timeout=30.0), \
+        relay.describe()
+    assert moving(h)

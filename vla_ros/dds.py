@@ -7,9 +7,17 @@ a single-machine graph. ``vla-ros launch`` and the node executables set it when
 ``FASTDDS_DEFAULT_PROFILES_FILE`` is unset. A value the user set (even empty) wins, and
 so does ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` / ``SYSTEM_DEFAULT``: the profile
 restricts UDP to the loopback interface, which would contradict a request for the network.
+
+Where the process may use real-time scheduling (root, CAP_SYS_NICE or an rtprio limit),
+the variant ``fastdds_large_images_rt.xml`` is chosen: the same, with Fast DDS's reception
+threads at SCHED_FIFO 5, so a command reaches a subscriber on time however busy the CPU
+is (measured in the README's pipeline benchmark). Without the privilege Fast DDS would
+log an error for each such thread, so the plain profile is used.
 """
 
+import functools
 import os
+import threading
 from collections.abc import MutableMapping
 
 from vla_ros.paths import config_dir
@@ -18,9 +26,34 @@ PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
 _NETWORK_RANGES = ('SUBNET', 'SYSTEM_DEFAULT')
 
 
-def default_profile() -> str:
-    """Path of the shipped large-image profile."""
-    return str(config_dir('dds', 'fastdds_large_images.xml'))
+def default_profile(realtime: bool | None = None) -> str:
+    """Path of the shipped large-image profile (``realtime`` None: if permitted here)."""
+    if realtime is None:
+        realtime = realtime_permitted()
+    name = 'fastdds_large_images_rt.xml' if realtime else 'fastdds_large_images.xml'
+    return str(config_dir('dds', name))
+
+
+@functools.lru_cache(maxsize=1)
+def realtime_permitted() -> bool:
+    """Whether a thread of this process may switch itself to SCHED_FIFO (tried, then undone)."""
+    if not hasattr(os, 'sched_setscheduler'):
+        return False
+    result = []
+
+    def probe():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except OSError:
+            result.append(False)
+            return
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        result.append(True)
+
+    thread = threading.Thread(target=probe, name='rt-probe')  # never the caller's thread
+    thread.start()
+    thread.join()
+    return bool(result and result[0])
 
 
 def profile_to_set(env) -> str:

@@ -311,6 +311,15 @@ INFERENCE_PARAMETERS = _index([
                   'SCHED_FIFO priority of the control thread (0 = normal scheduling); needs '
                   'CAP_SYS_NICE or an rtprio limit (ulimit -r), else one warning and normal '
                   'priority', _I, read_only=True, range=(0, 99)),
+    ParameterSpec('control_process', BOOL, True,
+                  'publish the commands from a small process of their own, which wakes on '
+                  'each deadline with nothing else in its interpreter; the node computes each '
+                  'command control_process_lead_s ahead and hands it over through shared '
+                  'memory (false: the control thread publishes itself)', _I, read_only=True),
+    ParameterSpec('control_process_lead_s', DOUBLE, 0.01,
+                  'how long before its deadline the node computes a command for the control '
+                  'process [s]; a command that comes later is published late (counted)', _I,
+                  read_only=True, range=(0.001, 0.05)),
     ParameterSpec('policy_niceness', INT, 5,
                   'nice value of the policy process while it infers (higher = yields the CPU '
                   'to the control loop and the driver; loading always runs at 10)', _I,

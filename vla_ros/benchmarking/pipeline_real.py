@@ -1,6 +1,7 @@
-"""Pipeline benchmark with real torch policies: policy process vs policy thread, one run.
+"""Pipeline benchmark with real torch policies: the runtime's designs side by side, one run.
 
-For each mode (``policy_process: true`` and ``false``) the inference node and a dry-run
+For each mode (``MODE_PARAMS``: where the policy runs, how the control tick is scheduled
+and who publishes the commands) the inference node and a dry-run
 driver run as their own processes (as deployed); this process plays two 640x480 rgb8
 cameras and records commands, chunks and the driver's watchdog. The schedule:
 
@@ -17,8 +18,11 @@ the pipeline's overhead (decode, shared memory or not, resize, scheduling, DDS b
 The model's compute time per chunk comes from the engine's timing log
 (``VLA_ROS_TIMING_LOG``), written where the policy runs.
 
-Reported per mode: control period error p99 at the node (command stamps) and at a
-subscriber, over the whole window and during loads/swaps; the driver's watchdog trips;
+Reported per mode: control period error p99 at the publisher (the DDS source timestamp of
+each command: when it was written, whichever process wrote it; header stamps carry the
+deadline the command is for), at a subscriber (the DDS reception timestamp in this
+process) and at this process's callback, over the whole window and during loads/swaps;
+the driver's watchdog trips;
 starved (hold) ticks separately; overhead p50 per policy; load and swap times; RSS.
 """
 
@@ -34,17 +38,24 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ('process-timer', 'process', 'thread-timer', 'thread')
+from vla_ros import dds
+
+MODES = ('thread-timer', 'process-thread', 'process')
 # Node parameters of each mode. 'process' and 'thread' run the shipped defaults: the
-# control tick on its own thread at SCHED_FIFO 10, the policy process at nice 5. The
+# commands computed on the node's control thread and published by its control process at
+# SCHED_FIFO 10, the policy process at nice 5; 'process-thread' publishes from the control
+# thread itself (the design before the control process). The
 # '-timer' modes run the design before them (an rclpy timer in the executor, no
 # priorities), for a side-by-side; '-normal' the thread without any priority (what a user
 # without the rtprio privilege gets).
-_BEFORE = {'control_thread': False, 'control_thread_priority': 0, 'policy_niceness': 0}
+_BEFORE = {'control_thread': False, 'control_thread_priority': 0, 'policy_niceness': 0,
+           'control_process': False}
 _NORMAL = {'control_thread_priority': 0, 'policy_niceness': 0}
 MODE_PARAMS = {
     'process': {'policy_process': True},
     'thread': {'policy_process': False},
+    # The control tick publishing from the node's own thread (no control process).
+    'process-thread': {'policy_process': True, 'control_process': False},
     'process-timer': {'policy_process': True, **_BEFORE},
     'thread-timer': {'policy_process': False, **_BEFORE},
     'process-normal': {'policy_process': True, **_NORMAL},
@@ -116,11 +127,14 @@ class _Recorder:
         self._ready_at = 0.0
         self.node.create_timer(0.005, self._camera)
 
-    def _on_command(self, msg):
+    def _on_command(self, msg, info):
         t = msg.twist
         moving = any(v != 0.0 for v in (t.linear.x, t.linear.y, t.linear.z,
                                         t.angular.x, t.angular.y, t.angular.z))
-        self.commands.append((self._to_seconds(msg.header.stamp), time.time(), moving))
+        # Middleware times (system clock, ns): when the publisher wrote the sample and when
+        # this process's DDS reader got it; then when this executor ran the callback.
+        self.commands.append((info['source_timestamp'] * 1e-9,
+                              info['received_timestamp'] * 1e-9, moving, time.time()))
 
     def _on_chunk(self, msg):
         stamp = self._to_seconds(msg.header.stamp)
@@ -309,10 +323,12 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
                policy_rss, loadavg, exit_code, inference_log, tick_trace=None) -> dict:
     period = 0.1
     window = [c for c in recorder.commands if t_start <= c[1] <= t_end]
-    stamps = np.array([c[0] for c in window])
-    received = np.array([c[1] for c in window])
+    stamps = np.array([c[0] for c in window])  # written by the publisher
+    received = np.array([c[1] for c in window])  # arrived at this subscriber's middleware
+    called = np.array([c[3] for c in window])  # this process's callback ran
     err_node = np.abs(np.diff(stamps) - period)
     err_sub = np.abs(np.diff(received) - period)
+    err_callback = np.abs(np.diff(called) - period)
     loads = [(events['swap_to_octo_requested'], events['first_octo_chunk']),
              (events['swap_to_openvla_requested'], events['first_openvla_chunk_after_swap'])]
 
@@ -368,6 +384,8 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         'control_period_error_ms_p99': _p(err_node, 99),
         'control_period_error_ms_max': _p(err_node, 100),
         'control_period_error_ms_p99_at_subscriber': _p(err_sub, 99),
+        'control_period_error_ms_max_at_subscriber': _p(err_sub, 100),
+        'control_period_error_ms_p99_at_subscriber_callback': _p(err_callback, 99),
         'control_period_error_ms_p99_during_loads_and_swaps': _p(err_node[during], 99),
         'control_period_error_ms_p99_at_subscriber_during_loads_and_swaps':
             _p(err_sub[during], 99),
@@ -403,12 +421,11 @@ def run(phase: float = 20.0, modes=MODES, heavy: dict | None = None, log_dir=Non
     """Both modes, one after the other, in one run; the targets of issue 18."""
     import rclpy
 
+    # The profile a deployment gets (vla_ros.dds), for this process's participant (the
+    # subscriber measured here) as for the nodes.
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    dds.apply_default_profile()
     env = dict(os.environ)
-    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    from vla_ros.paths import config_dir
-
-    env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
-                   str(config_dir('dds', 'fastdds_large_images.xml')))
     env.setdefault('OMP_NUM_THREADS', '1')
     env['PYTHONUNBUFFERED'] = '1'
     log_dir = log_dir or tempfile.mkdtemp(prefix='vla_bench_real_')

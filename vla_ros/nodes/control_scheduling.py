@@ -21,18 +21,22 @@ SWITCH_INTERVAL_S = 0.001
 
 
 def start_control_tick(node, rate_hz: float, tick, use_thread: bool, priority: int,
-                       callback_group=None) -> ControlLoop | None:
-    """Call ``tick`` at ``rate_hz``: the running :class:`ControlLoop`, or None for a timer."""
+                       callback_group=None, lead: float = 0.0) -> ControlLoop | None:
+    """Call ``tick`` at ``rate_hz``: the running :class:`ControlLoop`, or None for a timer.
+
+    The timer calls ``tick()``; the thread calls ``tick(deadline)`` ``lead`` seconds before
+    each monotonic deadline (``lead`` 0: at it).
+    """
     period = 1.0 / rate_hz
     if not use_thread or node.get_parameter('use_sim_time').value:
-        node.create_timer(period, tick, callback_group=callback_group)
+        node.create_timer(period, lambda: tick(None), callback_group=callback_group)
         return None
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     logger = node.get_logger()
 
-    def guarded():
+    def guarded(deadline=None):
         if node.context.ok():  # Ctrl-C shuts the context down before the node stops us
-            tick()
+            tick(deadline)
 
     def on_error(exc):
         if node.context.ok():
@@ -40,7 +44,7 @@ def start_control_tick(node, rate_hz: float, tick, use_thread: bool, priority: i
                          throttle_duration_sec=1.0)
 
     loop = ControlLoop(guarded, period, priority, on_warning=logger.warning,
-                       on_error=on_error, trace=bool(os.environ.get(TRACE_ENV)))
+                       on_error=on_error, trace=bool(os.environ.get(TRACE_ENV)), lead=lead)
     loop.start()
     return loop
 

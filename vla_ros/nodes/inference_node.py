@@ -17,6 +17,7 @@ default (:mod:`vla_ros.nodes.control_scheduling`), outside the executor.
 import json
 import os
 import threading
+import time
 import unicodedata
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -37,6 +38,7 @@ from vla_ros.inference_config import (
     policy_arguments,
 )
 from vla_ros.nodes import qos
+from vla_ros.nodes.control_relay import ControlRelay
 from vla_ros.nodes.control_scheduling import start_control_tick, stop_control_tick
 from vla_ros.nodes.declare import declare_parameters
 from vla_ros.nodes.image_conversion import (
@@ -154,9 +156,20 @@ class InferenceNode(Node):
         else:
             self._worker = InferenceWorker(self._engine, self._now, self._publish_chunk)
         self._worker.start()
+        relay = p['control_process'] and p['control_thread'] and \
+            not self.get_parameter('use_sim_time').value
+        self._relay: ControlRelay | None = None
         self._control_loop = start_control_tick(
             self, p['control_rate_hz'], self._on_control_tick, p['control_thread'],
-            p['control_thread_priority'], callback_group=control)
+            p['control_thread_priority'], callback_group=control,
+            lead=p['control_process_lead_s'] if relay else 0.0)
+        if relay and self._control_loop is not None:
+            primary = self._ee_pub if self._ee_pub is not None else self._joint_pub
+            self._relay = ControlRelay(
+                self, [primary, self._gripper_pub, self._base_pub, self._terminate_pub],
+                1.0 / p['control_rate_hz'], self._control_loop.start_time,
+                p['control_thread_priority'])
+            self.create_timer(1.0, self._relay.supervise, callback_group=status)
         self.create_timer(1.0 / p['status_rate_hz'], self._on_status_tick,
                           callback_group=status)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=status)
@@ -336,23 +349,48 @@ class InferenceNode(Node):
         except ValueError as exc:
             self._engine.report_input_error(f'joint_states: {exc}', self._now())
 
-    def _on_control_tick(self) -> None:
-        now = self._now()
-        out = shape_command(self._engine.command_at(now), self._limits,
-                            self._engine.last_gripper)
-        if self._ee_pub is not None:
-            self._ee_pub.publish(twist_msg(out.ee_twist, now, self._ee_frame))
-        elif out.joint_names:  # a position hold without measured joints publishes nothing
-            self._joint_pub.publish(joint_command_msg(out.joint_names, out.joint_positions,
-                                                      out.joint_velocities, now))
-        if out.gripper is not None:
-            self._gripper_pub.publish(gripper_msg(out.gripper, now, self._ee_frame))
-        if out.base_twist is not None:
-            self._base_pub.publish(base_twist_msg(out.base_twist, now, self._base_frame))
-        if out.terminate:
-            self._terminate_pub.publish(Bool(data=True))
+    def _on_control_tick(self, deadline: float | None) -> None:
+        """The command for ``deadline`` (monotonic; None: now), published at it.
+
+        With the control process the tick runs ``control_process_lead_s`` ahead: the
+        command is computed for the deadline and handed over, and the process publishes
+        it on time; until it has taken over (or after it failed) the node sleeps to the
+        deadline and publishes it itself.
+        """
+        ahead = 0.0 if deadline is None else deadline - time.monotonic()
+        now = self._now() + max(ahead, 0.0)
+        messages = self._command_messages(now)
+        relay, loop = self._relay, self._control_loop
+        relayed = False
+        if relay is not None and deadline is not None:
+            relayed = relay.dispatch(
+                round((deadline - loop.start_time) / loop.schedule.period), messages)
+        if not relayed:
+            if deadline is not None:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+            for publisher, msg in messages:
+                publisher.publish(msg)
         if self._engine.inference_due(now):
             self._worker.wake()
+
+    def _command_messages(self, now: float) -> list:
+        """The engine's command for ``now`` as [(publisher, message)]."""
+        out = shape_command(self._engine.command_at(now), self._limits,
+                            self._engine.last_gripper)
+        messages = []
+        if self._ee_pub is not None:
+            messages.append((self._ee_pub, twist_msg(out.ee_twist, now, self._ee_frame)))
+        elif out.joint_names:  # a position hold without measured joints publishes nothing
+            messages.append((self._joint_pub, joint_command_msg(
+                out.joint_names, out.joint_positions, out.joint_velocities, now)))
+        if out.gripper is not None:
+            messages.append((self._gripper_pub, gripper_msg(out.gripper, now, self._ee_frame)))
+        if out.base_twist is not None:
+            messages.append((self._base_pub, base_twist_msg(out.base_twist, now,
+                                                            self._base_frame)))
+        if out.terminate:
+            messages.append((self._terminate_pub, Bool(data=True)))
+        return messages
 
     def _publish_chunk(self, result) -> None:
         # The worker thread may finish a chunk while Ctrl-C shuts the context down.
@@ -377,7 +415,8 @@ class InferenceNode(Node):
                   'queue_depth': str(s.queue_depth),
                   'observation_age_s': f'{s.observation_age:.3f}',
                   'inferences': str(s.inferences), 'errors': str(s.errors),
-                  'control_ticks': str(s.ticks), 'hold_ticks': str(s.hold_ticks)}
+                  'control_ticks': str(s.ticks), 'hold_ticks': str(s.hold_ticks),
+                  'command_publisher': self._relay.describe() if self._relay else 'node'}
         status = DiagnosticStatus(
             level=level, name=f'{self.get_fully_qualified_name()}: inference',
             message=s.message[:500], hardware_id='vla_ros',
@@ -392,6 +431,8 @@ class InferenceNode(Node):
             self._shutting_down = True
             remotes = list(self._remotes)
         stop_control_tick(self._control_loop)
+        if self._relay is not None:
+            self._relay.close()
         self._worker.stop()
         self._spares.close()
         for remote in remotes:

@@ -86,8 +86,12 @@ class ControlLoop:
 
     def __init__(self, tick, period: float, priority: int = 0, on_warning=None,
                  on_error=None, clock=time.monotonic, name: str = 'vla-control',
-                 trace: bool = False):
+                 trace: bool = False, lead: float = 0.0):
         """``on_warning(text)`` reports a refused priority; ``on_error(exc)`` a failed tick.
+
+        ``lead > 0``: wake ``lead`` seconds before each deadline and call
+        ``tick(deadline)`` (the command is computed ahead and published at the deadline
+        by someone else, e.g. the control process); ``lead == 0``: ``tick()`` at it.
 
         A tick that raises is reported and the loop goes on (the next tick publishes
         again); without ``on_error`` the exception ends the thread. ``trace`` keeps
@@ -100,15 +104,21 @@ class ControlLoop:
         self._warn = on_warning or (lambda text: None)
         self._on_error = on_error
         self._clock = clock
+        if not 0.0 <= lead < period:
+            raise ValueError(f'lead must be in [0, period), got {lead}')
+        self.lead = float(lead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.schedule: TickSchedule | None = None
+        self.start_time: float | None = None  # deadlines are start_time + k * period
         self.priority_refused = ''
         self.trace = collections.deque(maxlen=TRACE_LENGTH) if trace else None
 
     def start(self) -> None:
         """Start the thread; the first tick is one period from now."""
-        self.schedule = TickSchedule(self._period, self._clock())
+        # The schedule's deadlines are the wake-ups: ``lead`` before the real ones.
+        self.start_time = self._clock()
+        self.schedule = TickSchedule(self._period, self.start_time - self.lead)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -135,7 +145,10 @@ class ControlLoop:
             deadline, start = schedule.next_deadline, self._clock()
             schedule.tick(start)
             try:
-                self._tick()
+                if self.lead:
+                    self._tick(deadline + self.lead)
+                else:
+                    self._tick()
             except Exception as exc:  # noqa: BLE001 - reported; the loop must go on
                 if self._on_error is None:
                     raise
