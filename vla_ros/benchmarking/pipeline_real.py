@@ -347,12 +347,16 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
                 trips += 1
     gaps = np.diff(received)
     # Overhead: chunk received - frame stamp - the model's own compute for that frame.
-    compute = {}
+    compute, prepare, worker = {}, {}, {}
     if os.path.exists(timing_log):
         with open(timing_log) as f:
             for line in f:
-                name, stamp, _, model = line.split()
-                compute[round(float(stamp), 6)] = float(model)
+                name, stamp, a, b = line.split()
+                key = round(float(stamp), 6)
+                if name == '@worker':  # the node's worker: frames sent, chunk back
+                    worker[key] = (float(a), float(b))
+                else:
+                    prepare[key], compute[key] = float(a), float(b)
     per_policy = {}
     for stamp, got, policy in recorder.chunks:
         if not t_start <= got <= t_end:
@@ -360,9 +364,16 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         model = compute.get(round(stamp, 6))
         if model is None:
             continue
-        entry = per_policy.setdefault(policy, {'overhead': [], 'compute': []})
+        entry = per_policy.setdefault(policy, {'overhead': [], 'compute': [], 'to_worker': [],
+                                               'hop': [], 'preprocess': [], 'back': []})
         entry['overhead'].append(got - stamp - model)
         entry['compute'].append(model)
+        entry['preprocess'].append(prepare[round(stamp, 6)])
+        if round(stamp, 6) in worker:  # process mode: where the overhead goes
+            sent, back = worker[round(stamp, 6)]
+            entry['to_worker'].append(sent - stamp)
+            entry['hop'].append(back - sent - model - prepare[round(stamp, 6)])
+            entry['back'].append(got - back)
     with open(inference_log) as f:
         tracebacks = f.read().count('Traceback')
     # The control thread's own trace (monotonic clock; absent with an rclpy timer): how
@@ -402,7 +413,15 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
             name: {'chunks': len(v['compute']),
                    'model_compute_ms_p50': _p(v['compute'], 50),
                    'pipeline_overhead_ms_p50': _p(v['overhead'], 50),
-                   'pipeline_overhead_ms_p90': _p(v['overhead'], 90)}
+                   'pipeline_overhead_ms_p90': _p(v['overhead'], 90),
+                   # Its parts (process mode): frame stamp -> the worker sends it to the
+                   # policy process; the resize there; the process hop beyond resize and
+                   # model; chunk back at the worker -> received here.
+                   'overhead_parts_ms_p50': {
+                       'stamp_to_worker': _p(v['to_worker'], 50),
+                       'preprocess': _p(v['preprocess'], 50),
+                       'process_hop': _p(v['hop'], 50),
+                       'chunk_to_subscriber': _p(v['back'], 50)}}
             for name, v in per_policy.items()},
         'swap_to_heavy_octo_s': round(events['first_octo_chunk']
                                       - events['swap_to_octo_requested'], 2),

@@ -607,6 +607,14 @@ def _log_timing(name: str, stamp: float, preprocess: float, model: float) -> Non
             f.write(f'{name} {stamp:.9f} {preprocess:.6f} {model:.6f}\n')
 
 
+def log_worker_timing(stamp: float, started: float, finished: float) -> None:
+    """Benchmarks: when the node's worker sent a frame to the policy and got the chunk."""
+    path = os.environ.get(TIMING_LOG_ENV)
+    if path:
+        with open(path, 'a') as f:
+            f.write(f'@worker {stamp:.9f} {started:.6f} {finished:.6f}\n')
+
+
 def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:
     from vla_ros.images import prepare_image
 

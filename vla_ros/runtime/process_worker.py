@@ -12,6 +12,7 @@ backoff (:class:`vla_ros.runtime.supervision.ProcessSupervisor`).
 import threading
 import time
 
+from vla_ros.runtime.engine import log_worker_timing
 from vla_ros.runtime.remote_policy import RemotePolicy
 from vla_ros.runtime.supervision import hang_limit
 from vla_ros.runtime.worker import InferenceWorker
@@ -49,10 +50,14 @@ class ProcessInferenceWorker(InferenceWorker):
             if job is None:
                 continue
             limit = hang_limit(self._engine.config.inference_timeout)
+            started = self._clock()
             chunk, error = job.policy.compute(job.frames, job.instruction, job.proprio, limit)
             if self._stop.is_set():
                 break  # shutting down: nobody publishes any more
-            self._engine.finish_inference(job, chunk, error, self._clock(), self._on_result)
+            finished = self._clock()
+            self._engine.finish_inference(job, chunk, error, finished, self._on_result)
+            if chunk is not None:
+                log_worker_timing(chunk.stamp, started, finished)
             if chunk is None:
                 self.supervise(job.policy)  # report a crash at once, not a poll later
 
