@@ -93,7 +93,7 @@ def test_the_node_takes_back_at_once_when_the_process_dies_or_stops_publishing()
     assert h.relayed_since is None
     h.reset()
     assert h.decide(True, _feedback(), 1, k=20)
-    for k in range(21, 24):  # 20..22 should be out; nothing published yet, 3 allowed
+    for k in range(21, 24):  # 20..22 written, none published: 3 in a row allowed
         assert h.decide(True, _feedback(published=NOTHING_PUBLISHED), 1, k=k), k
     assert not h.decide(True, _feedback(published=NOTHING_PUBLISHED), 1, k=24)
     assert h.stalled
@@ -101,6 +101,21 @@ def test_the_node_takes_back_at_once_when_the_process_dies_or_stops_publishing()
     assert not h.decide(True, _feedback(published=23), 1, k=25)
     h.reset()
     assert not h.stalled and h.decide(True, _feedback(published=23), 1, k=26)
+
+
+def test_deadlines_the_node_itself_skipped_are_not_held_against_the_process():
+    h = Handover(stall_ticks=3)
+    assert h.decide(True, _feedback(), 1, k=10)
+    assert h.decide(True, _feedback(published=10), 1, k=11)
+    # The node was stopped for 2 s (SIGSTOP, or starved of CPU): it wrote nothing for
+    # 12..30, so nothing was published; that is no fault of the process.
+    assert h.decide(True, _feedback(published=11), 1, k=31)
+    assert h.decide(True, _feedback(published=31), 1, k=32)
+    assert not h.stalled
+    # A late slot the process skipped now and then is no stall either.
+    for k in range(33, 40):
+        assert h.decide(True, _feedback(published=k - 1 if k % 2 else k - 2), 1, k=k)
+    assert not h.stalled
 
 
 @pytest.mark.graph

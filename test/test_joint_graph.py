@@ -143,7 +143,10 @@ def test_lerobot_checkpoints_drive_the_sim_arm_in_joint_space(graph):
     home = listener.arm_positions(started)[0]
     # A joint-space robot gets cmd/joint only: no end-effector twist is published.
     assert listener.node.count_publishers(f'/{NAMESPACE}/cmd/ee_twist') == 0
-    assert listener.node.count_publishers(f'/{NAMESPACE}/cmd/joint') == 1
+    # The node and its control process (which publishes the commands at each deadline).
+    publishers = listener.node.get_publishers_info_by_topic(f'/{NAMESPACE}/cmd/joint')
+    assert sorted(p.node_name for p in publishers) == ['vla_inference',
+                                                       'vla_inference_control']
     targets = check_commands(listener, time.monotonic(), 'pi0')
     for family in ('pi05', 'smolvla'):
         result = swap(env, *ckpts[family])

@@ -33,37 +33,44 @@ class Handover:
     """Whether the control process publishes deadline ``k`` (True) or the node does."""
 
     def __init__(self, stall_ticks: int = STALL_TICKS):
-        """``stall_ticks``: deadlines without a publication before the node takes back."""
+        """``stall_ticks``: written deadlines in a row left unpublished before taking back."""
         self.stall_ticks = int(stall_ticks)
         self.relayed_since: int | None = None  # first deadline handed to the process
         self.stalled = False  # the process stopped publishing: the node took back
+        self._last_written: int | None = None
+        self._unpublished = 0
 
     def decide(self, ready: bool, feedback: Feedback, own_subscribers: int, k: int) -> bool:
         """Decide for deadline ``k`` from the process's state and the node's primary publisher.
 
         ``ready``: the process is running and has said so. ``own_subscribers``: matched
         subscriptions of the node's own primary publisher (only read before the switch).
+        Only deadlines the node wrote count against the process: when the node itself
+        skipped some (stopped, starved of CPU), nothing was there to publish.
         """
         if not ready or self.stalled:
-            self.relayed_since = None
+            self.relayed_since = self._last_written = None
             return False
         if self.relayed_since is None:
             if feedback.subscribers[0] < own_subscribers:
                 return False  # the driver would not hear the process yet
-            self.relayed_since = k
+            self.relayed_since = self._last_written = k
+            self._unpublished = 0
             return True
-        last = max(feedback.published_k, self.relayed_since - 1)
-        # Deadline k-1 should be out by now (k is being prepared a lead ahead of it).
-        if k - 1 - last > self.stall_ticks:
-            self.stalled = True
-            self.relayed_since = None
-            return False
+        if self._last_written == k - 1:  # due a lead + a period ago: it should be out
+            self._unpublished = 0 if feedback.published_k >= k - 1 else self._unpublished + 1
+            if self._unpublished > self.stall_ticks:
+                self.stalled = True
+                self.relayed_since = self._last_written = None
+                return False
+        self._last_written = k
         return True
 
     def reset(self) -> None:
         """A new process: start over (the node publishes until it has caught up)."""
-        self.relayed_since = None
+        self.relayed_since = self._last_written = None
         self.stalled = False
+        self._unpublished = 0
 
 
 class ControlRelay:
@@ -124,9 +131,11 @@ class ControlRelay:
             delay = min(FIRST_RESTART_DELAY_S * 2 ** (self._failures - 1), MAX_RESTART_DELAY_S)
             self._logger.error(f'control process {failed}; the node publishes the commands '
                                f'itself, restart in {delay:.0f} s')
-            self._stop_process(proc)
             with self._lock:
                 self._proc, self._ready = None, False
+            # Not on the executor: a process that ignores 'stop' takes seconds to kill.
+            threading.Thread(target=self._stop_process, args=(proc,), daemon=True,
+                             name='control-process-stop').start()
             self._next_start = time.monotonic() + delay
             return
         if self._proc is None and time.monotonic() >= self._next_start:
