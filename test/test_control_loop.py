@@ -129,3 +129,33 @@ def test_with_a_lead_the_tick_runs_ahead_and_is_told_its_deadline():
         assert deadline - 0.02 <= when < deadline  # wakes at deadline - lead, never after
     with pytest.raises(ValueError, match='lead'):
         ControlLoop(lambda d: None, 0.05, lead=0.05)
+
+
+def test_threads_and_processes_started_from_a_real_time_thread_run_at_normal_priority():
+    # The node's executor runs at SCHED_FIFO (node_thread_priority); a policy load or a
+    # restart it starts must not: a torch process at real-time priority would starve the
+    # machine.
+    import subprocess
+    import sys
+
+    seen = {}
+
+    def parent():
+        seen['refused'] = set_fifo_priority(3)
+        seen['parent'] = os.sched_getscheduler(0) & ~getattr(os, 'SCHED_RESET_ON_FORK', 0)
+        child = threading.Thread(target=lambda: seen.setdefault('thread',
+                                                                os.sched_getscheduler(0)))
+        child.start()
+        child.join()
+        seen['process'] = int(subprocess.run(
+            [sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))'],
+            capture_output=True, text=True, check=True).stdout)
+
+    thread = threading.Thread(target=parent)
+    thread.start()
+    thread.join()
+    if seen['refused']:  # no privilege here: nothing was raised, so nothing to reset
+        assert seen['parent'] == os.SCHED_OTHER
+    else:
+        assert seen['parent'] == os.SCHED_FIFO
+    assert seen['thread'] == os.SCHED_OTHER and seen['process'] == os.SCHED_OTHER

@@ -320,6 +320,12 @@ INFERENCE_PARAMETERS = _index([
                   'how long before its deadline the node computes a command for the control '
                   'process [s]; a command that comes later is published late (counted)', _I,
                   read_only=True, range=(0.001, 0.05)),
+    ParameterSpec('node_thread_priority', INT, 5,
+                  'SCHED_FIFO priority of the node\'s executor and policy-process worker '
+                  'threads (0 = normal scheduling), below control_thread_priority: the '
+                  'thread holding the interpreter lock when the control thread wakes is then '
+                  'not preempted by other programs; threads and processes they start run at '
+                  'normal priority', _I, read_only=True, range=(0, 99)),
     ParameterSpec('policy_niceness', INT, 5,
                   'nice value of the policy process while it infers (higher = yields the CPU '
                   'to the control loop and the driver; loading always runs at 10)', _I,

@@ -43,19 +43,21 @@ from vla_ros import dds
 MODES = ('thread-timer', 'process-thread', 'process')
 # Node parameters of each mode. 'process' and 'thread' run the shipped defaults: the
 # commands computed on the node's control thread and published by its control process at
-# SCHED_FIFO 10, the policy process at nice 5; 'process-thread' publishes from the control
-# thread itself (the design before the control process). The
+# SCHED_FIFO 10, the node's executor and worker threads at SCHED_FIFO 5, the policy
+# process at nice 5; 'process-thread' publishes from the control thread itself with the
+# other node threads at normal priority (the design before the control process). The
 # '-timer' modes run the design before them (an rclpy timer in the executor, no
 # priorities), for a side-by-side; '-normal' the thread without any priority (what a user
 # without the rtprio privilege gets).
 _BEFORE = {'control_thread': False, 'control_thread_priority': 0, 'policy_niceness': 0,
-           'control_process': False}
-_NORMAL = {'control_thread_priority': 0, 'policy_niceness': 0}
+           'control_process': False, 'node_thread_priority': 0}
+_NORMAL = {'control_thread_priority': 0, 'policy_niceness': 0, 'node_thread_priority': 0}
 MODE_PARAMS = {
     'process': {'policy_process': True},
     'thread': {'policy_process': False},
     # The control tick publishing from the node's own thread (no control process).
-    'process-thread': {'policy_process': True, 'control_process': False},
+    'process-thread': {'policy_process': True, 'control_process': False,
+                       'node_thread_priority': 0},
     'process-timer': {'policy_process': True, **_BEFORE},
     'thread-timer': {'policy_process': False, **_BEFORE},
     'process-normal': {'policy_process': True, **_NORMAL},

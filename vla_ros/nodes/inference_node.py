@@ -150,9 +150,13 @@ class InferenceNode(Node):
             self.create_subscription(JointState, 'joint_states', self._on_joint_states,
                                      qos.SENSOR, callback_group=sensors)
 
+        # Read by spin_node for the executor thread; the worker thread sets its own. Only
+        # in process mode: in thread mode the worker runs the model itself.
+        self.executor_priority = p['node_thread_priority']
         if self._process_mode:
             self._worker = ProcessInferenceWorker(self._engine, self._now, self._publish_chunk,
-                                                  on_event=self._log_event)
+                                                  on_event=self._log_event,
+                                                  priority=p['node_thread_priority'])
         else:
             self._worker = InferenceWorker(self._engine, self._now, self._publish_chunk)
         self._worker.start()

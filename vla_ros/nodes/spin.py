@@ -7,6 +7,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vla_ros.dds import apply_default_profile
+from vla_ros.runtime.control_loop import set_fifo_priority
 
 
 class _InterruptRecorder:
@@ -42,6 +43,15 @@ def spin_node(node_factory, args=None) -> None:
     node = None
     try:
         node = node_factory()
+        # A node may ask for its executor thread to run at SCHED_FIFO (see the inference
+        # node's node_thread_priority): then the thread holding the interpreter lock
+        # while the control thread waits for it is not preempted by other programs.
+        priority = int(getattr(node, 'executor_priority', 0))
+        if priority > 0:
+            refused = set_fifo_priority(priority)
+            if refused:
+                node.get_logger().warning(f'executor runs at normal priority: SCHED_FIFO '
+                                          f'{priority} refused: {refused}')
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         # While spinning, rclpy's own SIGINT handler shuts the context down, which ends

@@ -73,7 +73,10 @@ def set_fifo_priority(priority: int) -> str:
         if not low <= priority <= high:
             return f'priority {priority} is outside SCHED_FIFO\'s {low}..{high}'
         # pid 0 is the calling thread on Linux (scheduling policies are per thread).
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        # Reset on fork: threads and processes started from this thread (a policy
+        # process spawned by a load, a restart) must not inherit real-time priority.
+        policy = os.SCHED_FIFO | getattr(os, 'SCHED_RESET_ON_FORK', 0)
+        os.sched_setscheduler(0, policy, os.sched_param(priority))
     except OSError as exc:
         return (f'{exc.strerror or exc} (grant it with CAP_SYS_NICE or an rtprio limit: '
                 f'`ulimit -r {priority}`, or "@group - rtprio {priority}" in '

@@ -26,10 +26,10 @@ class ProcessInferenceWorker(InferenceWorker):
     """
 
     def __init__(self, engine, clock, on_result=None, on_event=None,
-                 poll_period: float = 0.02, wall_clock=time.monotonic):
+                 poll_period: float = 0.02, wall_clock=time.monotonic, priority: int = 0):
         """``on_event(level, text)`` logs restarts; ``wall_clock`` times the backoff."""
         super().__init__(engine, clock, on_result, poll_period,
-                         thread_name='vla-inference-proc')
+                         thread_name='vla-inference-proc', priority=priority)
         self._wall = wall_clock
         self._log = on_event or (lambda level, text: None)
         self._restarting: set[int] = set()

@@ -11,15 +11,20 @@ class InferenceWorker:
     """Run ``engine.run_inference`` off the control thread; hand results to a callback."""
 
     def __init__(self, engine, clock, on_result=None, poll_period: float = 0.02,
-                 thread_name: str = 'vla-inference'):
-        """``clock()`` gives the engine's time; ``on_result(result)`` publishes a chunk."""
+                 thread_name: str = 'vla-inference', priority: int = 0):
+        """``clock()`` gives the engine's time; ``on_result(result)`` publishes a chunk.
+
+        ``priority > 0``: the thread asks for SCHED_FIFO at it (refusal is silent here:
+        the node reports it once for its executor).
+        """
         self._engine = engine
+        self._priority = int(priority)
         self._clock = clock
         self._on_result = on_result
         self._poll = poll_period
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=thread_name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
@@ -40,6 +45,13 @@ class InferenceWorker:
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stop.is_set()
+
+    def _run(self) -> None:
+        if self._priority > 0:
+            from vla_ros.runtime.control_loop import set_fifo_priority
+
+            set_fifo_priority(self._priority)
+        self._loop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
