@@ -54,7 +54,8 @@ def test_checkpoint_is_small_safetensors_with_statistics(name):
     statistics = json.loads((directory / 'dataset_statistics.json').read_text())
     (entry,) = statistics.values()
     q01, q99 = np.array(entry['action']['q01']), np.array(entry['action']['q99'])
-    assert q01.shape == (7,) and np.all(q01 <= q99)
+    # arm7, or arm7_done (arm7 + the terminate dimension, bounds [0, 1]).
+    assert q01.shape in ((7,), (8,)) and np.all(q01 <= q99)
 
 
 @pytest.mark.parametrize('name', SHIPPED)
@@ -63,7 +64,7 @@ def test_shipped_policy_reaches_named_objects_closed_loop(name):
 
     policy = _load(name)
     try:
-        assert policy.spec.action_space.name == 'arm7'
+        assert policy.spec.action_space.name in ('arm7', 'arm7_done')
         results = run_episodes(policy, ['reach'], REACH_EPISODES, seed=FIRST_SEED,
                                split='train')
     finally:
