@@ -294,3 +294,20 @@ def test_a_tick_cut_by_the_start_of_the_recording_is_left_out(tmp_path):
 def test_joint_space_sessions_are_not_exported_as_end_effector_actions(tmp_path):
     code = bag_main(['to-dataset', str(GOLDEN / 'sim_arm_joint'), '-o', str(tmp_path / 'd')])
     assert code != 0
+
+
+def test_a_control_process_recording_orders_ticks_at_their_decision():
+    from vla_ros.bags.regress import recorded_decision_lead
+
+    # The node computed each command control_process_lead_s before its deadline: a chunk
+    # received in between was not there for that tick.
+    assert recorded_decision_lead({'control_process': True, 'control_thread': True,
+                                   'control_process_lead_s': 0.01}) == 0.01
+    # Published by the node itself (no lead): older bags, the timer, simulated time.
+    assert recorded_decision_lead({}) == 0.0
+    assert recorded_decision_lead({'control_process': False,
+                                   'control_process_lead_s': 0.01}) == 0.0
+    assert recorded_decision_lead({'control_process': True, 'control_thread': False,
+                                   'control_process_lead_s': 0.01}) == 0.0
+    assert recorded_decision_lead({'control_process': True, 'use_sim_time': True,
+                                   'control_process_lead_s': 0.01}) == 0.0

@@ -297,6 +297,18 @@ def compare(times, recorded, replayed, tolerance, names=DIMENSIONS) -> list[Dime
 
 
 # ---------------------------------------------------------------------- replay
+def recorded_decision_lead(recorded: dict) -> float:
+    """How long before its stamp the recorded node computed each command [s].
+
+    Only a recording that says it ran a control process (``control_process`` with the
+    control thread, not simulated time) has a lead; older bags have none.
+    """
+    if recorded.get('control_process') is True and recorded.get('control_thread', True) \
+            and not recorded.get('use_sim_time', False):
+        return float(recorded.get('control_process_lead_s', 0.0))
+    return 0.0
+
+
 class LockstepReplay:
     """Drive an InferenceEngine through a recorded session on the recorded clock."""
 
@@ -304,6 +316,10 @@ class LockstepReplay:
                  virtual_latency: float = 0.1):
         """Build engine, limits and policy from ``params`` (as the node does)."""
         from vla_ros.policies.registry import make_policy
+
+        # With a control process the node decided each tick this long before its stamp
+        # (the deadline the process published it at); recorded bags say so.
+        self.decision_lead = recorded_decision_lead(session.parameters)
 
         if virtual_latency < 0:
             raise RegressionError('virtual latency must be >= 0')
@@ -415,18 +431,21 @@ class LockstepReplay:
         # the ticks' median delay, which decided this wrongly by a millisecond.
         # Engine times: a tick at its stamp, a chunk at its receive time minus that delay.
         # A chunk ordered before a tick is buffered no later than that tick's stamp.
+        # A tick is ordered at its decision: the recorder's receive time minus the lead
+        # with which the node computed it (0 without a control process), so inputs and
+        # chunks that came in between were not there for it, as on the robot.
         delay = self.session.transport_delay()
         events = [(recv, priority, kind, value, recv)
                   for recv, priority, kind, value in self._input_events()]
-        tick_recv = np.array([t.recv for t in self.session.ticks])
+        decided = np.array([t.recv - self.decision_lead for t in self.session.ticks])
         for chunk in self.session.chunks:
             t = chunk.recv - delay
-            following = np.flatnonzero(tick_recv >= chunk.recv)
+            following = np.flatnonzero(decided >= chunk.recv)
             if following.size:
                 t = min(t, min(self.session.ticks[i].stamp for i in following))
             events.append((chunk.recv, 3, 'chunk', chunk, t))
         for i, tick in enumerate(self.session.ticks):
-            events.append((tick.recv, 4, 'tick', i, tick.stamp))
+            events.append((decided[i], 4, 'tick', i, tick.stamp))
         events.sort(key=lambda e: (e[0], e[1]))
         rows = np.full((len(self.session.ticks), len(self.layout.names)), np.nan)
         for _, _, kind, value, t in events:
