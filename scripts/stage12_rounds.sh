@@ -15,6 +15,11 @@
 #   7 dagger 150 370000 370500 25 WORK/run6/openvla_run6 WORK   (shipped as openvla_sim)
 # WORK holds stage12/sim_reach_pick_up (run 2's data) and one runN directory per round.
 set -eu
+if [ $# -ne 8 ] || { [ "$2" != grasp ] && [ "$2" != dagger ]; } || [ ! -d "$7" ]; then
+  echo "usage: $0 ROUND grasp|dagger EPISODES SEED_A SEED_B TRAIN_SEED PREVIOUS_CHECKPOINT WORK" >&2
+  echo "  (got $# arguments; PREVIOUS_CHECKPOINT must be an existing directory)" >&2
+  exit 2
+fi
 ROUND=$1 KIND=$2 EPISODES=$3 SEED_A=$4 SEED_B=$5 TRAIN_SEED=$6 PREVIOUS=$7 WORK=$8
 VLA=${VLA:-vla-ros}
 R=$WORK/run$ROUND
