@@ -86,6 +86,7 @@ def test_recorded_session_has_the_instruction_and_regresses_green(tmp_path, ros_
             _stop(recorder)
         output, _ = _stop(launch)
     summary = json.loads(out)
+    print('recorder:', err, 'instruct:', instruct.stderr, sep='\n')  # shown on failure
     assert summary['counts'].get('/instruction') == 1, summary
     assert summary['counts'].get('/vla/action_chunk', 0) > 0, summary
     with BagReader(bag) as reader:
