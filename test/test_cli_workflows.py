@@ -225,3 +225,27 @@ def test_policy_swaps_across_families_and_reports_failed_loads(inference_node, r
     assert out.returncode == 1 and 'unknown policy' in out.stderr, out
     out = policy('octo', '--params', '[1]')
     assert out.returncode == 2 and 'JSON object' in out.stderr, out
+
+
+def test_instruct_stays_a_discovery_announcement_period_after_joining():
+    """A recorder `instruct` has not discovered yet must still get the latched sample.
+
+    A process that joins may learn of a busy participant only from its periodic discovery
+    announcement (3 s apart); the session test lost the instruction when `instruct` exited
+    1 s after publishing, before it had discovered the recorder.
+    """
+    from vla_ros.cli import DISCOVERY_SETTLE_S, instruction_delivered
+
+    joined, published = 100.0, 100.6  # matched the node quickly
+    assert DISCOVERY_SETTLE_S > 3.0
+    # Acknowledged, lingered and matches settled: still not before the settle time.
+    assert not instruction_delivered(published + 1.5, joined, published, published, 1.0)
+    assert not instruction_delivered(joined + 3.0, joined, published, published, 1.0)
+    assert instruction_delivered(joined + DISCOVERY_SETTLE_S, joined, published, published, 1.0)
+    # A new match (the recorder, discovered late) restarts the one-second wait.
+    late_match = joined + DISCOVERY_SETTLE_S - 0.2
+    assert not instruction_delivered(joined + DISCOVERY_SETTLE_S, joined, published,
+                                     late_match, 1.0)
+    assert instruction_delivered(late_match + 1.0, joined, published, late_match, 1.0)
+    # --linger longer than the settle time still rules.
+    assert not instruction_delivered(joined + 4.0, joined, published, published, 5.0)

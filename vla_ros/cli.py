@@ -82,6 +82,23 @@ class _RosSession:
 
 # Nodes that record sessions: instruct waits until they matched, when the graph shows them.
 RECORDER_NODES = ('vla_bag_recorder', 'rosbag2_recorder')
+# Discovery is not symmetric in time: a process that joins sees its own announcements
+# answered at once by most participants, but may learn of a busy one (a recorder) only from
+# that one's periodic announcement, 3 s apart by default in Fast DDS (measured here: up to
+# 2.0 s in 24 starts). A recorder this process has not discovered cannot be waited for,
+# so the latched instruction stays offered for a full announcement period plus a margin.
+DISCOVERY_SETTLE_S = 3.5
+
+
+def instruction_delivered(now: float, joined: float, published: float, last_match: float,
+                          linger: float) -> bool:
+    """Whether ``instruct`` has stayed long enough (acknowledgements apart) to exit.
+
+    ``linger`` after publishing, one second after the last new match, and
+    DISCOVERY_SETTLE_S after joining the graph (all monotonic seconds).
+    """
+    return (now >= published + linger and now >= last_match + 1.0
+            and now >= joined + DISCOVERY_SETTLE_S)
 
 
 def _everyone_matched(pub, node, topic: str, wanted_nodes: set[str]) -> bool:
@@ -99,8 +116,8 @@ def cmd_instruct(args) -> int:
     node saw it). It is transient local, so a subscriber that matches later still gets
     it while this process lives: it stays until every match acknowledged it, at least
     ``--linger`` seconds and one second after the last new match (discovering another
-    process can take that long on a busy machine). ``--keep`` serves late joiners until
-    Ctrl-C.
+    process can take that long on a busy machine), and at least DISCOVERY_SETTLE_S after
+    it joined the graph. ``--keep`` serves late joiners until Ctrl-C.
     """
     import os
 
@@ -116,7 +133,8 @@ def cmd_instruct(args) -> int:
     topic = _topic(args.namespace, 'instruction')
     with _RosSession('vla_instruct') as node:
         pub = node.create_publisher(String, topic, qos.INSTRUCTION)
-        matched, last_change = 0, time.monotonic()
+        started = time.monotonic()
+        matched, last_change = 0, started
 
         def wait(until: float, ready) -> None:
             nonlocal matched, last_change
@@ -135,7 +153,8 @@ def cmd_instruct(args) -> int:
         published = time.monotonic()
         if matched:
             wait(published + max(args.linger, 5.0),
-                 lambda now: now >= published + args.linger and now >= last_change + 1.0
+                 lambda now: instruction_delivered(now, started, published, last_change,
+                                                   args.linger)
                  and pub.wait_for_all_acked(Duration(seconds=0.1)))
         subscribers = {i.node_name for i in node.get_subscriptions_info_by_topic(topic)}
         if not pub.get_subscription_count():
