@@ -356,9 +356,11 @@ class InferenceEngine:
                          finished: float, publish=None) -> InferenceResult | None:
         """Buffer the chunk at ``finished`` unless the instruction or policy changed.
 
-        ``publish(result)``, if given, runs before the chunk is buffered (outside the
-        lock): a control tick on another thread can then never command from a chunk that
-        is not yet on the wire, so a recording always shows a chunk before its use.
+        ``publish(result)``, if given, runs just before the chunk is buffered, with the
+        lock held: a control tick on another thread sees the chunk either not yet on the
+        wire or already buffered, never published but unused (a recording then orders
+        the chunk against the ticks as the node did, up to transport latency); and never
+        commands from a chunk a recording does not show.
         """
         with self._lock:
             self._running_since = None
@@ -368,13 +370,13 @@ class InferenceEngine:
                 return None
             if job.version != self._instruction_version or job.policy is not self._policy:
                 return None  # instruction or policy changed while we were thinking
-        result = InferenceResult(chunk, job.name, tuple(job.policy.spec.action_space.names),
-                                 finished - job.started, job.started)
-        if publish is not None:
-            publish(result)
-        with self._lock:
-            if job.version != self._instruction_version or job.policy is not self._policy:
-                return None
+            result = InferenceResult(chunk, job.name,
+                                     tuple(job.policy.spec.action_space.names),
+                                     finished - job.started, job.started)
+            if publish is not None:
+                publish(result)
+                if job.version != self._instruction_version or job.policy is not self._policy:
+                    return None  # changed by the callback itself (the lock is re-entrant)
             if not self._buffer_chunk(chunk, finished):
                 return None
         return result
