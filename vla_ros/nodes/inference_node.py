@@ -38,9 +38,11 @@ from vla_ros.inference_config import (
     policy_arguments,
 )
 from vla_ros.nodes import qos
+from vla_ros.nodes.camera_intake import CameraIntake
 from vla_ros.nodes.control_relay import ControlRelay
 from vla_ros.nodes.control_scheduling import start_control_tick, stop_control_tick
 from vla_ros.nodes.declare import declare_parameters
+from vla_ros.nodes.image_cdr import read_image
 from vla_ros.nodes.image_conversion import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -133,17 +135,20 @@ class InferenceNode(Node):
         self._status_pub = self.create_publisher(PolicyStatus, 'vla/status', qos.STATUS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
+        # Frames start every inference: taken on a thread of their own (camera_intake).
+        self._intake = CameraIntake(self, p['node_thread_priority'], on_error=lambda exc:
+                                    self.get_logger().error(
+                                        f'camera intake: {type(exc).__name__}: {exc}',
+                                        throttle_duration_sec=2.0))
         for camera in p['cameras']:
             if p['image_transport'] == 'compressed':
-                self.create_subscription(
+                self._intake.subscribe(
                     CompressedImage, f'camera/{camera}/image_raw/compressed',
-                    lambda m, c=camera: self._on_image(c, m, compressed=True),
-                    qos.SENSOR, callback_group=sensors)
-            else:
-                self.create_subscription(
+                    lambda m, c=camera: self._on_image(c, m, compressed=True), qos.SENSOR)
+            else:  # raw: the frame's CDR bytes, read by image_cdr (no Python message)
+                self._intake.subscribe(
                     Image, f'camera/{camera}/image_raw',
-                    lambda m, c=camera: self._on_image(c, m, compressed=False),
-                    qos.SENSOR, callback_group=sensors)
+                    lambda data, c=camera: self._on_raw_image(c, data), qos.SENSOR, raw=True)
         self.create_subscription(String, 'instruction', self._on_instruction,
                                  qos.INSTRUCTION, callback_group=sensors)
         if p['use_joint_states'] or self._joints is not None:
@@ -160,6 +165,7 @@ class InferenceNode(Node):
         else:
             self._worker = InferenceWorker(self._engine, self._now, self._publish_chunk)
         self._worker.start()
+        self._intake.start()
         relay = p['control_process'] and p['control_thread'] and \
             not self.get_parameter('use_sim_time').value
         self._relay: ControlRelay | None = None
@@ -307,13 +313,24 @@ class InferenceNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _on_raw_image(self, camera: str, data: bytes) -> None:
+        try:
+            msg = read_image(data)
+        except ImageConversionError as exc:
+            self._reject_image(camera, exc)
+            return
+        self._on_image(camera, msg, compressed=False)
+
+    def _reject_image(self, camera: str, exc: Exception) -> None:
+        self._input_error = f'camera {camera!r}: {exc}'
+        self._engine.report_input_error(self._input_error, self._now())
+        self.get_logger().warning(self._input_error, throttle_duration_sec=2.0)
+
     def _on_image(self, camera: str, msg, compressed: bool) -> None:
         try:
             rgb = compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg)
         except ImageConversionError as exc:
-            self._input_error = f'camera {camera!r}: {exc}'
-            self._engine.report_input_error(self._input_error, self._now())
-            self.get_logger().warning(self._input_error, throttle_duration_sec=2.0)
+            self._reject_image(camera, exc)
             return
         stamp = to_seconds(msg.header.stamp)
         self._engine.set_image(camera, rgb, stamp if stamp > 0 else self._now())
@@ -434,6 +451,7 @@ class InferenceNode(Node):
         with self._load_lock:
             self._shutting_down = True
             remotes = list(self._remotes)
+        self._intake.stop()
         stop_control_tick(self._control_loop)
         if self._relay is not None:
             self._relay.close()
