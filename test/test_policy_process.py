@@ -434,3 +434,29 @@ def test_policy_process_preprocesses_frames_as_the_engine_does():
     # The methods differ (else this test would not tell whether the method is passed on).
     assert not np.array_equal(_preprocess(rgb, (32, 32), 'default'),
                               _preprocess(rgb, (32, 32), 'resize-crop'))
+
+
+def test_frames_are_read_in_place_and_only_a_kept_view_is_copied():
+    # The process reads the node's segment without copying; a frame already at the
+    # policy's size would reach the policy as that very memory, which the node overwrites
+    # with its next frame, so that one (and only that one) is copied.
+    from vla_ros.runtime.policy_process import SharedFrames, _preprocess
+    from vla_ros.runtime.remote_policy import _FrameSlots
+
+    slots, shared = _FrameSlots(), SharedFrames()
+    try:
+        first = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        name, shape = slots.write('front', first)
+        view = shared.read('front', name, shape)
+        assert not view.flags.writeable
+        np.testing.assert_array_equal(view, first)
+        kept = _preprocess(view, (64, 48))  # already the policy's size
+        resized = _preprocess(view, (32, 24))
+        assert not np.may_share_memory(kept, view) and kept.flags.writeable
+        before = resized.copy()
+        slots.write('front', np.zeros_like(first))  # the node's next frame, same segment
+        np.testing.assert_array_equal(view, 0)  # in place: no copy was made on read
+        np.testing.assert_array_equal(kept, first)
+        np.testing.assert_array_equal(resized, before)
+    finally:
+        slots.close()

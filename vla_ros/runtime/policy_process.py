@@ -41,7 +41,12 @@ class SharedFrames:
         self._maps: dict[str, tuple[str, mmap.mmap, np.ndarray]] = {}
 
     def read(self, camera: str, name: str, shape: tuple) -> np.ndarray:
-        """A private copy of the frame in segment ``name``."""
+        """A read-only view of the frame in segment ``name``.
+
+        The node writes a camera's segment only while it waits for no answer, so the view
+        holds still during one request; anything kept beyond it must be a copy (see
+        :func:`_preprocess`).
+        """
         entry = self._maps.get(camera)
         if entry is None or entry[0] != name or entry[2].shape != tuple(shape):
             if entry is not None:
@@ -59,9 +64,7 @@ class SharedFrames:
                 os.close(fd)
             view = np.frombuffer(mm, dtype=np.uint8, count=size).reshape(shape)
             entry = self._maps[camera] = (name, mm, view)
-        # A copy: the node reuses the segment for its next frame, and a policy may keep
-        # the image it was given (e.g. a frame history).
-        return entry[2].copy()
+        return entry[2]
 
 
 def warmup_observation(spec) -> dict:
@@ -161,7 +164,11 @@ def _preprocess(rgb, size, method='default'):
     # checkpoints resize with Pillow's bicubic), so both modes feed the same pixels.
     from vla_ros.images import prepare_image
 
-    return prepare_image(rgb, size, method=method)
+    image = prepare_image(rgb, size, method=method)
+    # A frame already at the policy's size comes back as the shared-memory view itself,
+    # which the node overwrites with its next frame; a policy may keep what it is given
+    # (a frame history), so that one is copied. A resized image is new memory already.
+    return image.copy() if np.may_share_memory(image, rgb) else image
 
 
 def serve(conn: Connection) -> int:
