@@ -138,9 +138,10 @@ class _Recorder:
         self.commands.append((info['source_timestamp'] * 1e-9,
                               info['received_timestamp'] * 1e-9, moving, time.time()))
 
-    def _on_chunk(self, msg):
+    def _on_chunk(self, msg, info):
         stamp = self._to_seconds(msg.header.stamp)
-        self.chunks.append((stamp, time.time(), msg.policy))
+        # (frame stamp, this callback ran, policy, this process's DDS reader got it)
+        self.chunks.append((stamp, time.time(), msg.policy, info['received_timestamp'] * 1e-9))
         if self._pending is not None and stamp >= self._pending - 1e-6:
             self._pending = None
             self._ready_at = time.time() + self.gap
@@ -360,15 +361,19 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
                 else:
                     prepare[key], compute[key] = float(a), float(b)
     per_policy = {}
-    for stamp, got, policy in recorder.chunks:
+    for stamp, called, policy, got in recorder.chunks:
         if not t_start <= got <= t_end:
             continue
         model = compute.get(round(stamp, 6))
         if model is None:
             continue
         entry = per_policy.setdefault(policy, {'overhead': [], 'compute': [], 'to_worker': [],
-                                               'hop': [], 'preprocess': [], 'back': []})
+                                               'hop': [], 'preprocess': [], 'back': [],
+                                               'overhead_callback': []})
+        # At the subscriber's DDS reception (as for the commands); its callback, which
+        # waits for this process's busy executor, separately.
         entry['overhead'].append(got - stamp - model)
+        entry['overhead_callback'].append(called - stamp - model)
         entry['compute'].append(model)
         entry['preprocess'].append(prepare[round(stamp, 6)])
         if round(stamp, 6) in worker:  # process mode: where the overhead goes
@@ -416,6 +421,8 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
                    'model_compute_ms_p50': _p(v['compute'], 50),
                    'pipeline_overhead_ms_p50': _p(v['overhead'], 50),
                    'pipeline_overhead_ms_p90': _p(v['overhead'], 90),
+                   'pipeline_overhead_ms_p50_at_subscriber_callback':
+                       _p(v['overhead_callback'], 50),
                    # Its parts (process mode): frame stamp -> the worker sends it to the
                    # policy process; the resize there; the process hop beyond resize and
                    # model; chunk back at the worker -> received here.
