@@ -46,7 +46,14 @@ def test_frames_reach_the_handler_on_the_intake_thread_and_not_the_executor(ros_
     intake.start()
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin():  # stopped by the flag: shutting the executor down mid-spin races in rclpy
+        while spinning.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     images = source.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)
     chatter = source.create_publisher(String, 'chatter', 10)
@@ -65,8 +72,9 @@ def test_frames_reach_the_handler_on_the_intake_thread_and_not_the_executor(ros_
     finally:
         intake.stop()
         assert not intake._thread.is_alive()
-        executor.shutdown()
+        spinning.clear()
         spinner.join(5.0)
+        executor.shutdown()
         node.destroy_node()
         source.destroy_node()
 
