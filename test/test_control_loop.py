@@ -32,6 +32,30 @@ def test_a_tick_late_by_more_than_a_period_skips_instead_of_bursting():
     assert s.wait_time(0.5) == 0.0
 
 
+def test_a_late_tick_is_for_the_last_deadline_due_not_the_first_missed():
+    s = TickSchedule(0.1, start=0.0)
+    assert s.latest_due(0.05) == pytest.approx(0.1)  # none passed: the next one
+    assert s.latest_due(0.1) == pytest.approx(0.1)
+    assert s.latest_due(0.35) == pytest.approx(0.3)  # 0.1 and 0.2 were missed
+
+
+def test_a_loop_woken_late_stamps_its_command_with_a_current_deadline():
+    # Before: woken 0.35 s late (a start-up stall), the tick was told the first deadline
+    # it missed; its command, stamped 0.25 s in the past, reached the driver stale.
+    times = iter([0.0, 0.35, 0.35, 0.35])
+    calls = []
+
+    def tick(deadline):
+        calls.append(deadline)
+        loop._stop.set()
+
+    loop = ControlLoop(tick, 0.1, clock=lambda: next(times, 0.35), lead=0.01)
+    loop.start()
+    loop._thread.join(5.0)
+    assert calls == [pytest.approx(0.3)]  # not 0.1
+    assert loop.schedule.skipped == 2
+
+
 def test_period_must_be_positive():
     with pytest.raises(ValueError, match='positive'):
         TickSchedule(0.0, start=0.0)

@@ -42,6 +42,15 @@ class TickSchedule:
         """When the next tick is due."""
         return self._start + self._k * self.period
 
+    def latest_due(self, now: float) -> float:
+        """The last deadline at or before ``now`` (the next one if none has passed).
+
+        A tick woken more than a period late is for this deadline, not the first one it
+        missed: a command stamped with that one would arrive stale.
+        """
+        missed = int(max(0.0, now - self.next_deadline) // self.period)
+        return self.next_deadline + missed * self.period
+
     def wait_time(self, now: float) -> float:
         """Seconds to sleep until the next deadline (0 when it has passed)."""
         return max(0.0, self.next_deadline - now)
@@ -145,7 +154,8 @@ class ControlLoop:
         while not self._stop.wait(schedule.wait_time(self._clock())):
             if self._clock() < schedule.next_deadline:
                 continue  # woke early (timer slack): sleep the rest
-            deadline, start = schedule.next_deadline, self._clock()
+            start = self._clock()
+            deadline = schedule.latest_due(start)
             schedule.tick(start)
             try:
                 if self.lead:
