@@ -234,7 +234,8 @@ def test_instruct_stays_a_discovery_announcement_period_after_joining():
     announcement (3 s apart); the session test lost the instruction when `instruct` exited
     1 s after publishing, before it had discovered the recorder.
     """
-    from vla_ros.cli import DISCOVERY_SETTLE_S, instruction_delivered
+    from vla_ros.cli import instruction_delivered
+    from vla_ros.dds import DISCOVERY_SETTLE_S
 
     joined, published = 100.0, 100.6  # matched the node quickly
     assert DISCOVERY_SETTLE_S > 3.0

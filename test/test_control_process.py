@@ -86,6 +86,23 @@ def test_the_node_publishes_until_the_process_is_ready_and_heard_by_every_subscr
     assert h.decide(True, _feedback(published=3, subscribers=0), own_subscribers=0, k=4)
 
 
+def test_the_process_takes_over_only_after_its_match_has_held_for_the_settle_time():
+    # At openvla_arm start-up the process matched the driver on its side, took over, and
+    # the driver (which had not discovered the process yet) heard nothing for 0.27 s: a
+    # watchdog trip, 3.2 s after the process started (one announcement period).
+    h = Handover(settle_ticks=35)
+    assert not h.decide(True, _feedback(subscribers=1), own_subscribers=1, k=1)
+    assert not h.decide(True, _feedback(subscribers=1), own_subscribers=1, k=30)
+    # The match lapsed: the wait starts over.
+    assert not h.decide(True, _feedback(subscribers=0), own_subscribers=1, k=31)
+    for k in range(32, 67):
+        assert not h.decide(True, _feedback(subscribers=1), own_subscribers=1, k=k), k
+    assert h.decide(True, _feedback(subscribers=1), own_subscribers=1, k=67)
+    assert h.relayed_since == 67
+    h.reset()  # a restarted process waits again
+    assert not h.decide(True, _feedback(subscribers=1), own_subscribers=1, k=100)
+
+
 def test_the_node_takes_back_at_once_when_the_process_dies_or_stops_publishing():
     h = Handover(stall_ticks=3)
     assert h.decide(True, _feedback(), 1, k=10)

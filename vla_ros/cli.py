@@ -15,6 +15,8 @@ import json
 import sys
 import time
 
+from vla_ros.dds import DISCOVERY_SETTLE_S
+
 
 def _split_assignments(items: list[str]) -> dict[str, str]:
     out = {}
@@ -82,12 +84,6 @@ class _RosSession:
 
 # Nodes that record sessions: instruct waits until they matched, when the graph shows them.
 RECORDER_NODES = ('vla_bag_recorder', 'rosbag2_recorder')
-# Discovery is not symmetric in time: a process that joins sees its own announcements
-# answered at once by most participants, but may learn of a busy one (a recorder) only from
-# that one's periodic announcement, 3 s apart by default in Fast DDS (measured here: up to
-# 2.0 s in 24 starts). A recorder this process has not discovered cannot be waited for,
-# so the latched instruction stays offered for a full announcement period plus a margin.
-DISCOVERY_SETTLE_S = 3.5
 
 
 def instruction_delivered(now: float, joined: float, published: float, last_match: float,

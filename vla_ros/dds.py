@@ -24,6 +24,13 @@ from vla_ros.paths import config_dir
 
 PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
 _NETWORK_RANGES = ('SUBNET', 'SYSTEM_DEFAULT')
+# Discovery is not symmetric in time: a process that joins learns of most participants at
+# once, but a busy one (a recorder, the driver) may learn of the newcomer, or the newcomer
+# of it, only from the next periodic announcement, 3 s apart in Fast DDS (measured here:
+# up to 2.0 s in 24 starts). A publisher matched on its own side may thus go unheard for
+# that long. Whoever must be heard by a participant it cannot check (``instruct``'s
+# latched instruction, the control process taking over the commands) waits this long.
+DISCOVERY_SETTLE_S = 3.5
 
 
 def default_profile(realtime: bool | None = None) -> str:

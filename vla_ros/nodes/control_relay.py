@@ -7,7 +7,8 @@ publishes them at the deadline) or tells the node to publish them itself.
 
 Who publishes is :class:`Handover`'s decision (pure, tested with plain numbers): the node,
 until the process is up and its primary command publisher has matched at least as many
-subscribers as the node's own (so the driver never misses a tick at the switch); then the
+subscribers as the node's own, for as long as discovery may take to be heard
+(``DISCOVERY_SETTLE_S``), so the driver never misses a tick at the switch; then the
 process; and the node again, at once, if the process exits or stops publishing (no
 deadline published for ``STALL_TICKS`` ticks). :meth:`ControlRelay.supervise` (a 1 Hz
 timer of the node, never the real-time thread: a child forked from it would inherit
@@ -16,11 +17,13 @@ SCHED_FIFO for its imports) restarts a failed process, waiting 1 s, then doublin
 """
 
 import json
+import math
 import subprocess
 import sys
 import threading
 import time
 
+from vla_ros.dds import DISCOVERY_SETTLE_S
 from vla_ros.runtime.command_slot import NOTHING_PUBLISHED, CommandSlot, Feedback
 from vla_ros.runtime.control_process import type_name
 
@@ -32,13 +35,21 @@ MAX_RESTART_DELAY_S = 30.0
 class Handover:
     """Whether the control process publishes deadline ``k`` (True) or the node does."""
 
-    def __init__(self, stall_ticks: int = STALL_TICKS):
-        """``stall_ticks``: written deadlines in a row left unpublished before taking back."""
+    def __init__(self, stall_ticks: int = STALL_TICKS, settle_ticks: int = 0):
+        """``stall_ticks``: written deadlines in a row left unpublished before taking back.
+
+        ``settle_ticks``: deadlines the process's publisher must have matched every
+        subscriber of the node's before it takes over. Matched on its side is not heard:
+        the driver may discover the new process only from its next periodic announcement
+        (``vla_ros.dds.DISCOVERY_SETTLE_S``); until then it drops what the process sends.
+        """
         self.stall_ticks = int(stall_ticks)
+        self.settle_ticks = int(settle_ticks)
         self.relayed_since: int | None = None  # first deadline handed to the process
         self.stalled = False  # the process stopped publishing: the node took back
         self._last_written: int | None = None
         self._unpublished = 0
+        self._matched_since: int | None = None
 
     def decide(self, ready: bool, feedback: Feedback, own_subscribers: int, k: int) -> bool:
         """Decide for deadline ``k`` from the process's state and the node's primary publisher.
@@ -49,11 +60,16 @@ class Handover:
         skipped some (stopped, starved of CPU), nothing was there to publish.
         """
         if not ready or self.stalled:
-            self.relayed_since = self._last_written = None
+            self.relayed_since = self._last_written = self._matched_since = None
             return False
         if self.relayed_since is None:
             if feedback.subscribers[0] < own_subscribers:
+                self._matched_since = None
                 return False  # the driver would not hear the process yet
+            if self._matched_since is None:
+                self._matched_since = k
+            if k - self._matched_since < self.settle_ticks:
+                return False  # matched, but perhaps not yet heard (see __init__)
             self.relayed_since = self._last_written = k
             self._unpublished = 0
             return True
@@ -68,7 +84,7 @@ class Handover:
 
     def reset(self) -> None:
         """A new process: start over (the node publishes until it has caught up)."""
-        self.relayed_since = self._last_written = None
+        self.relayed_since = self._last_written = self._matched_since = None
         self.stalled = False
         self._unpublished = 0
 
@@ -94,7 +110,7 @@ class ControlRelay:
         self._proc: subprocess.Popen | None = None
         self._ready = False
         self._closed = False
-        self.handover = Handover()
+        self.handover = Handover(settle_ticks=math.ceil(DISCOVERY_SETTLE_S / period))
         self.restarts = 0
         self._failures = 0
         self._next_start = 0.0
