@@ -8,6 +8,7 @@ import pytest
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+from test_driver_node import wait_for
 
 from vla_ros.nodes import qos
 from vla_ros.nodes.camera_intake import CameraIntake
@@ -15,15 +16,6 @@ from vla_ros.nodes.image_cdr import read_image
 from vla_ros.nodes.image_conversion import image_msg_to_rgb, rgb_to_image_msg
 
 pytestmark = [pytest.mark.graph]
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_frames_reach_the_handler_on_the_intake_thread_and_not_the_executor(ros_context):
@@ -58,14 +50,14 @@ def test_frames_reach_the_handler_on_the_intake_thread_and_not_the_executor(ros_
     images = source.create_publisher(Image, 'camera/front/image_raw', qos.SENSOR)
     chatter = source.create_publisher(String, 'chatter', 10)
     try:
-        assert _wait(lambda: images.get_subscription_count() > 0
-                     and chatter.get_subscription_count() > 0)
+        assert wait_for(lambda: images.get_subscription_count() > 0
+                        and chatter.get_subscription_count() > 0, 10.0)
         rgb = np.random.default_rng(1).integers(0, 255, (48, 64, 3), np.uint8)
         for i in range(5):
             images.publish(rgb_to_image_msg(rgb, stamp=float(i + 1)))
             chatter.publish(String(data=str(i)))
             time.sleep(0.05)
-        assert _wait(lambda: len(frames) >= 4 and len(strings) >= 4)
+        assert wait_for(lambda: len(frames) >= 4 and len(strings) >= 4, 10.0)
         np.testing.assert_array_equal(frames[0], rgb)
         assert set(threads) == {'vla-camera-intake'}  # never the executor's thread
         assert [type(e) for e in errors] == [ValueError]

@@ -84,5 +84,5 @@ def test_not_cdr_is_named(data, words):
 def test_unterminated_string_is_an_error():
     data = bytearray(serialize_message(rgb_to_image_msg(_frame(2, 3), frame_id='cam')))
     data[4 + 8 + 4 + 3] = ord('x')  # the frame_id's NUL
-    with pytest.raises(ImageConversionError, match='frame_id is not NUL-terminated'):
+    with pytest.raises(ImageConversionError, match='Missing string terminator'):
         read_image(bytes(data))

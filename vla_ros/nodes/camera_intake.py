@@ -49,7 +49,7 @@ class CameraIntake:
         self._priority = int(priority)
         self._on_error = on_error or (lambda exc: None)
         self.group = NotInExecutor()
-        self._entries: list[tuple] = []  # (subscription, handler)
+        self._subscriptions: list = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -57,12 +57,12 @@ class CameraIntake:
         """Like ``create_subscription``; ``handler(message)`` runs on the intake thread."""
         subscription = self._node.create_subscription(
             msg_type, topic, handler, qos_profile, callback_group=self.group, raw=raw)
-        self._entries.append((subscription, handler))
+        self._subscriptions.append(subscription)
         return subscription
 
     def start(self) -> None:
         """Start serving the subscriptions made so far."""
-        if self._entries and self._thread is None:
+        if self._subscriptions and self._thread is None:
             self._thread = threading.Thread(target=self._run, name='vla-camera-intake',
                                             daemon=True)
             self._thread.start()
@@ -84,18 +84,18 @@ class CameraIntake:
         while not self._stop.is_set() and context.ok():
             try:
                 with context.handle:
-                    wait_set = _rclpy.WaitSet(len(self._entries), 0, 0, 0, 0, 0,
+                    wait_set = _rclpy.WaitSet(len(self._subscriptions), 0, 0, 0, 0, 0,
                                               context.handle)
-                for subscription, _ in self._entries:
+                for subscription in self._subscriptions:
                     with subscription.handle:
                         wait_set.add_subscription(subscription.handle)
                 wait_set.wait(POLL_TIMEOUT_NS)
-                for subscription, handler in self._entries:
+                for subscription in self._subscriptions:
                     with subscription.handle:
                         taken = subscription.handle.take_message(subscription.msg_type,
                                                                  subscription.raw)
                     if taken is not None and not self._stop.is_set():
-                        self._call(handler, taken[0])
+                        self._call(subscription.callback, taken[0])
             except Exception as exc:  # noqa: BLE001 - shutting down, or a handle went away
                 if self._stop.is_set() or not context.ok():
                     return
