@@ -477,6 +477,9 @@ def untrained_warning(name: str, config: dict) -> str:
 
 def main(args=None):
     """Entry point of ``ros2 run vla_ros inference_node``."""
+    from vla_ros.memory import keep_freed_memory
+
+    keep_freed_memory()
     spin_node(InferenceNode, args)
 
 

@@ -1,0 +1,27 @@
+"""The synthetic pipeline benchmark's split of stamp -> chunk into its parts."""
+
+import pytest
+
+from vla_ros.benchmarking.pipeline import _add_parts, _read_timing_log
+
+
+def test_parts_add_up_to_stamp_to_chunk(tmp_path):
+    log = tmp_path / 'timing.txt'
+    # Frame stamped at 100.0: the worker sent it at +1.5 ms, the policy spent 2 ms on
+    # preprocess and 300 ms in its call, the chunk was back at the worker at +304.5 ms.
+    log.write_text('scripted 100.000000000 0.002000 0.300000\n'
+                   '@worker 100.000000000 100.001500 100.304500\n'
+                   'scripted 200.000000000 0.002000 0.300000\n')
+    timing = _read_timing_log(str(log))
+    parts = {k: [] for k in ('stamp_to_worker', 'preprocess', 'model', 'process_hop',
+                             'chunk_to_subscriber')}
+    assert _add_parts(parts, timing, 100.0, 100.3050)
+    assert parts['stamp_to_worker'] == [pytest.approx(0.0015)]
+    assert parts['process_hop'] == [pytest.approx(0.001)]
+    assert parts['chunk_to_subscriber'] == [pytest.approx(0.0005)]
+    total = sum(parts[k][0] for k in parts)
+    assert total == pytest.approx(100.3050 - 100.0)
+    # Thread mode (no worker line): the policy's times only; unknown frames: nothing.
+    assert _add_parts(parts, timing, 200.0, 200.31)
+    assert len(parts['model']) == 2 and len(parts['process_hop']) == 1
+    assert not _add_parts(parts, timing, 300.0, 300.31)
