@@ -460,3 +460,120 @@ def test_frames_are_read_in_place_and_only_a_kept_view_is_copied():
         np.testing.assert_array_equal(resized, before)
     finally:
         slots.close()
+
+
+# ------------------------------------------------- second camera prepared while idle
+@pytest.fixture
+def pixel_remote():
+    from vla_ros.policies.registry import register_policy, unregister_policy
+
+    register_policy('test_pixel', 'pixel_policy:PixelPolicy', 'test: pixel sums',
+                    'scripted')
+    made = []
+    here = os.path.dirname(os.path.abspath(__file__))  # the policy process imports it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (here, os.environ.get('PYTHONPATH', '')) if p))
+
+    def make():
+        policy = RemotePolicy('test_pixel', {'chunk_length': 4}, env=env)
+        made.append(policy)
+        policy.start()
+        return policy
+
+    yield make
+    for policy in made:
+        policy.close()
+    unregister_policy('test_pixel')
+
+
+def _frame(seed, stamp, shape=(48, 64, 3)):
+    return Frame(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8), stamp)
+
+
+def _local_chunk(front, wrist):
+    """What the policy computes in-process on these frames (the engine's preprocessing)."""
+    from pixel_policy import PixelPolicy
+
+    from vla_ros.runtime.engine import _default_preprocess, predict_chunk
+
+    chunk, error = predict_chunk(PixelPolicy(chunk_length=4), 'test_pixel',
+                                 {'front': front, 'wrist': wrist}, 'go', None,
+                                 _default_preprocess)
+    assert error == ''
+    return chunk.actions
+
+
+def test_a_prepared_second_camera_gives_the_same_chunk(pixel_remote):
+    remote = pixel_remote()
+    front, wrist = _frame(1, 5.0), _frame(2, 4.9)
+    frames = {'front': front, 'wrist': wrist}
+    assert remote.prepare(frames) == 1  # the wrist only: the front starts requests
+    assert remote.prepare(frames) == 0  # sent already
+    chunk, error = remote.compute(frames, 'go', None, 5.0)
+    assert error == '' and remote.last_prepared_used == 1
+    np.testing.assert_allclose(chunk.actions, _local_chunk(front, wrist), rtol=1e-6)
+    # A newer wrist frame than the prepared one: sent with the request as usual.
+    newer = _frame(3, 5.1)
+    chunk, error = remote.compute({'front': front, 'wrist': newer}, 'go', None, 5.0)
+    assert error == '' and remote.last_prepared_used == 0
+    np.testing.assert_allclose(chunk.actions, _local_chunk(front, newer), rtol=1e-6)
+    assert not np.allclose(chunk.actions, _local_chunk(front, wrist))
+    # One prepare per camera until the next answer; then the next frame may go.
+    assert remote.prepare({'front': front, 'wrist': _frame(4, 5.2)}) == 1
+    assert remote.prepare({'front': front, 'wrist': _frame(5, 5.3)}) == 0
+    chunk, error = remote.compute({'front': front, 'wrist': newer}, 'go', None, 5.0)
+    assert error == '' and remote.last_prepared_used == 0
+    np.testing.assert_allclose(chunk.actions, _local_chunk(front, newer), rtol=1e-6)
+    assert remote.prepare({'front': front, 'wrist': _frame(5, 5.3)}) == 1
+
+
+def test_a_frame_that_fails_to_prepare_fails_the_request_as_it_would_have(pixel_remote):
+    remote = pixel_remote()
+    front, bad = _frame(1, 5.0), _frame(2, 5.0, shape=(48, 64, 4))
+    _, usual = remote.compute({'front': front, 'wrist': bad}, 'go', None, 5.0)
+    assert 'HxWx3' in usual
+    assert remote.prepare({'front': front, 'wrist': bad}) == 1
+    chunk, error = remote.compute({'front': front, 'wrist': bad}, 'go', None, 5.0)
+    assert chunk is None and error == usual and remote.ready
+
+
+def test_a_restarted_process_is_sent_the_frames_again(pixel_remote):
+    remote = pixel_remote()
+    front, wrist = _frame(1, 5.0), _frame(2, 5.0)
+    assert remote.prepare({'front': front, 'wrist': wrist}) == 1
+    os.kill(remote.pid, signal.SIGKILL)
+    assert wait_for(lambda: not remote.ready, 10)
+    assert 'SIGKILL' in remote.take_failure()
+    remote.restart()
+    chunk, error = remote.compute({'front': front, 'wrist': wrist}, 'go', None, 5.0)
+    assert error == '' and remote.last_prepared_used == 0
+    np.testing.assert_allclose(chunk.actions, _local_chunk(front, wrist), rtol=1e-6)
+
+
+def test_the_worker_prepares_the_second_camera_while_the_policy_is_idle():
+    from vla_ros.policies.scripted import ScriptedPolicy
+
+    class Recording(FakeRemote):
+        def __init__(self, spec):
+            super().__init__(spec, [])
+            self.prepared = []
+
+        def prepare(self, frames):
+            self.prepared.append({cam: f.stamp for cam, f in frames.items()})
+            return 0
+
+    clock = Clock()
+    spec = ScriptedPolicy(**SCRIPTED, camera_names=('front', 'wrist')).spec
+    engine = InferenceEngine(EngineConfig())
+    remote = Recording(spec)
+    engine.finish_policy_load('scripted', remote)
+    engine.set_instruction('go')
+    worker = ProcessInferenceWorker(engine, clock, poll_period=0.01)
+    worker.start()
+    try:
+        # No front frame: nothing to infer, so the idle worker offers what there is.
+        engine.set_image('wrist', np.zeros((48, 64, 3), np.uint8), clock())
+        worker.wake()
+        assert wait_for(lambda: {'wrist': clock()} in remote.prepared, 5)
+    finally:
+        worker.stop()

@@ -47,7 +47,7 @@ def _read_timing_log(path: str) -> dict:
     timing = {}
     with open(path) as f:
         for line in f:
-            name, stamp, a, b = line.split()
+            name, stamp, a, b, *_ = line.split()
             entry = timing.setdefault(round(float(stamp), 6), {})
             if name == '@worker':  # the node's worker: frames sent, chunk back
                 entry['sent'], entry['back'] = float(a), float(b)

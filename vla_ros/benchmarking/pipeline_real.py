@@ -354,10 +354,10 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
     if os.path.exists(timing_log):
         with open(timing_log) as f:
             for line in f:
-                name, stamp, a, b = line.split()
+                name, stamp, a, b, *rest = line.split()
                 key = round(float(stamp), 6)
                 if name == '@worker':  # the node's worker: frames sent, chunk back
-                    worker[key] = (float(a), float(b))
+                    worker[key] = (float(a), float(b), int(rest[0]) if rest else 0)
                 else:
                     prepare[key], compute[key] = float(a), float(b)
     per_policy = {}
@@ -369,7 +369,7 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
             continue
         entry = per_policy.setdefault(policy, {'overhead': [], 'compute': [], 'to_worker': [],
                                                'hop': [], 'preprocess': [], 'back': [],
-                                               'overhead_callback': []})
+                                               'overhead_callback': [], 'prepared': []})
         # At the subscriber's DDS reception (as for the commands); its callback, which
         # waits for this process's busy executor, separately.
         entry['overhead'].append(got - stamp - model)
@@ -377,7 +377,8 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         entry['compute'].append(model)
         entry['preprocess'].append(prepare[round(stamp, 6)])
         if round(stamp, 6) in worker:  # process mode: where the overhead goes
-            sent, back = worker[round(stamp, 6)]
+            sent, back, prepared = worker[round(stamp, 6)]
+            entry['prepared'].append(prepared > 0)
             entry['to_worker'].append(sent - stamp)
             entry['hop'].append(back - sent - model - prepare[round(stamp, 6)])
             entry['back'].append(got - back)
@@ -430,7 +431,11 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
                        'stamp_to_worker': _p(v['to_worker'], 50),
                        'preprocess': _p(v['preprocess'], 50),
                        'process_hop': _p(v['hop'], 50),
-                       'chunk_to_subscriber': _p(v['back'], 50)}}
+                       'chunk_to_subscriber': _p(v['back'], 50)},
+                   # Chunks whose second camera the policy process had preprocessed
+                   # while idle (process mode; 0 for one-camera policies).
+                   'second_camera_prepared_fraction':
+                       round(float(np.mean(v['prepared'])), 3) if v['prepared'] else None}
             for name, v in per_policy.items()},
         'swap_to_heavy_octo_s': round(events['first_octo_chunk']
                                       - events['swap_to_octo_requested'], 2),

@@ -202,6 +202,11 @@ class InferenceEngine:
         with self._lock:
             self._frames[camera] = Frame(rgb, float(stamp))
 
+    def latest_frames(self) -> dict:
+        """Camera -> its newest Frame (a snapshot; a Frame is never changed in place)."""
+        with self._lock:
+            return dict(self._frames)
+
     def set_proprio(self, state: np.ndarray) -> None:
         """Store the newest proprioceptive state (e.g. joint positions)."""
         with np.errstate(over='ignore'):  # values beyond float32 become inf: refused below
@@ -609,12 +614,16 @@ def _log_timing(name: str, stamp: float, preprocess: float, model: float) -> Non
             f.write(f'{name} {stamp:.9f} {preprocess:.6f} {model:.6f}\n')
 
 
-def log_worker_timing(stamp: float, started: float, finished: float) -> None:
-    """Benchmarks: when the node's worker sent a frame to the policy and got the chunk."""
+def log_worker_timing(stamp: float, started: float, finished: float,
+                      prepared: int = 0) -> None:
+    """Benchmarks: when the worker sent a frame to the policy and got the chunk back.
+
+    ``prepared``: how many cameras' frames the policy process had preprocessed ahead.
+    """
     path = os.environ.get(TIMING_LOG_ENV)
     if path:
         with open(path, 'a') as f:
-            f.write(f'@worker {stamp:.9f} {started:.6f} {finished:.6f}\n')
+            f.write(f'@worker {stamp:.9f} {started:.6f} {finished:.6f} {prepared}\n')
 
 
 def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:

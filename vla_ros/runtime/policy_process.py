@@ -10,7 +10,10 @@ Messages, node -> policy process:
     ('load', name, config, torch_threads, warmup, (target, description, family))
                                                    first message (the registry entry, so
                                                    policies registered at run time load too)
-    ('predict', seq, {camera: (shm_name, shape, stamp)}, instruction, proprio)
+    ('predict', seq, {camera: ('shm', shm_name, shape, stamp)
+                              | ('prepared', token, stamp)}, instruction, proprio)
+    ('prepare', token, camera, shm_name, shape)    preprocess this frame now, while idle;
+                                                   a later request names it by token
     ('reset',)   ('stop',)
 policy process -> node:
     ('ready', spec, warmup_seconds)   or   ('load_failed', error)
@@ -171,12 +174,66 @@ def _preprocess(rgb, size, method='default'):
     return image.copy() if np.may_share_memory(image, rgb) else image
 
 
+class PreparedFrames:
+    """Frames of the policy's other cameras preprocessed while the process was idle.
+
+    Per camera, the last one sent (token, image). Its segment is the node's prepare
+    segment, which the node leaves alone until this process has answered the next
+    request; so a prepare that failed is simply done again, from that segment, by the
+    request that names it (and fails there with the policy's own error).
+    """
+
+    def __init__(self, shared: SharedFrames):
+        self._shared = shared
+        self._done: dict[str, tuple[int, np.ndarray | None, str, tuple]] = {}
+        self._images: list = []  # the prepared images the current request uses
+
+    def prepare(self, spec, token: int, camera: str, name: str, shape: tuple) -> None:
+        """Preprocess the frame in segment ``name`` as the next request would."""
+        try:
+            rgb = self._shared.read(('prepare', camera), name, shape)
+            image = _preprocess(rgb, spec.image_size, spec.image_resize)
+        except Exception:  # noqa: BLE001 - redone, and reported, by the request
+            image = None
+        self._done[camera] = (token, image, name, tuple(shape))
+
+    def frames(self, refs: dict) -> dict:
+        """Camera -> Frame for a request's references (shared memory or prepared)."""
+        from vla_ros.runtime.engine import Frame
+
+        frames, self._images = {}, []
+        for cam, ref in refs.items():
+            if ref[0] == 'shm':
+                _, name, shape, stamp = ref
+                frames[cam] = Frame(self._shared.read(cam, name, shape), stamp)
+                continue
+            _, token, stamp = ref
+            done = self._done.get(cam)
+            if done is None or done[0] != token:
+                raise ValueError(f'the node named a prepared frame of camera {cam!r} that '
+                                 f'this process never got')
+            if done[1] is None:  # its prepare failed: from the segment, the usual way
+                frames[cam] = Frame(self._shared.read(('prepare', cam), done[2], done[3]),
+                                    stamp)
+            else:
+                frames[cam] = Frame(done[1], stamp)
+                self._images.append(done[1])
+        return frames
+
+    def preprocess(self, rgb, size, method='default'):
+        """``_preprocess``, except that a prepared image is already done."""
+        if any(rgb is image for image in self._images):
+            return rgb
+        return _preprocess(rgb, size, method)
+
+
 def serve(conn: Connection) -> int:
     """Answer the node's messages until it says stop or goes away."""
-    from vla_ros.runtime.engine import Frame, predict_chunk
+    from vla_ros.runtime.engine import predict_chunk
 
     _preprocess(np.zeros((2, 2, 3), np.uint8), (1, 1))  # import cv2 now, not in a deadline
     shared = SharedFrames()
+    prepared = PreparedFrames(shared)
     try:
         message = conn.recv()
     except EOFError:
@@ -205,15 +262,18 @@ def serve(conn: Connection) -> int:
         if kind == 'reset':
             policy.reset()
             continue
+        if kind == 'prepare':
+            prepared.prepare(policy.spec, *message[1:])
+            continue
         _, seq, frame_refs, instruction, proprio = message
         start = time.perf_counter()
         try:
-            frames = {cam: Frame(shared.read(cam, shm, shape), stamp)
-                      for cam, (shm, shape, stamp) in frame_refs.items()}
+            frames = prepared.frames(frame_refs)
         except (OSError, ValueError) as exc:
             conn.send(('result', seq, None, f'cannot read the shared frame: {exc}', 0.0))
             continue
-        chunk, error = predict_chunk(policy, name, frames, instruction, proprio, _preprocess)
+        chunk, error = predict_chunk(policy, name, frames, instruction, proprio,
+                                     prepared.preprocess)
         actions = None if chunk is None else chunk.actions
         try:
             conn.send(('result', seq, actions, error, time.perf_counter() - start))

@@ -44,7 +44,11 @@ class ProcessInferenceWorker(InferenceWorker):
             if not isinstance(policy, RemotePolicy):
                 continue
             self.supervise(policy)
-            if not policy.ready or not self._engine.inference_due(self._clock()):
+            if not policy.ready:
+                continue
+            if not self._engine.inference_due(self._clock()):
+                # Idle: let the process preprocess the other cameras' new frames now.
+                policy.prepare(self._engine.latest_frames())
                 continue
             job = self._engine.begin_inference(self._clock())
             if job is None:
@@ -57,7 +61,8 @@ class ProcessInferenceWorker(InferenceWorker):
             finished = self._clock()
             self._engine.finish_inference(job, chunk, error, finished, self._on_result)
             if chunk is not None:
-                log_worker_timing(chunk.stamp, started, finished)
+                log_worker_timing(chunk.stamp, started, finished,
+                                  job.policy.last_prepared_used)
             if chunk is None:
                 self.supervise(job.policy)  # report a crash at once, not a poll later
 

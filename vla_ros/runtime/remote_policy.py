@@ -6,6 +6,11 @@ memory owned by this side, a small message names them, and the chunk comes back.
 process is started with a fresh interpreter (``python -m vla_ros.runtime.policy_process``),
 so the node never imports torch and never forks while rclpy's threads run.
 
+While the process is idle, :meth:`prepare` has it preprocess the newest frames of the
+policy's other cameras ahead of the next request: the request that uses one of them names
+it instead of sending it, and that camera's resize is off the request's path (the first
+camera's new frame is what starts a request, so its resize stays on it).
+
 A crash (any exit, a signal, a segfault) or a hang (no answer within the limit: the
 process is killed) makes :meth:`compute` return an error and :meth:`take_failure` report
 it once; :meth:`restart` starts the same policy again. Which failures to restart and
@@ -177,10 +182,18 @@ class RemotePolicy(Policy):
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._slots = _FrameSlots()
+        # Frames sent ahead to be preprocessed (camera -> (token, Frame)); cameras whose
+        # prepare segment the process may still be reading: until the next result, as it
+        # answers in order and prepares are sent only between requests.
+        self._prepare_slots = _FrameSlots()
+        self._prepared: dict[str, tuple[int, object]] = {}
+        self._prepare_pending: set[str] = set()
+        self._token = 0
         self._lock = threading.Lock()       # process handle and flags
         self._send_lock = threading.Lock()  # one writer on the socket at a time
         self._busy = threading.Lock()       # held during compute()
         self._seq = 0
+        self.last_prepared_used = 0  # cameras the last compute() took from prepare()
         self._failure = ''
         self._closed = False
 
@@ -208,6 +221,7 @@ class RemotePolicy(Policy):
         self._stop_process(proc, conn)
         with self._busy:  # a compute() in flight has returned: the segments are free
             self._slots.close()
+            self._prepare_slots.close()
 
     def close_when_idle(self) -> None:
         """Let an inference in flight finish (it is dropped by the engine), then close."""
@@ -269,6 +283,7 @@ class RemotePolicy(Policy):
                 self._spec, self.warmup_seconds = reply[1], reply[2]
                 self.action_names_known = bool(reply[3]) if len(reply) > 3 else True
                 self._proc, self._conn, self._failure = proc, conn, ''
+                self._prepared, self._prepare_pending = {}, set()  # a new process knows none
         if cancelled:
             self._stop_process(proc, conn)
             raise PolicyLoadError(f'loading {self.name!r} was cancelled')
@@ -310,6 +325,40 @@ class RemotePolicy(Policy):
                 self._failure = reason
 
     # -------------------------------------------------------------- inference
+    def prepare(self, frames: dict) -> int:
+        """Send the idle process the newest frames (camera -> Frame) of the other cameras.
+
+        Call it only between :meth:`compute` calls (the process answers in order, so a
+        prepare never delays a request by more than its own resize). Each camera's frame
+        is sent once, and one per camera until the next result. The number sent.
+        """
+        with self._busy:
+            with self._lock:
+                conn, spec = (None, None) if self._closed else (self._conn, self._spec)
+            if conn is None or spec is None:
+                return 0
+            sent = 0
+            for cam in spec.camera_names[1:]:
+                frame = frames.get(cam)
+                done = self._prepared.get(cam)
+                if frame is None or cam in self._prepare_pending or \
+                        (done is not None and done[1] is frame):
+                    continue
+                try:
+                    name, shape = self._prepare_slots.write(cam, frame.rgb)
+                except (ValueError, OSError):
+                    continue  # compute() reports a bad frame
+                self._token += 1
+                try:
+                    with self._send_lock:
+                        conn.send(('prepare', self._token, cam, name, shape))
+                except OSError:
+                    return sent  # a dead process is reported by take_failure / compute
+                self._prepared[cam] = (self._token, frame)
+                self._prepare_pending.add(cam)
+                sent += 1
+            return sent
+
     def compute(self, frames: dict, instruction: str, proprio, hang_limit: float
                 ) -> tuple[TimedChunk | None, str]:
         """Run one inference on ``frames`` (camera -> Frame): (chunk, '') or (None, error).
@@ -327,8 +376,12 @@ class RemotePolicy(Policy):
                 for cam in spec.camera_names:
                     if cam not in frames:
                         raise ValueError(f'no frame from camera {cam!r}')
-                    name, shape = self._slots.write(cam, frames[cam].rgb)
-                    refs[cam] = (name, shape, frames[cam].stamp)
+                    frame, done = frames[cam], self._prepared.get(cam)
+                    if done is not None and done[1] is frame:
+                        refs[cam] = ('prepared', done[0], frame.stamp)
+                    else:
+                        name, shape = self._slots.write(cam, frame.rgb)
+                        refs[cam] = ('shm', name, shape, frame.stamp)
             except (ValueError, OSError) as exc:
                 return None, f'policy {self.name!r} failed: {exc}'
             self._seq += 1
@@ -344,6 +397,7 @@ class RemotePolicy(Policy):
                     reply = conn.recv()
                     if reply[0] == 'result' and reply[1] == seq:
                         break
+                self._prepare_pending.clear()  # answered in order: every prepare is done
             except (EOFError, OSError):
                 try:
                     proc.wait(1.0)
@@ -353,6 +407,7 @@ class RemotePolicy(Policy):
                 self._mark_failed(reason)
                 return None, reason
             _, _, actions, error, _ = reply
+            self.last_prepared_used = sum(ref[0] == 'prepared' for ref in refs.values())
             if actions is None:
                 return None, error
             return TimedChunk(stamp=stamp, period=spec.control_period, actions=actions,
