@@ -271,3 +271,59 @@ def test_copy_of_bag_is_independent(tmp_path):
         list(reader.messages())
     assert {p.name: p.read_bytes() for p in bag.iterdir()} == before
     shutil.rmtree(bag)
+
+
+def _chunk_message(registry, **extra):
+    types = registry.store.types
+    return types['vla_ros_msgs/msg/ActionChunk'](
+        header=types['std_msgs/msg/Header'](
+            stamp=types['builtin_interfaces/msg/Time'](sec=5, nanosec=0), frame_id=''),
+        policy='scripted', horizon=1, action_dim=2,
+        actions=np.array([0.1, 0.2], np.float32),
+        control_period=types['builtin_interfaces/msg/Duration'](sec=0, nanosec=100_000_000),
+        dimension_names=['x', 'y'], **extra)
+
+
+def test_a_bag_keeps_decoding_with_the_definition_it_was_recorded_with(tmp_path):
+    # Bags recorded before ActionChunk gained buffered_after_command carry the old
+    # definition; a reader must decode them with it, not with msg/ of today.
+    from vla_ros.bags.session import _buffered_after
+
+    current = (os.path.dirname(__file__) + '/../msg/ActionChunk.msg')
+    with open(current) as f:
+        text = f.read()
+    old = text[:text.index('\n# Stamp of the last control command')] + '\n'
+    assert 'buffered_after_command' in text and 'buffered_after_command' not in old
+    topic = '/vla/action_chunk'
+    for name, definition in (('old', old), ('new', None)):
+        registry = TypeRegistry()
+        if definition is not None:
+            assert registry.register_definition('vla_ros_msgs/msg/ActionChunk', definition)
+        assert registry.resolve('vla_ros_msgs/msg/ActionChunk')
+        extra = {} if definition is not None else {
+            'buffered_after_command':
+                registry.store.types['builtin_interfaces/msg/Time'](sec=4, nanosec=900)}
+        data = registry.serialize(_chunk_message(registry, **extra),
+                                  'vla_ros_msgs/msg/ActionChunk')
+        with BagWriter(tmp_path / name, 'mcap', 9, registry) as w:
+            w.write(w.add_topic(topic, 'vla_ros_msgs/msg/ActionChunk'), 10**9, data)
+        with BagReader(tmp_path / name) as reader:
+            msg = reader.decode(next(reader.messages([topic])))
+        assert list(msg.dimension_names) == ['x', 'y']
+        np.testing.assert_allclose(msg.actions, [0.1, 0.2])
+        if definition is not None:
+            assert not hasattr(msg, 'buffered_after_command')
+            assert _buffered_after(msg) is None
+        else:
+            assert _buffered_after(msg) == pytest.approx(4.0000009)
+
+
+def test_an_installed_type_loads_with_the_installed_types_it_nests(tmp_path, monkeypatch):
+    msg = tmp_path / 'share' / 'foo_msgs' / 'msg'
+    msg.mkdir(parents=True)
+    (msg / 'Inner.msg').write_text('float64 value\n')
+    (msg / 'Outer.msg').write_text('std_msgs/Header header\nfoo_msgs/Inner[] inner\n')
+    monkeypatch.setenv('AMENT_PREFIX_PATH', str(tmp_path))
+    registry = TypeRegistry()
+    assert registry.resolve('foo_msgs/msg/Outer'), registry.why_unknown('foo_msgs/msg/Outer')
+    assert registry.knows('foo_msgs/msg/Inner')

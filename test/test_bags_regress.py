@@ -311,3 +311,24 @@ def test_a_control_process_recording_orders_ticks_at_their_decision():
                                    'control_process_lead_s': 0.01}) == 0.0
     assert recorded_decision_lead({'control_process': True, 'use_sim_time': True,
                                    'control_process_lead_s': 0.01}) == 0.0
+
+
+def test_a_chunk_is_ordered_by_the_command_the_node_computed_before_it():
+    from vla_ros.bags.regress import _order_after_command
+
+    stamps = np.array([1.0, 1.1, 1.2])
+    decided = stamps - 0.0100  # estimated from receive times: 10 ms before each stamp
+    # Received just after tick 1.1's estimated decision, but the node buffered it before
+    # computing that command (it was last after 1.0): it goes before tick 1.1.
+    key, priority, following = _order_after_command(1.0903, 1.0, stamps, decided)
+    assert (key, priority) == (decided[1], 3) and list(following) == [1, 2]
+    # Received just before it, but the node computed 1.1 first: after tick 1.1.
+    key, priority, following = _order_after_command(1.0897, 1.1, stamps, decided)
+    assert (key, priority) == (decided[1], 5) and list(following) == [2]
+    # Receive times agreeing with the node: left where they are.
+    key, priority, following = _order_after_command(1.05, 1.0, stamps, decided)
+    assert (key, priority) == (1.05, 3) and list(following) == [1, 2]
+    # Before every recorded tick, and after the last one.
+    assert list(_order_after_command(0.5, 0.4, stamps, decided)[2]) == [0, 1, 2]
+    key, priority, following = _order_after_command(1.3, 1.2, stamps, decided)
+    assert (key, priority) == (1.3, 3) and following.size == 0

@@ -91,7 +91,10 @@ def test_recorded_session_has_the_instruction_and_regresses_green(tmp_path, ros_
     assert summary['counts'].get('/vla/action_chunk', 0) > 0, summary
     with BagReader(bag) as reader:
         texts = [reader.decode(m).data for m in reader.messages(topics=['/instruction'])]
+        # Each chunk says which command came last before it, so regress orders it exactly.
+        chunks = [reader.decode(m) for m in reader.messages(topics=['/vla/action_chunk'])]
     assert texts == ['pick up the red cube']
+    assert all(c.buffered_after_command.sec > 0 for c in chunks)
 
     regress = subprocess.run(_cli('bag', 'regress', str(bag), '-o',
                                   str(tmp_path / 'report')),

@@ -262,3 +262,25 @@ def test_a_chunk_is_published_before_any_tick_can_use_it():
     feed(engine, clock())
     assert engine.run_inference(clock, lambda r: engine.set_instruction('stop')) is None
     assert engine.command_at(clock()).hold
+
+
+def test_a_result_names_the_last_command_computed_before_its_chunk():
+    # Recordings order chunks against commands by it (vla-ros bag regress).
+    clock = FakeClock()
+    engine = make_engine(ScriptedPolicy(chunk_length=4))
+    engine.set_instruction('go')
+    feed(engine, clock())
+    published = []
+    job = engine.begin_inference(clock())
+    chunk, error = engine.compute_chunk(job)
+    result = engine.finish_inference(job, chunk, error, clock() + 0.05, published.append)
+    assert np.isnan(result.buffered_after_command)  # no command computed yet
+    engine.command_at(clock() + 0.1)
+    engine.command_at(clock() + 0.2)
+    feed(engine, clock() + 0.25)
+    job = engine.begin_inference(clock() + 0.25)
+    chunk, error = engine.compute_chunk(job)
+    engine.command_at(clock() + 0.3)  # computed while the policy ran
+    result = engine.finish_inference(job, chunk, error, clock() + 0.35, published.append)
+    assert result.buffered_after_command == clock() + 0.3
+    assert published[-1] is result

@@ -309,6 +309,25 @@ def recorded_decision_lead(recorded: dict) -> float:
     return 0.0
 
 
+def _order_after_command(recv: float, after: float, stamps: np.ndarray,
+                         decided: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """Where a chunk buffered after the command stamped ``after`` goes among the ticks.
+
+    Returns (sort key, priority, indices of the ticks after it). The key is the chunk's
+    receive time moved, if needed, to just after that command's tick (priority 5, after a
+    tick's 4) or to just before the next tick (priority 3).
+    """
+    eps = 1e-6  # stamps travel as integer nanoseconds
+    following = np.flatnonzero(stamps > after + eps)
+    before = np.flatnonzero(stamps <= after + eps)
+    key, priority = recv, 3
+    if following.size and key >= decided[following[0]]:
+        key = decided[following[0]]
+    if before.size and key <= decided[before[-1]]:
+        key, priority = decided[before[-1]], 5
+    return key, priority, following
+
+
 class LockstepReplay:
     """Drive an InferenceEngine through a recorded session on the recorded clock."""
 
@@ -434,16 +453,24 @@ class LockstepReplay:
         # A tick is ordered at its decision: the recorder's receive time minus the lead
         # with which the node computed it (0 without a control process), so inputs and
         # chunks that came in between were not there for it, as on the robot.
+        # Newer recordings say exactly which commands the node computed before it buffered
+        # each chunk (``buffered_after_command``): the chunk goes right after the last of
+        # them and before the next, wherever the receive times would put it.
         delay = self.session.transport_delay()
         events = [(recv, priority, kind, value, recv)
                   for recv, priority, kind, value in self._input_events()]
         decided = np.array([t.recv - self.decision_lead for t in self.session.ticks])
+        stamps = np.array([t.stamp for t in self.session.ticks])
         for chunk in self.session.chunks:
-            t = chunk.recv - delay
-            following = np.flatnonzero(decided >= chunk.recv)
+            t, key, priority = chunk.recv - delay, chunk.recv, 3
+            if chunk.buffered_after_command is None:
+                following = np.flatnonzero(decided >= chunk.recv)
+            else:
+                key, priority, following = _order_after_command(
+                    chunk.recv, chunk.buffered_after_command, stamps, decided)
             if following.size:
                 t = min(t, min(self.session.ticks[i].stamp for i in following))
-            events.append((chunk.recv, 3, 'chunk', chunk, t))
+            events.append((key, priority, 'chunk', chunk, t))
         for i, tick in enumerate(self.session.ticks):
             events.append((decided[i], 4, 'tick', i, tick.stamp))
         events.sort(key=lambda e: (e[0], e[1]))

@@ -30,6 +30,14 @@ def _seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def _buffered_after(chunk_msg) -> float | None:
+    # Absent in bags recorded before the field existed (decoded with their own definition).
+    stamp = getattr(chunk_msg, 'buffered_after_command', None)
+    if stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
+        return None
+    return _seconds(stamp)
+
+
 def _stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
@@ -82,6 +90,9 @@ class ChunkRecord:
     actions: np.ndarray
     period: float
     dimension_names: tuple
+    # The stamp of the last command the node computed before buffering the chunk (None:
+    # not recorded, as in bags from before the field existed, or no command yet).
+    buffered_after_command: float | None = None
 
 
 @dataclass
@@ -182,7 +193,7 @@ def load_session(reader: BagReader, namespace: str | None = None,
             session.chunks.append(ChunkRecord(
                 recv, _seconds(msg.header.stamp), str(msg.policy),
                 actions.reshape(int(msg.horizon), dim), _seconds(msg.control_period),
-                tuple(msg.dimension_names)))
+                tuple(msg.dimension_names), _buffered_after(msg)))
         elif kind == '_status':
             session.statuses.append((recv, float(msg.last_inference_latency)))
             session.status_instructions.append((recv, str(msg.instruction)))

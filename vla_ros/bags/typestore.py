@@ -2,10 +2,14 @@
 
 A bag written by rosbag2 (Iron and later) carries the definition of every type it holds;
 older bags (Humble) carry only type names. :class:`TypeRegistry` starts from the ROS 2
-Kilted standard types shipped with ``rosbags``, adds ``vla_ros_msgs`` from ``msg/``, and
-then resolves any other type on demand from, in order: the bag's own definitions
-(:meth:`TypeRegistry.register_definition`) and ``share/<pkg>/msg/<Type>.msg`` of installed
+Kilted standard types shipped with ``rosbags`` and resolves any other type on demand from,
+in order: the bag's own definitions (:meth:`TypeRegistry.register_definition`), this
+project's ``msg/`` for ``vla_ros_msgs``, and ``share/<pkg>/msg/<Type>.msg`` of installed
 packages (the venv, ``AMENT_PREFIX_PATH``), the way rosbag2 itself finds definitions.
+
+A bag's definition of one of our own types wins over ``msg/``: our messages gain fields
+(``ActionChunk.buffered_after_command``), and a bag recorded before must still decode
+with what it was written with. For standard types the built-in definition wins.
 """
 
 from __future__ import annotations
@@ -60,20 +64,19 @@ class TypeRegistry:
         self.store = get_typestore(Stores.ROS2_KILTED)
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}
-        self._register_our_messages()
+        self._ours = _our_definitions()  # registered when first needed (see the module doc)
 
-    def _register_our_messages(self) -> None:
-        sources = sorted(_MSG_DIR.glob('*.msg'))
-        if not sources:
-            for share in _share_dirs():
-                sources = sorted((share / OUR_PACKAGE / 'msg').glob('*.msg'))
-                if sources:
-                    break
-        types = {}
-        for path in sources:
-            types.update(get_types_from_msg(path.read_text(), f'{OUR_PACKAGE}/msg/{path.stem}'))
-        if types:
-            self.store.register(types)
+    def _register_ours(self, msgtype: str) -> None:
+        types = self._ours.get(msgtype)
+        if types is None:
+            return
+        for _, fields in types.values():  # our types nested in it first
+            for _, desc in fields:
+                for ref in _referenced_types(desc):
+                    if not self.knows(ref):
+                        self._register_ours(ref)
+        with self._lock:
+            self.store.register({k: v for k, v in types.items() if not self.knows(k)})
 
     def knows(self, msgtype: str) -> bool:
         """Whether ``msgtype`` (and so all its field types) can be decoded now."""
@@ -107,6 +110,9 @@ class TypeRegistry:
             return True
         if msgtype in self._failed:
             return False
+        if msgtype in self._ours:
+            self._register_ours(msgtype)
+            return self.knows(msgtype)
         try:
             self._load_installed(msgtype, depth=0)
         except (UnknownTypeError, ValueError) as exc:
@@ -135,7 +141,7 @@ class TypeRegistry:
                 f'bag, and no {pkg}/{kind}/{name}.msg under {[str(s) for s in _share_dirs()]}')
         # Load nested field types first so registration can resolve them.
         for _, fields in types.values():
-            for _, (_, desc) in fields:
+            for _, desc in fields:
                 for ref in _referenced_types(desc):
                     self._load_installed(ref, depth + 1)
         with self._lock:
@@ -159,6 +165,19 @@ class TypeRegistry:
             return '', ''
         text, _ = self.store.generate_msgdef(msgtype, ros_version=2)
         return text, self.store.hash_rihs01(msgtype)
+
+
+def _our_definitions() -> dict[str, dict]:
+    """``vla_ros_msgs/msg/<Name>`` -> its rosbags types, from ``msg/`` (or installed)."""
+    sources = sorted(_MSG_DIR.glob('*.msg'))
+    if not sources:
+        for share in _share_dirs():
+            sources = sorted((share / OUR_PACKAGE / 'msg').glob('*.msg'))
+            if sources:
+                break
+    return {f'{OUR_PACKAGE}/msg/{path.stem}':
+            get_types_from_msg(path.read_text(), f'{OUR_PACKAGE}/msg/{path.stem}')
+            for path in sources}
 
 
 def _referenced_types(desc) -> list[str]:

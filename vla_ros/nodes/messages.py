@@ -69,7 +69,9 @@ def chunk_msg(result, frame_id: str = '') -> ActionChunk:
         header=Header(stamp=to_time_msg(chunk.stamp), frame_id=frame_id),
         policy=result.policy, horizon=actions.shape[0], action_dim=actions.shape[1],
         actions=actions.ravel().tolist(), control_period=to_duration_msg(chunk.period),
-        dimension_names=list(result.dimension_names))
+        dimension_names=list(result.dimension_names),
+        buffered_after_command=to_time_msg(result.buffered_after_command)
+        if math.isfinite(result.buffered_after_command) else Time())
 
 
 def status_msg(snapshot, stamp: float) -> PolicyStatus:

@@ -136,6 +136,9 @@ class InferenceResult:
     dimension_names: tuple
     latency: float
     started: float
+    # The time of the last command computed before the chunk was buffered (nan: none):
+    # the chunk is used from the next command on.
+    buffered_after_command: float = float('nan')
 
 
 class InferenceEngine:
@@ -155,6 +158,7 @@ class InferenceEngine:
         self._measured_joints: dict[str, float] | None = None
         self._preprocess = preprocess or _default_preprocess
         self._lock = threading.RLock()
+        self._last_command_time = float('nan')
         self._buffer = ChunkBuffer(make_strategy(config.chunk_strategy,
                                                  **config.strategy_params))
         self._policy: Policy | None = None
@@ -377,7 +381,8 @@ class InferenceEngine:
                 return None  # instruction or policy changed while we were thinking
             result = InferenceResult(chunk, job.name,
                                      tuple(job.policy.spec.action_space.names),
-                                     finished - job.started, job.started)
+                                     finished - job.started, job.started,
+                                     self._last_command_time)
             if publish is not None:
                 publish(result)
                 if job.version != self._instruction_version or job.policy is not self._policy:
@@ -432,6 +437,7 @@ class InferenceEngine:
         """The command for the control tick at ``now``: an action or a safe hold."""
         with self._lock:
             self._ticks += 1
+            self._last_command_time = now
             reason = self._hold_reason(now)
             action = None
             if not reason:
