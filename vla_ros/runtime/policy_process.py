@@ -3,8 +3,10 @@
 The inference node starts it with a fresh interpreter (never a fork of a process that
 holds rclpy, whose threads and DDS state do not survive fork) and talks to it over a
 socket: small pickled messages only. Camera frames arrive through shared memory that the
-node owns; this process copies each frame out of it once, so the node may reuse the
-segment as soon as the answer is back. This process never imports rclpy.
+node owns and are read in place (see :class:`SharedFrames`); the node rewrites a segment
+only once the answer to the request that named it is back. Frames of the policy's other
+cameras may arrive ahead, while this process is idle, to be preprocessed then
+(:class:`PreparedFrames`). This process never imports rclpy.
 
 Messages, node -> policy process:
     ('load', name, config, torch_threads, warmup, (target, description, family))
