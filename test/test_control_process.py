@@ -199,9 +199,57 @@ def test_the_process_publishes_each_deadline_once_and_never_an_old_one(
         proc.stdin.write('stop\n')
         proc.stdin.flush()
         assert proc.wait(5.0) == 0
+        assert os.path.exists(slot.path)  # told to stop: the node still owns the segment
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         executor.shutdown()
         node.destroy_node()
+
+
+# A stand-in for the inference node: it owns a slot and starts the control process on it.
+_NODE = """
+import json, subprocess, sys, time
+from vla_ros.runtime.command_slot import CommandSlot
+slot = CommandSlot.create(prefix='vla_ros_test_cmd')
+proc = subprocess.Popen([sys.executable, '-m', 'vla_ros.runtime.control_process'],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+proc.stdin.write(json.dumps({'slot': slot.path, 'node_name': 'test_control_orphan',
+                             'period': 0.05, 'start': time.monotonic(), 'priority': 0,
+                             'topics': [['/control_orphan', 'std_msgs/msg/Empty']]}) + chr(10))
+proc.stdin.flush()
+ready = json.loads(proc.stdout.readline())
+print(json.dumps({'slot': slot.path, 'pid': ready['pid']}), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie left for a container's init to reap counts as gone)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.graph
+def test_a_killed_node_leaves_no_segment_and_no_control_process(ros_env):
+    node = subprocess.Popen([sys.executable, '-c', _NODE], env=ros_env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(node.stdout.readline())
+        assert os.path.exists(started['slot']) and _alive(started['pid'])
+        node.kill()  # as kill -9: the node removes nothing itself
+        node.wait(5.0)
+        end = time.monotonic() + 10.0
+        while (os.path.exists(started['slot']) or _alive(started['pid'])) and \
+                time.monotonic() < end:
+            time.sleep(0.05)
+        assert not os.path.exists(started['slot'])
+        assert not _alive(started['pid'])
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()

@@ -130,6 +130,13 @@ class CommandSlot:
         counts += [0] * (MAX_TOPICS - len(counts))
         _READER.pack_into(self._mm, _READER_AT, published_k, late, missed, *counts)
 
+    def remove(self) -> None:
+        """Remove the segment by name (the control process, once its node has died)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
     def close(self) -> None:
         """Unmap; the owner also removes the segment."""
         try:
@@ -137,10 +144,7 @@ class CommandSlot:
         except BufferError:
             pass
         if self._owner:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            self.remove()
 
 
 def _crc(k: int, count: int, payload: bytes) -> int:

@@ -16,6 +16,8 @@ then skips the deadline (counted; it never publishes an older deadline's command
 Nothing is published before the node writes, so a stalled or dead node leaves the
 driver's command watchdog to stop the robot, as before. It exits when the node asks
 (``stop`` on stdin), when its stdin closes, or when its parent changes (the node died).
+A node that died (killed, say) cannot remove the slot's segment, so this process does,
+unless told ``stop``: the node then still owns it and may start another process on it.
 
 Started by :class:`vla_ros.nodes.control_relay.ControlRelay` as
 ``python -m vla_ros.runtime.control_process`` with a JSON configuration on stdin.
@@ -69,11 +71,13 @@ def run(config: dict, stdin=None) -> int:
     published, late, missed = NOTHING_PUBLISHED, 0, 0
     k = max(1, int((time.monotonic() - start) // period) + 1)
     ticks = 0
+    node_gone = False
     try:
         while True:
             deadline = start + k * period
-            if _told_to_stop(stdin, max(0.0, deadline - time.monotonic())) or \
-                    os.getppid() != parent:
+            told = _told_to_stop(stdin, max(0.0, deadline - time.monotonic()))
+            node_gone = told == 'closed' or os.getppid() != parent
+            if told or node_gone:
                 break
             got = slot.read()
             while (got is None or got[0] < k) and time.monotonic() < deadline + period / 2:
@@ -94,22 +98,27 @@ def run(config: dict, stdin=None) -> int:
             k = max(k + 1, int((time.monotonic() - start) // period) + 1)
     finally:
         slot.close()
+        if node_gone:
+            slot.remove()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
 
 
-def _told_to_stop(stdin, timeout: float) -> bool:
-    """Sleep up to ``timeout`` [s]; True if stdin said stop or closed meanwhile."""
+def _told_to_stop(stdin, timeout: float) -> str:
+    """Sleep up to ``timeout`` [s]; 'stop' or 'closed' if stdin said so meanwhile, else ''."""
     end = time.monotonic() + timeout
     while True:
         remaining = end - time.monotonic()
         if remaining <= 0:
-            return False
+            return ''
         readable, _, _ = select.select([stdin], [], [], remaining)
         if readable:
             line = stdin.readline()
-            return not line or line.strip() == 'stop'
+            if not line:
+                return 'closed'
+            if line.strip() == 'stop':
+                return 'stop'
 
 
 def main(argv=None) -> int:
