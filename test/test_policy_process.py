@@ -133,10 +133,12 @@ FRAME = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
 
 @pytest.fixture
 def remote_factory():
+    """Started RemotePolicies, closed at the end (the scripted one with SCRIPTED's config)."""
     made = []
 
-    def make(**config):
-        policy = RemotePolicy('scripted', {**SCRIPTED, **config})
+    def make(name='scripted', env=None, **config):
+        base = SCRIPTED if name == 'scripted' else {}
+        policy = RemotePolicy(name, {**base, **config}, env=env)
         made.append(policy)
         policy.start()
         return policy
@@ -464,25 +466,15 @@ def test_frames_are_read_in_place_and_only_a_kept_view_is_copied():
 
 # ------------------------------------------------- second camera prepared while idle
 @pytest.fixture
-def pixel_remote():
+def pixel_remote(remote_factory):
     from vla_ros.policies.registry import register_policy, unregister_policy
 
     register_policy('test_pixel', 'pixel_policy:PixelPolicy', 'test: pixel sums',
                     'scripted')
-    made = []
     here = os.path.dirname(os.path.abspath(__file__))  # the policy process imports it
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (here, os.environ.get('PYTHONPATH', '')) if p))
-
-    def make():
-        policy = RemotePolicy('test_pixel', {'chunk_length': 4}, env=env)
-        made.append(policy)
-        policy.start()
-        return policy
-
-    yield make
-    for policy in made:
-        policy.close()
+    yield lambda: remote_factory('test_pixel', env=env, chunk_length=4)
     unregister_policy('test_pixel')
 
 
