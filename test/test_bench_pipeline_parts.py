@@ -2,7 +2,8 @@
 
 import pytest
 
-from vla_ros.benchmarking.pipeline import _add_parts, _read_timing_log
+from vla_ros.benchmarking.pipeline import _add_parts
+from vla_ros.runtime.engine import read_timing_log
 
 
 def test_parts_add_up_to_stamp_to_chunk(tmp_path):
@@ -12,7 +13,7 @@ def test_parts_add_up_to_stamp_to_chunk(tmp_path):
     log.write_text('scripted 100.000000000 0.002000 0.300000\n'
                    '@worker 100.000000000 100.001500 100.304500\n'
                    'scripted 200.000000000 0.002000 0.300000\n')
-    timing = _read_timing_log(str(log))
+    timing = read_timing_log(str(log))
     parts = {k: [] for k in ('stamp_to_worker', 'preprocess', 'model', 'process_hop',
                              'chunk_to_subscriber')}
     assert _add_parts(parts, timing, 100.0, 100.3050)

@@ -4,8 +4,8 @@ Measured in the inference node (2-core VM, two 640x480 rgb8 cameras, OpenVLA at 
 25 inferences/s): glibc handed the camera buffers' memory back to the kernel after each
 burst of frames (a freed block at the top of a thread's heap is trimmed; a block larger
 than the mmap threshold is unmapped), so the first frame of the next burst touched
-about 650 fresh pages: 1.6 ms of page faults in taking one 921 KB frame, against 0.34 ms
-for the same take with warm memory. Raising the thresholds keeps that memory mapped
+about 650 fresh pages: 1.6 ms of page faults in taking one 921 KB frame, against 0.43 ms
+for the frames taken after it (warm memory). Raising the thresholds keeps that memory mapped
 for reuse; the cost is that a process's peak heap stays resident (a few MB here).
 """
 

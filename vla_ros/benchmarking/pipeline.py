@@ -42,20 +42,6 @@ def _period_errors_ms(times, nominal):
     return np.abs(periods - nominal) * 1e3
 
 
-def _read_timing_log(path: str) -> dict:
-    """Frame stamp -> {preprocess, model, sent, back} from the engine's timing log."""
-    timing = {}
-    with open(path) as f:
-        for line in f:
-            name, stamp, a, b, *_ = line.split()
-            entry = timing.setdefault(round(float(stamp), 6), {})
-            if name == '@worker':  # the node's worker: frames sent, chunk back
-                entry['sent'], entry['back'] = float(a), float(b)
-            else:
-                entry['preprocess'], entry['model'] = float(a), float(b)
-    return timing
-
-
 def _add_parts(parts: dict, timing: dict, stamp: float, received: float) -> bool:
     """Append this chunk's parts; whether its model time was logged."""
     entry = timing.get(round(stamp, 6), {})
@@ -116,6 +102,7 @@ def run_pipeline(latency: float, duration: float, control_rate_hz=10.0, chunk_le
     from vla_ros.nodes import qos
     from vla_ros.nodes.image_conversion import rgb_to_image_msg
     from vla_ros.nodes.messages import to_seconds, to_time_msg
+    from vla_ros.runtime.engine import read_timing_log
 
     period = 1.0 / control_rate_hz
     policy_params = json.dumps({'latency': latency, 'chunk_length': chunk_length,
@@ -197,7 +184,7 @@ def run_pipeline(latency: float, duration: float, control_rate_hz=10.0, chunk_le
     err_recv = _period_errors_ms(receive, period)
     starved = sum(1 for c in window if c[2] == 0.0)
 
-    timing = _read_timing_log(timing_log)
+    timing = read_timing_log(timing_log)
     os.unlink(timing_log)
     # First command that used each chunk: its vx equals that chunk's action for the tick.
     stamp_to_cmd, ready_delay, tick_wait, callback_delay = [], [], [], []

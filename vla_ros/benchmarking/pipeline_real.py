@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros import dds
+from vla_ros.runtime.engine import read_timing_log
 
 MODES = ('thread-timer', 'process-thread', 'process')
 # Node parameters of each mode. 'process' and 'thread' run the shipped defaults: the
@@ -350,21 +351,13 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
                 trips += 1
     gaps = np.diff(received)
     # Overhead: chunk received - frame stamp - the model's own compute for that frame.
-    compute, prepare, worker = {}, {}, {}
-    if os.path.exists(timing_log):
-        with open(timing_log) as f:
-            for line in f:
-                name, stamp, a, b, *rest = line.split()
-                key = round(float(stamp), 6)
-                if name == '@worker':  # the node's worker: frames sent, chunk back
-                    worker[key] = (float(a), float(b), int(rest[0]) if rest else 0)
-                else:
-                    prepare[key], compute[key] = float(a), float(b)
+    timing = read_timing_log(timing_log) if os.path.exists(timing_log) else {}
     per_policy = {}
     for stamp, called, policy, got in recorder.chunks:
         if not t_start <= got <= t_end:
             continue
-        model = compute.get(round(stamp, 6))
+        logged = timing.get(round(stamp, 6), {})
+        model = logged.get('model')
         if model is None:
             continue
         entry = per_policy.setdefault(policy, {'overhead': [], 'compute': [], 'to_worker': [],
@@ -375,13 +368,12 @@ def _summarise(mode, recorder, events, t_start, t_end, timing_log, driver_log, n
         entry['overhead'].append(got - stamp - model)
         entry['overhead_callback'].append(called - stamp - model)
         entry['compute'].append(model)
-        entry['preprocess'].append(prepare[round(stamp, 6)])
-        if round(stamp, 6) in worker:  # process mode: where the overhead goes
-            sent, back, prepared = worker[round(stamp, 6)]
-            entry['prepared'].append(prepared > 0)
-            entry['to_worker'].append(sent - stamp)
-            entry['hop'].append(back - sent - model - prepare[round(stamp, 6)])
-            entry['back'].append(got - back)
+        entry['preprocess'].append(logged['preprocess'])
+        if 'sent' in logged:  # process mode: where the overhead goes
+            entry['prepared'].append(logged['prepared'] > 0)
+            entry['to_worker'].append(logged['sent'] - stamp)
+            entry['hop'].append(logged['back'] - logged['sent'] - model - logged['preprocess'])
+            entry['back'].append(got - logged['back'])
     with open(inference_log) as f:
         tracebacks = f.read().count('Traceback')
     # The control thread's own trace (monotonic clock; absent with an rclpy timer): how

@@ -632,6 +632,25 @@ def log_worker_timing(stamp: float, started: float, finished: float,
             f.write(f'@worker {stamp:.9f} {started:.6f} {finished:.6f} {prepared}\n')
 
 
+def read_timing_log(path: str) -> dict:
+    """Benchmarks: frame stamp (rounded to 1 us) -> what the two writers above logged.
+
+    {'preprocess', 'model'} from the policy's line; with the node's worker line also
+    {'sent', 'back', 'prepared'} (process mode).
+    """
+    timing = {}
+    with open(path) as f:
+        for line in f:
+            name, stamp, a, b, *rest = line.split()
+            entry = timing.setdefault(round(float(stamp), 6), {})
+            if name == '@worker':
+                entry.update(sent=float(a), back=float(b),
+                             prepared=int(rest[0]) if rest else 0)
+            else:
+                entry.update(preprocess=float(a), model=float(b))
+    return timing
+
+
 def _default_preprocess(rgb: np.ndarray, size, method: str = 'default') -> np.ndarray:
     from vla_ros.images import prepare_image
 
