@@ -26,3 +26,23 @@ def test_parts_add_up_to_stamp_to_chunk(tmp_path):
     assert _add_parts(parts, timing, 200.0, 200.31)
     assert len(parts['model']) == 2 and len(parts['process_hop']) == 1
     assert not _add_parts(parts, timing, 300.0, 300.31)
+
+
+def test_bench_output_writes_the_printed_json(tmp_path, monkeypatch, capsys):
+    # `vla-ros bench pipeline --output F` (not only --real) saves what it prints.
+    import json
+
+    from vla_ros import cli
+    from vla_ros.benchmarking import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, 'run', lambda latency, duration: calls.append(
+        (latency, duration)) or {'benchmark': 'pipeline', 'command_hz': 10.0})
+    out = tmp_path / 'bench.json'
+    assert cli.main(['bench', 'pipeline', '--duration', '2', '--output', str(out)]) == 0
+    assert calls == [(0.3, 2.0)]
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+    # A directory that is not there is said before the run, which then does not start.
+    missing = tmp_path / 'nowhere' / 'bench.json'
+    assert cli.main(['bench', 'pipeline', '--output', str(missing)]) == 2
+    assert 'no such directory' in capsys.readouterr().err and len(calls) == 1

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from vla_ros.dds import DISCOVERY_SETTLE_S
 
@@ -320,6 +321,11 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     """Run a benchmark and print its JSON object."""
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        # Said before a run of minutes, not after it.
+        print(f'vla-ros bench: --output {args.output}: no such directory '
+              f'{Path(args.output).resolve().parent}', file=sys.stderr)
+        return 2
     if args.benchmark == 'pipeline' and args.real:
         from vla_ros.benchmarking.pipeline_real import main as run_real
 
@@ -328,13 +334,21 @@ def cmd_bench(args) -> int:
     if args.benchmark == 'pipeline':
         from vla_ros.benchmarking.pipeline import run
 
-        print(json.dumps(run(args.latency, args.duration), indent=2))
+        _report(run(args.latency, args.duration), args.output)
         return 0
     from vla_ros.reliability.cli import run_bench_faults
 
     result = run_bench_faults(args)
-    print(json.dumps(result, indent=2))
+    _report(result, args.output)
     return 0 if result.get('passed') else 1
+
+
+def _report(result: dict, output: str | None) -> None:
+    """Print a benchmark's JSON object and, with ``--output``, write it there too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if output:
+        Path(output).write_text(text + '\n')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -433,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'Octo-style checkpoint and back), policy process vs policy thread')
     p.add_argument('--phase', type=float, default=20.0,
                    help='pipeline --real: seconds of each of its three phases')
-    p.add_argument('--output', help='pipeline --real: also write the JSON to this file')
+    p.add_argument('--output', help='also write the JSON to this file')
     add_fault_arguments(p)
     p.set_defaults(func=cmd_bench)
 
