@@ -92,6 +92,19 @@ def test_enforce_workspace():
     np.testing.assert_array_equal(out, [0.0, 0.5, 0.0, 0, 0, 0])
 
 
+def test_enforce_workspace_far_out_position_overflowing_stops_quietly():
+    # 1e308 + 1e308 * 2 overflows to inf: still "farther out", so zeroed, with no warning
+    # (CI printed numpy's overflow RuntimeWarning from the property test below).
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        out = enforce_workspace([1e308, 0.0, 0.5], [1e308, 0.0, 0.0, 0, 0, 0], 2.0, LIM)
+        back = enforce_workspace([1e308, 0.0, 0.5], [-1e308, 0.0, 0.0, 0, 0, 0], 0.1, LIM)
+    np.testing.assert_array_equal(out, [0.0, 0.0, 0.0, 0, 0, 0])
+    np.testing.assert_array_equal(back, [-1e308, 0.0, 0.0, 0, 0, 0])
+
+
 def test_limit_base():
     # |(0.6, 0.8)| = 1 -> (0.3, 0.4); wz -3 -> -1
     np.testing.assert_allclose(limit_base([0.6, 0.8, -3.0], LIM), [0.3, 0.4, -1.0])

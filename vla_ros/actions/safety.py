@@ -149,7 +149,8 @@ def enforce_workspace(position: Any, twist: Any, dt: float, limits: SafetyLimits
     dt = _check_dt(dt)
     lo = np.asarray(limits.workspace_min)
     hi = np.asarray(limits.workspace_max)
-    nxt = pos + out[:3] * dt
+    with np.errstate(over='ignore'):  # a far-out position moving farther: inf is "out"
+        nxt = pos + out[:3] * dt
     dist_now = np.maximum(np.maximum(lo - pos, pos - hi), 0.0)
     dist_next = np.maximum(np.maximum(lo - nxt, nxt - hi), 0.0)
     v = out[:3]
