@@ -22,20 +22,33 @@ BEST_EFFORT = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
 
 
 class _Recording:
-    """``record()`` in a thread; ``wait_log`` waits for a line of its log."""
+    """``record()`` in a thread; ``wait_log`` waits for a line of its log.
 
-    def __init__(self, path, selection=None):
+    A context manager: leaving the block stops the recorder even when the test failed,
+    so no recording thread outlives its test (one left running aborted its worker
+    process at exit with "terminate called without an active exception").
+    """
+
+    def __init__(self, path, selection=None, **options):
         self.lines: list[str] = []
         self.stop = threading.Event()
         self.result = {}
-        self.thread = threading.Thread(target=self._run, args=(path, selection), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(path, selection, options),
+                                       daemon=True)
         self.thread.start()
 
-    def _run(self, path, selection):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def _run(self, path, selection, options):
         try:
             self.result['summary'] = record(
                 path, selection or TopicSelection.vla_default(), stop_event=self.stop,
-                log=self.lines.append, storage='mcap', parameters_node=None)
+                log=self.lines.append, storage='mcap', parameters_node=None, **options)
         except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
             self.result['error'] = exc
 
@@ -51,6 +64,7 @@ class _Recording:
         time.sleep(settle)
         self.stop.set()
         self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), 'the recorder did not stop within 30 s'
         if 'error' in self.result:
             raise self.result['error']
         return self.result['summary']
@@ -112,12 +126,12 @@ def test_latched_instruction_from_a_short_lived_publisher_is_recorded(tmp_path, 
     received = []
     inference.create_subscription(String, '/instruction', received.append, qos.INSTRUCTION)
     try:
-        recording = _Recording(tmp_path / 'bag')
-        _wait_for_recorder(ros_context)
-        out = subprocess.run([sys.executable, '-c', _SHORT_LIVED, 'pick up the cube'],
-                             env=ros_env, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        summary = recording.finish()
+        with _Recording(tmp_path / 'bag') as recording:
+            _wait_for_recorder(ros_context)
+            out = subprocess.run([sys.executable, '-c', _SHORT_LIVED, 'pick up the cube'],
+                                 env=ros_env, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            summary = recording.finish()
     finally:
         inference.destroy_node()
     assert summary.counts.get('/instruction') == 1, summary
@@ -135,11 +149,11 @@ def test_recorder_started_after_the_instruction_gets_it(tmp_path, ros_context):
         pub = node.create_publisher(String, '/instruction', qos.INSTRUCTION)
         pub.publish(String(data='stack the blocks'))
         time.sleep(0.5)
-        recording = _Recording(tmp_path / 'bag')
-        deadline = time.monotonic() + 30
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        summary = recording.finish(settle=1.0)
+        with _Recording(tmp_path / 'bag') as recording:
+            deadline = time.monotonic() + 30
+            while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            summary = recording.finish(settle=1.0)
     finally:
         node.destroy_node()
     assert summary.counts.get('/instruction') == 1, summary
@@ -147,27 +161,43 @@ def test_recorder_started_after_the_instruction_gets_it(tmp_path, ros_context):
 
 
 def test_a_sample_both_probes_receive_is_written_once(tmp_path, ros_context):
-    """Before any publisher exists the recorder has two subscriptions on the topic."""
+    """Before any publisher exists the recorder has two subscriptions on the topic.
+
+    Discovery polls are off (only the first, at start), so the pair stays; a poll that
+    saw the publisher would replace it with one subscription, and under load it did so
+    before this test saw both probes matched (a CI failure: 1 subscription, not 2). The
+    sample is published once both sides matched: a best-effort reader drops samples from
+    a writer it has not matched yet, even when the writer already counts it. Nothing
+    spins the recorder; ``stop()`` takes what both probes hold.
+    """
     import rclpy
     from rclpy.duration import Duration
     from std_msgs.msg import String
 
+    from vla_ros.bags.recorder import Recorder
     from vla_ros.nodes import qos
 
+    recorder = Recorder(ros_context, tmp_path / 'bag', TopicSelection.vla_default(),
+                        storage='mcap', parameters_node=None, discovery_interval=3600.0)
     node = rclpy.create_node('after_match', context=ros_context)
     try:
-        recording = _Recording(tmp_path / 'bag')
-        recording.wait_log('recording /instruction')
+        probes = recorder._topics['/instruction'].subscriptions
+        assert len(probes) == 2  # the best-effort and the latched probe
         pub = node.create_publisher(String, '/instruction', qos.INSTRUCTION)
         deadline = time.monotonic() + 30
-        while pub.get_subscription_count() < 2 and time.monotonic() < deadline:
+        while ((pub.get_subscription_count() < 2
+                or any(p.get_publisher_count() < 1 for p in probes))
+               and time.monotonic() < deadline):
             time.sleep(0.01)
-        assert pub.get_subscription_count() == 2  # the best-effort and the latched probe
+        assert pub.get_subscription_count() == 2
+        assert [p.get_publisher_count() for p in probes] == [1, 1]
         pub.publish(String(data='once'))
         assert pub.wait_for_all_acked(Duration(seconds=10))
-        summary = recording.finish()
+        summary = recorder.stop()
     finally:
         node.destroy_node()
+        if recorder._thread.is_alive():  # the test failed before stop(): stop it anyway
+            recorder.stop()
     assert _instructions(tmp_path / 'bag') == ['once']
     assert summary.counts['/instruction'] == 1
 
@@ -181,30 +211,30 @@ def test_publishers_coming_and_going_with_other_qos(tmp_path, ros_context):
 
     node = rclpy.create_node('qos_mix', context=ros_context)
     try:
-        recording = _Recording(tmp_path / 'bag')
-        recording.wait_log('recording /instruction')
-        latched = node.create_publisher(String, '/instruction', qos.INSTRUCTION)
-        latched.publish(String(data='latched'))
-        deadline = time.monotonic() + 30
-        while latched.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # A best-effort publisher appears: a reliable subscription would not match it.
-        mark = len(recording.lines)
-        best_effort = node.create_publisher(String, '/instruction', BEST_EFFORT)
-        recording.wait_log('-> best_effort/volatile', since=mark)
-        deadline = time.monotonic() + 30
-        while best_effort.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for i in range(5):
-            best_effort.publish(String(data=f'best effort {i}'))
-            time.sleep(0.05)
-        # It exits: the recorder goes back to reliable transient local; the latched
-        # sample it already has is delivered again and must not be written twice.
-        mark = len(recording.lines)
-        node.destroy_publisher(best_effort)
-        recording.wait_log('best_effort/volatile -> reliable/transient_local', since=mark)
-        time.sleep(1.0)
-        summary = recording.finish()
+        with _Recording(tmp_path / 'bag') as recording:
+            recording.wait_log('recording /instruction')
+            latched = node.create_publisher(String, '/instruction', qos.INSTRUCTION)
+            latched.publish(String(data='latched'))
+            deadline = time.monotonic() + 30
+            while latched.get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # A best-effort publisher appears: a reliable subscription would not match it.
+            mark = len(recording.lines)
+            best_effort = node.create_publisher(String, '/instruction', BEST_EFFORT)
+            recording.wait_log('-> best_effort/volatile', since=mark)
+            deadline = time.monotonic() + 30
+            while best_effort.get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i in range(5):
+                best_effort.publish(String(data=f'best effort {i}'))
+                time.sleep(0.05)
+            # It exits: the recorder goes back to reliable transient local; the latched
+            # sample it already has is delivered again and must not be written twice.
+            mark = len(recording.lines)
+            node.destroy_publisher(best_effort)
+            recording.wait_log('best_effort/volatile -> reliable/transient_local', since=mark)
+            time.sleep(1.0)
+            summary = recording.finish()
     finally:
         node.destroy_node()
     recorded = _instructions(tmp_path / 'bag')
@@ -253,5 +283,7 @@ def test_samples_waiting_in_a_replaced_or_stopped_subscription_are_kept(tmp_path
         summary = recorder.stop()
     finally:
         node.destroy_node()
+        if recorder._thread.is_alive():  # the test failed before stop(): stop it anyway
+            recorder.stop()
     assert summary.counts.get('/instruction') == 2, summary
     assert _instructions(tmp_path / 'bag') == ['first', 'second']
