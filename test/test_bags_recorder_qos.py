@@ -225,6 +225,9 @@ def test_publishers_coming_and_going_with_other_qos(tmp_path, ros_context):
             deadline = time.monotonic() + 30
             while best_effort.get_subscription_count() == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            # The recorder's side of the match may lag this one, and a best-effort
+            # reader drops what comes from a writer it has not matched yet.
+            time.sleep(1.0)
             for i in range(5):
                 best_effort.publish(String(data=f'best effort {i}'))
                 time.sleep(0.05)
@@ -266,8 +269,10 @@ def test_samples_waiting_in_a_replaced_or_stopped_subscription_are_kept(tmp_path
         # subscription cannot get the sample again from history.
         pub = node.create_publisher(String, '/instruction', 10)
         deadline = time.monotonic() + 30
-        while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        best_effort_probe = recorder._topics['/instruction'].subscriptions[0]
+        while ((pub.get_subscription_count() < 1 or best_effort_probe.get_publisher_count() < 1)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)  # both sides matched: the probe does not drop the sample
         pub.publish(String(data='first'))
         assert pub.wait_for_all_acked(Duration(seconds=10))
         while (not recorder.node.get_publishers_info_by_topic('/instruction')
