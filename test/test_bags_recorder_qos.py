@@ -29,12 +29,11 @@ class _Recording:
     process at exit with "terminate called without an active exception").
     """
 
-    def __init__(self, path, selection=None, **options):
+    def __init__(self, path, selection=None):
         self.lines: list[str] = []
         self.stop = threading.Event()
         self.result = {}
-        self.thread = threading.Thread(target=self._run, args=(path, selection, options),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(path, selection), daemon=True)
         self.thread.start()
 
     def __enter__(self):
@@ -44,11 +43,11 @@ class _Recording:
         self.stop.set()
         self.thread.join(timeout=30)
 
-    def _run(self, path, selection, options):
+    def _run(self, path, selection):
         try:
             self.result['summary'] = record(
                 path, selection or TopicSelection.vla_default(), stop_event=self.stop,
-                log=self.lines.append, storage='mcap', parameters_node=None, **options)
+                log=self.lines.append, storage='mcap', parameters_node=None)
         except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
             self.result['error'] = exc
 
